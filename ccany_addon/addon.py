@@ -1,0 +1,5 @@
+"""The mitmproxy script: `mitmdump -s ccany_addon/addon.py --mode reverse:https://api.openai.com`."""
+
+from ccany_addon.gateway import Gateway
+
+addons = [Gateway()]

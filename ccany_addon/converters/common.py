@@ -1,0 +1,111 @@
+"""Pieces every dialect converter shares: ids, tool names, signatures, stop reasons, usage."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from ccany_addon.schema import MessagesRequest
+
+MAX_TOOL_NAME = 64
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def tool_use_id(upstream_id: str | None) -> str:
+    """Anthropic ids are `[A-Za-z0-9_-]`; upstream ids are kept where they already fit."""
+    if not upstream_id:
+        return "toolu_" + secrets.token_hex(12)
+    return _UNSAFE_ID.sub("_", upstream_id)
+
+
+def short_tool_name(name: str) -> str:
+    """Names over the upstream's 64-character limit get a stable hash suffix, reversible per request."""
+    if len(name) <= MAX_TOOL_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[: MAX_TOOL_NAME - 9]}_{digest}"
+
+
+def thinking_signature(thinking: str) -> str:
+    """The gateway's own signature for thinking it relays; clients send it back in history untouched."""
+    digest = hashlib.sha256(thinking.encode()).digest()[:24]
+    return "ccany." + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+@dataclass(slots=True)
+class ResponseContext:
+    """What converting an answer back needs to know about the request it answers."""
+
+    client_model: str
+    tool_names: dict[str, str] = field(default_factory=dict)  # upstream name → client name
+    stop_sequences: tuple[str, ...] = ()
+    estimated_input_tokens: int = 0
+
+    @classmethod
+    def for_request(cls, request: MessagesRequest, estimated_input_tokens: int = 0) -> ResponseContext:
+        names = {short_tool_name(t.name): t.name for t in request.tools or () if len(t.name) > MAX_TOOL_NAME}
+        return cls(
+            client_model=request.model,
+            tool_names=names,
+            stop_sequences=tuple(request.stop_sequences or ()),
+            estimated_input_tokens=estimated_input_tokens,
+        )
+
+    def client_tool_name(self, upstream_name: str) -> str:
+        return self.tool_names.get(upstream_name, upstream_name)
+
+    def matched_stop_sequence(self, value: object) -> str | None:
+        return value if isinstance(value, str) and value in self.stop_sequences else None
+
+
+def parse_tool_arguments(arguments: str) -> tuple[object, str | None]:
+    """JSON arguments, repairing only a truncated tail (unclosed strings and brackets).
+
+    Returns (input, closing text that was appended) or raises ValueError when it is not JSON.
+    """
+    if not arguments.strip():
+        return {}, None
+    try:
+        return json.loads(arguments), None
+    except json.JSONDecodeError:
+        closer = _closing_text(arguments)
+        if closer:
+            try:
+                return json.loads(arguments + closer), closer
+            except json.JSONDecodeError:
+                pass
+        raise ValueError(f"tool arguments are not valid JSON: {arguments[:200]!r}") from None
+
+
+def _closing_text(text: str) -> str:
+    stack: list[str] = []
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            stack.append("}" if char == "{" else "]")
+        elif char in "}]":
+            if not stack:
+                return ""
+            stack.pop()
+    return ('"' if in_string else "") + "".join(reversed(stack))
+
+
+def estimate_output_tokens(text_chars: int) -> int:
+    return max(1, text_chars // 4) if text_chars else 0

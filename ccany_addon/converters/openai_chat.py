@@ -1,0 +1,627 @@
+"""Anthropic Messages ⇄ OpenAI Chat Completions: request, response and an incremental stream translator.
+
+Pure functions and a small state machine; no I/O. The rules are in shared/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from ccany_addon.converters.common import (
+    ResponseContext,
+    estimate_output_tokens,
+    message_id,
+    parse_tool_arguments,
+    short_tool_name,
+    thinking_signature,
+    tool_use_id,
+)
+from ccany_addon.errors import GatewayError, error_body, mask_secrets
+from ccany_addon.models import Capabilities
+from ccany_addon.schema import (
+    DocumentBlock,
+    ImageBlock,
+    MessagesRequest,
+    SearchResultBlock,
+    TextBlock,
+    ToolResultBlock,
+)
+from ccany_addon.sse import SSEDecoder, encode_event
+
+MAX_STOP_SEQUENCES = 4
+MAX_USER_FIELD = 64
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTarget:
+    """Where a converted request goes, and what that upstream accepts."""
+
+    model: str
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    max_tokens_limit: int = 0  # 0: only the model's own limit
+    fold_system_messages: bool = False
+
+
+# ---------------------------------------------------------------- request
+
+
+def to_chat_request(request: MessagesRequest, target: ChatTarget) -> tuple[dict, list[str]]:
+    """The Chat Completions body for `request`, and notes on what could not be carried over."""
+    notes: list[str] = []
+    caps = target.capabilities
+    body: dict = {"model": target.model, "messages": _messages(request, target)}
+
+    limits = [n for n in (target.max_tokens_limit, caps.max_output_tokens) if n]
+    max_tokens = min([request.max_tokens, *limits])
+    body["max_completion_tokens" if caps.uses_max_completion_tokens else "max_tokens"] = max_tokens
+
+    if not caps.reasoning:
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.top_p is not None:
+            body["top_p"] = request.top_p
+    if request.stop_sequences:
+        body["stop"] = request.stop_sequences[:MAX_STOP_SEQUENCES]
+        if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
+            notes.append(f"kept the first {MAX_STOP_SEQUENCES} of {len(request.stop_sequences)} stop sequences")
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    if request.metadata and request.metadata.user_id:
+        body["user"] = _user_field(request.metadata.user_id)
+    if caps.reasoning and (effort := _reasoning_effort(request)):
+        body["reasoning_effort"] = effort
+
+    tools = _tools(request, caps, notes, body)
+    if tools:
+        body["tools"] = tools
+        choice = request.tool_choice
+        if choice is not None:
+            body["tool_choice"] = _tool_choice(choice.type, choice.name)
+            if choice.disable_parallel_tool_use:
+                body["parallel_tool_calls"] = False
+    return body, notes
+
+
+def _system_text(system: str | list[TextBlock] | None) -> str:
+    if system is None:
+        return ""
+    if isinstance(system, str):
+        return system
+    return "\n\n".join(block.text for block in system if block.text)
+
+
+def _messages(request: MessagesRequest, target: ChatTarget) -> list[dict]:
+    out: list[dict] = []
+    leading_system = [_system_text(request.system)]
+    for message in request.messages:
+        blocks = [TextBlock(type="text", text=message.content)] if isinstance(message.content, str) else message.content
+        if message.role == "system":
+            text = "\n\n".join(b.text for b in blocks if isinstance(b, TextBlock))
+            if target.fold_system_messages:
+                leading_system.append(text)
+            else:
+                out.append({"role": "system", "content": text})
+        elif message.role == "assistant":
+            out.append(_assistant_message(blocks, target.capabilities))
+        else:
+            out.extend(_user_messages(blocks))
+    system = "\n\n".join(text for text in leading_system if text)
+    if system:
+        out.insert(0, {"role": "system", "content": system})
+    return out
+
+
+def _user_messages(blocks: list) -> list[dict]:
+    """Tool results first, one `tool` message each, then the user's other content in one message."""
+    tool_messages: list[dict] = []
+    result_parts: list[dict] = []
+    parts: list[dict] = []
+    for block in blocks:
+        if isinstance(block, ToolResultBlock):
+            text, extra = _tool_result_content(block)
+            tool_messages.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": text})
+            result_parts.extend(extra)
+        elif isinstance(block, TextBlock | ImageBlock | DocumentBlock | SearchResultBlock):
+            parts.extend(_user_part(block))
+        # thinking and server-tool blocks in a user turn carry nothing an OpenAI model can use
+    parts = result_parts + parts
+    if not parts:
+        return tool_messages
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        return [*tool_messages, {"role": "user", "content": parts[0]["text"]}]
+    return [*tool_messages, {"role": "user", "content": parts}]
+
+
+def _tool_result_content(block: ToolResultBlock) -> tuple[str, list[dict]]:
+    """The text of a tool result, and the images or files in it (which go in a following user message)."""
+    texts: list[str] = []
+    extra: list[dict] = []
+    if isinstance(block.content, str):
+        texts.append(block.content)
+    else:
+        for item in block.content or ():
+            for part in _user_part(item):
+                if part["type"] == "text":
+                    texts.append(part["text"])
+                else:
+                    extra.append(part)
+    text = "\n".join(texts)
+    if block.is_error:
+        text = f"[tool error] {text}" if text else "[tool error]"
+    return text, extra
+
+
+def _user_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock) -> list[dict]:
+    if isinstance(block, TextBlock):
+        return [{"type": "text", "text": block.text}] if block.text else []
+    if isinstance(block, SearchResultBlock):
+        body = "\n".join(item.text for item in block.content)
+        return [{"type": "text", "text": f"{block.title} ({block.source})\n{body}"}]
+    if isinstance(block, ImageBlock):
+        source = block.source
+        if source.type == "base64":
+            return [{"type": "image_url", "image_url": {"url": f"data:{source.media_type};base64,{source.data}"}}]
+        if source.type == "url":
+            return [{"type": "image_url", "image_url": {"url": source.url}}]
+        raise GatewayError(400, "image source type 'file' (Anthropic Files API) cannot be sent to this upstream")
+    return _document_part(block)
+
+
+def _document_part(block: DocumentBlock) -> list[dict]:
+    source = block.source
+    title = f"{block.title}\n" if block.title else ""
+    if source.type == "text":
+        return [{"type": "text", "text": title + source.data}]
+    if source.type == "content":
+        if isinstance(source.content, str):
+            return [{"type": "text", "text": title + source.content}]
+        texts = [item.get("text", "") for item in source.content if item.get("type") == "text"]
+        return [{"type": "text", "text": title + "\n".join(texts)}]
+    if source.type == "base64":
+        filename = block.title or ("document.pdf" if source.media_type == "application/pdf" else "document")
+        data_url = f"data:{source.media_type};base64,{source.data}"
+        return [{"type": "file", "file": {"filename": filename, "file_data": data_url}}]
+    raise GatewayError(
+        400,
+        f"document source type '{source.type}' cannot be sent to this upstream; send the document as base64 or text",
+    )
+
+
+def _assistant_message(blocks: list, caps: Capabilities) -> dict:
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict] = []
+    for block in blocks:
+        match block.type:
+            case "text":
+                texts.append(block.text)
+            case "thinking":
+                reasoning.append(block.thinking)
+            case "tool_use":
+                calls.append(
+                    {
+                        "id": block.id,
+                        "type": "function",
+                        "function": {
+                            "name": short_tool_name(block.name),
+                            "arguments": json.dumps(block.input, ensure_ascii=False),
+                        },
+                    }
+                )
+    message: dict = {"role": "assistant", "content": "".join(texts) or (None if calls else "")}
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning and caps.echo_reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    return message
+
+
+def _tools(request: MessagesRequest, caps: Capabilities, notes: list[str], body: dict) -> list[dict]:
+    tools: list[dict] = []
+    for tool in request.tools or ():
+        if not tool.is_custom:
+            if (tool.type or "").startswith("web_search") and caps.web_search:
+                body["web_search_options"] = {}
+            else:
+                notes.append(f"left out server tool {tool.name!r} ({tool.type}): the upstream has no equivalent")
+            continue
+        if tool.defer_loading:
+            notes.append(f"left out deferred tool {tool.name!r}")
+            continue
+        schema = {k: v for k, v in (tool.input_schema or {}).items() if k != "$schema"}
+        function: dict = {"name": short_tool_name(tool.name), "parameters": schema}
+        if tool.description:
+            function["description"] = tool.description
+        tools.append({"type": "function", "function": function})
+    return tools
+
+
+def _tool_choice(kind: str, name: str | None) -> str | dict:
+    if kind == "tool" and name:
+        return {"type": "function", "function": {"name": short_tool_name(name)}}
+    return {"auto": "auto", "any": "required", "none": "none"}.get(kind, "auto")
+
+
+def _user_field(user_id: str) -> str:
+    if len(user_id) <= MAX_USER_FIELD:
+        return user_id
+    return "user_" + hashlib.sha256(user_id.encode()).hexdigest()[:40]
+
+
+def _reasoning_effort(request: MessagesRequest) -> str | None:
+    thinking = request.thinking
+    if thinking is None or thinking.type == "disabled":
+        return None
+    if thinking.type == "enabled":
+        budget = thinking.budget_tokens or 0
+        return "low" if budget <= 4096 else "medium" if budget <= 16384 else "high"
+    effort = (request.output_config.effort if request.output_config else None) or "medium"
+    return {"low": "low", "medium": "medium", "high": "high", "max": "high"}.get(effort, "medium")
+
+
+# ---------------------------------------------------------------- response
+
+
+_FINISH_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def _stop_reason(finish_reason: str | None, matched: object, ctx: ResponseContext, has_tools: bool):
+    """(stop_reason, stop_sequence) for an OpenAI finish reason."""
+    if finish_reason in (None, "stop"):
+        if has_tools:
+            return "tool_use", None
+        if sequence := ctx.matched_stop_sequence(matched):
+            return "stop_sequence", sequence
+    return _FINISH_REASONS.get(finish_reason or "stop", "end_turn"), None
+
+
+def usage_from_openai(usage: dict | None) -> dict:
+    usage = usage or {}
+    prompt = usage.get("prompt_tokens") or 0
+    details = usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0
+    return {
+        "input_tokens": max(prompt - cached, 0),
+        "output_tokens": usage.get("completion_tokens") or 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def _matched_stop(choice: dict) -> object:
+    # vLLM reports the stop string as `stop_reason`, SGLang as `matched_stop`; OpenAI does not say.
+    return choice.get("stop_reason") or choice.get("matched_stop")
+
+
+def _text_of(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def to_message(body: dict, ctx: ResponseContext) -> dict:
+    """An Anthropic message from a Chat Completions response body."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not choices or not isinstance(choices[0], dict):
+        raise GatewayError(502, "upstream answered without any choices")
+    choice = choices[0]
+    message = choice.get("message") or {}
+    content: list[dict] = []
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        content.append({"type": "thinking", "thinking": reasoning, "signature": thinking_signature(reasoning)})
+    if text := _text_of(message.get("content")):
+        content.append({"type": "text", "text": text})
+    calls = list(message.get("tool_calls") or ())
+    if message.get("function_call"):
+        calls.append({"function": message["function_call"]})
+    for call in calls:
+        function = call.get("function") or {}
+        name = ctx.client_tool_name(function.get("name") or "")
+        try:
+            tool_input, _ = parse_tool_arguments(function.get("arguments") or "")
+        except ValueError as error:
+            raise GatewayError(502, f"upstream returned unusable arguments for tool {name!r}: {error}") from None
+        content.append({"type": "tool_use", "id": tool_use_id(call.get("id")), "name": name, "input": tool_input})
+    stop_reason, stop_sequence = _stop_reason(choice.get("finish_reason"), _matched_stop(choice), ctx, bool(calls))
+    return {
+        "id": message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": ctx.client_model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": usage_from_openai(body.get("usage")),
+    }
+
+
+def upstream_error(status: int, raw: bytes, upstream: str, secrets: tuple[str, ...] = ()) -> GatewayError:
+    """The Anthropic error for an upstream's non-2xx answer, its own message passed through (secrets masked)."""
+    message = ""
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        error = parsed.get("error", parsed)
+        if isinstance(error, dict):
+            message = str(error.get("message") or error.get("msg") or error.get("detail") or "")
+        elif isinstance(error, str):
+            message = error
+    if not message:
+        message = raw[:500].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
+    return GatewayError(status, mask_secrets(f"{upstream} upstream: {message}", secrets))
+
+
+def _stream_error_status(error: dict) -> int:
+    code = error.get("code") or error.get("status")
+    if isinstance(code, int) and 400 <= code < 600:
+        return code
+    kind = f"{error.get('type', '')} {code or ''}".lower()
+    if "rate" in kind or "quota" in kind:
+        return 429
+    if "overload" in kind or "unavailable" in kind:
+        return 529
+    if "timeout" in kind:
+        return 504
+    return 500
+
+
+# ---------------------------------------------------------------- stream
+
+
+@dataclass(slots=True)
+class _ToolCall:
+    id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    block: int | None = None  # the Anthropic index once started
+    closed: bool = False
+
+
+class ChatStreamTranslator:
+    """OpenAI chat.completion.chunk bytes in, Anthropic SSE bytes out (the `flow.response.stream` callable).
+
+    The first tool call streams live; later calls are held until the live one is closed, so calls that
+    an upstream interleaves by `index` still each get one contiguous block.
+    """
+
+    def __init__(self, ctx: ResponseContext, upstream: str = "upstream") -> None:
+        self.ctx = ctx
+        self.upstream = upstream
+        self.message_id = message_id()
+        self._decoder = SSEDecoder()
+        self._started = False
+        self.finished = False
+        self.error: str | None = None
+        self._next_index = 0
+        self._open_kind: str | None = None  # "text" | "thinking" | "tool"
+        self._open_tool: _ToolCall | None = None
+        self._thinking: list[str] = []
+        self._tools: dict[int, _ToolCall] = {}
+        self._finish_reason: str | None = None
+        self._matched_stop: object = None
+        self._usage: dict | None = None
+        self._output_chars = 0
+        self.stop_reason: str | None = None
+        self.usage: dict = {}
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        if self.finished:
+            return out
+        if not self._started:
+            self._start(out)
+        events = self._decoder.feed(data) if data else self._decoder.close()
+        for event in events:
+            self._event(event.data, out)
+            if self.finished:
+                break
+        if not data and not self.finished:
+            self._end_of_input(out)
+        return [b"".join(out)] if out else []
+
+    # -- events
+
+    def _start(self, out: list[bytes]) -> None:
+        self._started = True
+        message = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.ctx.client_model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.ctx.estimated_input_tokens,
+                "output_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+        out.append(encode_event({"type": "message_start", "message": message}))
+        out.append(encode_event({"type": "ping"}))
+
+    def _event(self, data: str, out: list[bytes]) -> None:
+        if data == "[DONE]":
+            self._complete(out)
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            self._fail(out, 500, f"{self.upstream} upstream sent malformed stream data: {data[:200]!r}")
+            return
+        if not isinstance(chunk, dict):
+            return
+        if isinstance(error := chunk.get("error"), dict | str):
+            error = error if isinstance(error, dict) else {"message": error}
+            message = str(error.get("message") or "stream error")
+            self._fail(out, _stream_error_status(error), mask_secrets(f"{self.upstream} upstream: {message}"))
+            return
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict) and not choice.get("index"):
+                self._choice(choice, out)
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+            if self._finish_reason is not None:
+                self._complete(out)
+
+    def _choice(self, choice: dict, out: list[bytes]) -> None:
+        delta = choice.get("delta") or {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            self._thinking_delta(reasoning, out)
+        text = _text_of(delta.get("content"))
+        if text:
+            self._text_delta(text, out)
+        for call in delta.get("tool_calls") or ():
+            if isinstance(call, dict):
+                self._tool_fragment(call.get("index") or 0, call.get("id"), call.get("function") or {}, out)
+        if isinstance(delta.get("function_call"), dict):
+            self._tool_fragment(0, None, delta["function_call"], out)
+        if choice.get("finish_reason"):
+            self._finish_reason = choice["finish_reason"]
+            self._matched_stop = _matched_stop(choice)
+            if self._usage is not None and isinstance(choice, dict):
+                self._complete(out)
+
+    # -- blocks
+
+    def _open(self, kind: str, block: dict, out: list[bytes]) -> int:
+        self._close(out)
+        index = self._next_index
+        self._next_index += 1
+        self._open_kind = kind
+        out.append(encode_event({"type": "content_block_start", "index": index, "content_block": block}))
+        return index
+
+    def _close(self, out: list[bytes]) -> None:
+        if self._open_kind is None:
+            return
+        index = self._next_index - 1
+        if self._open_kind == "thinking":
+            signature = thinking_signature("".join(self._thinking))
+            self._thinking = []
+            self._delta(index, {"type": "signature_delta", "signature": signature}, out)
+        elif self._open_kind == "tool" and self._open_tool is not None:
+            self._finish_tool_arguments(self._open_tool, index, out)
+            self._open_tool.closed = True
+            self._open_tool = None
+        out.append(encode_event({"type": "content_block_stop", "index": index}))
+        self._open_kind = None
+
+    def _delta(self, index: int, delta: dict, out: list[bytes]) -> None:
+        out.append(encode_event({"type": "content_block_delta", "index": index, "delta": delta}))
+
+    def _thinking_delta(self, text: str, out: list[bytes]) -> None:
+        if self._open_kind != "thinking":
+            self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
+        self._thinking.append(text)
+        self._output_chars += len(text)
+        self._delta(self._next_index - 1, {"type": "thinking_delta", "thinking": text}, out)
+
+    def _text_delta(self, text: str, out: list[bytes]) -> None:
+        if self._open_kind != "text":
+            self._open("text", {"type": "text", "text": ""}, out)
+        self._output_chars += len(text)
+        self._delta(self._next_index - 1, {"type": "text_delta", "text": text}, out)
+
+    def _tool_fragment(self, position: int, call_id: str | None, function: dict, out: list[bytes]) -> None:
+        call = self._tools.setdefault(position, _ToolCall())
+        if call_id and not call.id:
+            call.id = call_id
+        if function.get("name") and not call.name:
+            call.name = function["name"]
+        fragment = function.get("arguments") or ""
+        if not isinstance(fragment, str):
+            fragment = json.dumps(fragment)
+        if call.closed:
+            self._fail(out, 500, f"{self.upstream} upstream sent arguments for a tool call that had ended")
+            return
+        call.arguments.append(fragment)
+        self._output_chars += len(fragment)
+        if call is self._open_tool:
+            if fragment:
+                self._delta(call.block, {"type": "input_json_delta", "partial_json": fragment}, out)
+        elif self._open_tool is None and call.name and self._all_earlier_started(position):
+            self._start_tool(call, out)
+
+    def _all_earlier_started(self, position: int) -> bool:
+        return all(c.block is not None for p, c in self._tools.items() if p < position)
+
+    def _start_tool(self, call: _ToolCall, out: list[bytes]) -> None:
+        block = {
+            "type": "tool_use",
+            "id": tool_use_id(call.id),
+            "name": self.ctx.client_tool_name(call.name),
+            "input": {},
+        }
+        call.block = self._open("tool", block, out)
+        self._open_tool = call
+        if arguments := "".join(call.arguments):
+            self._delta(call.block, {"type": "input_json_delta", "partial_json": arguments}, out)
+
+    def _finish_tool_arguments(self, call: _ToolCall, index: int, out: list[bytes]) -> None:
+        try:
+            _, closer = parse_tool_arguments("".join(call.arguments))
+        except ValueError:
+            return  # the client reports unusable arguments to the model; the gateway invents nothing
+        if closer:
+            self._delta(index, {"type": "input_json_delta", "partial_json": closer}, out)
+
+    # -- the end
+
+    def _complete(self, out: list[bytes]) -> None:
+        if self.finished:
+            return
+        self._close(out)
+        for position in sorted(self._tools):
+            call = self._tools[position]
+            if call.block is None:
+                call.name = call.name or "unknown_tool"
+                self._start_tool(call, out)
+                self._close(out)
+        stop_reason, stop_sequence = _stop_reason(
+            self._finish_reason, self._matched_stop, self.ctx, bool(self._tools)
+        )
+        usage = usage_from_openai(self._usage)
+        if self._usage is None:
+            usage["input_tokens"] = self.ctx.estimated_input_tokens
+            usage["output_tokens"] = estimate_output_tokens(self._output_chars)
+        self.stop_reason, self.usage = stop_reason, usage
+        out.append(
+            encode_event(
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                    "usage": usage,
+                }
+            )
+        )
+        out.append(encode_event({"type": "message_stop"}))
+        self.finished = True
+
+    def _end_of_input(self, out: list[bytes]) -> None:
+        if self._finish_reason is not None:
+            self._complete(out)
+        else:
+            self._fail(out, 500, f"{self.upstream} upstream ended the stream before the answer was complete")
+
+    def _fail(self, out: list[bytes], status: int, message: str) -> None:
+        """Never a clean end: the client gets `event: error` and no `message_stop`."""
+        self.error = message
+        out.append(encode_event(error_body(status, message)))
+        self.finished = True

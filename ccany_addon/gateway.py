@@ -1,0 +1,359 @@
+"""The mitmproxy addon: hooks only, delegating to the endpoints, the schema and the converters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.proxy import mode_specs
+
+from ccany_addon import endpoints, mitm_errors
+from ccany_addon.converters.common import ResponseContext
+from ccany_addon.converters.openai_chat import (
+    ChatStreamTranslator,
+    ChatTarget,
+    to_chat_request,
+    to_message,
+    upstream_error,
+)
+from ccany_addon.count_tokens import count_tokens, rough_input_tokens
+from ccany_addon.errors import GatewayError
+from ccany_addon.models import ModelTiers, capabilities
+from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
+
+logger = logging.getLogger("ccany")
+
+USER_AGENT = "ccany-addon/0.1"
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    scheme: str
+    host: str
+    port: int
+    path_prefix: str
+    key: str
+    key_env: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class FlowState:
+    """What the gateway remembers about one client request while it is in flight."""
+
+    request_id: str
+    started: float
+    client_model: str = ""
+    upstream_model: str = ""
+    stream: bool = False
+    response_context: ResponseContext | None = None
+    translator: ChatStreamTranslator | None = None
+    timer: asyncio.TimerHandle | None = None
+    timed_out: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def request_id(flow: http.HTTPFlow) -> str:
+    return "req_" + flow.id.replace("-", "")
+
+
+def _reverse_target(modes: Any) -> tuple[str, str, int] | None:
+    for spec in modes or ():
+        mode = mode_specs.ProxyMode.parse(spec)
+        if isinstance(mode, mode_specs.ReverseMode) and mode.scheme in ("http", "https"):
+            return mode.scheme, mode.address[0], mode.address[1]
+    return None
+
+
+class Gateway:
+    """Turns Anthropic Messages requests into upstream requests and the answers back."""
+
+    def __init__(self) -> None:
+        self.upstream: Upstream | None = None
+        self.tiers = ModelTiers("", "", "")
+        self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
+
+    # -- options
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("ccany_db", str, "data/ccany.db", "SQLite file of the flow log.")
+        loader.add_option("ccany_big_model", str, "gpt-4o", "Upstream model for opus requests.")
+        loader.add_option(
+            "ccany_middle_model", str, "", "Upstream model for sonnet requests (empty: the big model)."
+        )
+        loader.add_option("ccany_small_model", str, "gpt-4o-mini", "Upstream model for haiku requests.")
+        loader.add_option(
+            "ccany_upstream_key_env", str, "OPENAI_API_KEY",
+            "Environment variable holding the upstream API key (the key itself is never an option).",
+        )
+        loader.add_option("ccany_upstream_path", str, "/v1", "Path prefix of the upstream's API.")
+        loader.add_option(
+            "ccany_request_timeout", int, 600,
+            "Seconds to wait for the upstream's response headers before giving up.",
+        )
+        loader.add_option(
+            "ccany_max_tokens_limit", int, 0,
+            "Clamp max_tokens to this many (0: only the upstream model's known limit).",
+        )
+        loader.add_option(
+            "ccany_max_body_size", int, 32 * 1024 * 1024, "Largest client request body accepted, in bytes."
+        )
+        loader.add_option(
+            "ccany_fold_system_messages", bool, False,
+            "Fold system messages from the conversation into the leading one (for strict backends).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        options = ctx.options
+        for name in ("ccany_request_timeout", "ccany_max_body_size"):
+            if name in updated and getattr(options, name) <= 0:
+                raise exceptions.OptionsError(f"{name} must be positive")
+        if "ccany_max_tokens_limit" in updated and options.ccany_max_tokens_limit < 0:
+            raise exceptions.OptionsError("ccany_max_tokens_limit must be 0 or positive")
+        if "ccany_upstream_path" in updated and not options.ccany_upstream_path.startswith("/"):
+            raise exceptions.OptionsError("ccany_upstream_path must start with '/'")
+        self.tiers = ModelTiers(options.ccany_big_model, options.ccany_middle_model, options.ccany_small_model)
+        target = _reverse_target(options.mode)
+        key_env = options.ccany_upstream_key_env
+        if target is None:
+            self.upstream = None
+        else:
+            scheme, host, port = target
+            self.upstream = Upstream(
+                scheme, host, port, options.ccany_upstream_path.rstrip("/"), os.environ.get(key_env, ""), key_env
+            )
+        # The default `eager` strategy connects to the reverse target for every client connection.
+        if options.connection_strategy != "lazy":
+            options.connection_strategy = "lazy"
+
+    def running(self) -> None:
+        mitm_errors.install()
+        # The key goes in last, after mitmweb's view has taken its copy of the request.
+        if ctx.master.addons.get("ccanykeyinjector") is None:
+            ctx.master.addons.add(KeyInjector(self))
+        if self.upstream is None:
+            logger.warning("ccany: no upstream; start mitmproxy with --mode reverse:https://api.example.com")
+        elif not self.upstream.key:
+            logger.warning(
+                f"ccany: no upstream API key: set {self.upstream.key_env} in the proxy's environment; "
+                "until then clients get an authentication_error saying so"
+            )
+        else:
+            logger.info(f"ccany: forwarding to {self.upstream.scheme}://{self.upstream.name}")
+
+    def done(self) -> None:
+        mitm_errors.uninstall()
+
+    # -- hooks
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        state = FlowState(request_id(flow), time.time())
+        self._flows[flow] = state
+        length = flow.request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > ctx.options.ccany_max_body_size:
+            self._answer_error(flow, state, self._too_large(int(length)))
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        state = self._flows.get(flow)
+        if state is None or flow.response is not None:
+            return
+        path = flow.request.path.split("?", 1)[0]
+        try:
+            handler = endpoints.route(flow.request.method, path)
+            if handler == "messages":
+                self._forward(flow, state)
+            elif handler == "count_tokens":
+                self._answer(flow, state, 200, {"input_tokens": count_tokens(self._body(flow, CountTokensRequest))})
+            elif handler == "models":
+                self._answer(flow, state, 200, endpoints.models_list(self.tiers))
+            elif handler == "model":
+                self._answer(flow, state, 200, endpoints.model_info(self.tiers, path.rsplit("/", 1)[1]))
+            elif handler == "ready":
+                ready = self.upstream is not None and bool(self.upstream.key)
+                self._answer(flow, state, 200 if ready else 503, {"status": "ready" if ready else "not ready"})
+            else:
+                self._answer(flow, state, 200, {"status": "ok"})
+        except GatewayError as error:
+            self._answer_error(flow, state, error)
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        KeyInjector.redact(flow)
+        state = self._flows.get(flow)
+        if state is None or state.response_context is None:
+            return
+        self._stop_timer(state)
+        response = flow.response
+        assert response is not None
+        if response.status_code == 200 and state.stream:
+            state.translator = ChatStreamTranslator(state.response_context, self._upstream_name())
+            response.headers = http.Headers(
+                content_type="text/event-stream; charset=utf-8",
+                cache_control="no-cache",
+                transfer_encoding="chunked",
+            )
+            response.headers["request-id"] = state.request_id
+            response.stream = state.translator
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        state = self._flows.get(flow)
+        if state is None or state.response_context is None or state.translator is not None:
+            return
+        response = flow.response
+        assert response is not None
+        raw = response.get_content(strict=False) or b""
+        try:
+            if response.status_code != 200:
+                raise upstream_error(response.status_code, raw, self._upstream_name(), self._secrets())
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise GatewayError(502, f"{self._upstream_name()} upstream answered with non-JSON data") from None
+            message = to_message(body, state.response_context)
+        except GatewayError as error:
+            retry_after = response.headers.get("retry-after")
+            self._answer_error(flow, state, error, retry_after=retry_after)
+            return
+        self._answer(flow, state, 200, message)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        KeyInjector.redact(flow)
+        state = self._flows.get(flow)
+        if state is not None:
+            self._stop_timer(state)
+            message = flow.error.msg if flow.error else "unknown error"
+            if state.timed_out:
+                message = f"timed out after {ctx.options.ccany_request_timeout} s"
+            logger.info(f"ccany: {state.request_id} failed: {message}")
+
+    # -- forwarding
+
+    def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        upstream = self.upstream
+        if upstream is None:
+            raise GatewayError(500, "ccany has no upstream: start mitmproxy with --mode reverse:<upstream URL>")
+        request = self._body(flow, MessagesRequest)
+        if not upstream.key:
+            raise GatewayError(
+                401,
+                f"ccany has no upstream API key: set {upstream.key_env} in the proxy's environment and restart it",
+            )
+        upstream_model = self.tiers.map(request.model)
+        target = ChatTarget(
+            upstream_model,
+            capabilities(upstream_model),
+            ctx.options.ccany_max_tokens_limit,
+            ctx.options.ccany_fold_system_messages,
+        )
+        body, notes = to_chat_request(request, target)
+        for note in notes:
+            logger.info(f"ccany: {state.request_id}: {note}")
+        state.client_model, state.upstream_model, state.stream = request.model, upstream_model, request.stream
+        state.notes = notes
+        state.response_context = ResponseContext.for_request(
+            request, rough_input_tokens(request, len(flow.request.raw_content or b""))
+        )
+
+        outgoing = flow.request
+        outgoing.method = "POST"
+        outgoing.scheme, outgoing.host, outgoing.port = upstream.scheme, upstream.host, upstream.port
+        outgoing.path = f"{upstream.path_prefix}/chat/completions"
+        # A fresh header set: nothing of the client's (credentials, anthropic-*) reaches the upstream.
+        outgoing.headers = http.Headers(
+            content_type="application/json",
+            accept="text/event-stream" if request.stream else "application/json",
+            user_agent=USER_AGENT,
+        )
+        outgoing.host_header = upstream.host if upstream.port in (80, 443) else upstream.name
+        outgoing.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        flow.comment = f"{request.model} → {upstream_model}"
+        state.timer = asyncio.get_running_loop().call_later(
+            ctx.options.ccany_request_timeout, self._timeout, flow, state
+        )
+
+    def _timeout(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """No response headers in time: drop the upstream connection; the client gets an Anthropic error."""
+        state.timer = None
+        if flow.response is not None or flow.error is not None:
+            return
+        state.timed_out = True
+        server = ctx.master.addons.get("proxyserver")
+        handler = server.connections.get(flow.client_conn.id) if server else None
+        io = handler.transports.get(flow.server_conn) if handler else None
+        if io is not None and io.handler is not None:
+            io.handler.cancel(f"ccany: no answer within {ctx.options.ccany_request_timeout} s")
+
+    @staticmethod
+    def _stop_timer(state: FlowState) -> None:
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+
+    # -- answers
+
+    @staticmethod
+    def _body[T: (MessagesRequest, CountTokensRequest)](flow: http.HTTPFlow, model: type[T]) -> T:
+        raw = flow.request.raw_content or b""
+        if len(raw) > ctx.options.ccany_max_body_size:
+            raise Gateway._too_large(len(raw))
+        if flow.request.headers.get("content-encoding"):
+            raw = flow.request.get_content(strict=False) or b""
+        return parse(model, raw)
+
+    @staticmethod
+    def _too_large(size: int) -> GatewayError:
+        limit = ctx.options.ccany_max_body_size
+        return GatewayError(413, f"Request body is {size} bytes; this gateway accepts at most {limit} bytes")
+
+    def _answer(self, flow: http.HTTPFlow, state: FlowState, status: int, body: dict,
+                extra_headers: dict[str, str] | None = None) -> None:
+        headers = {"content-type": "application/json", "request-id": state.request_id, **(extra_headers or {})}
+        content = b"" if flow.request.method == "HEAD" else json.dumps(body, ensure_ascii=False).encode()
+        flow.response = http.Response.make(status, content, headers)
+
+    def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError,
+                      retry_after: str | None = None) -> None:
+        headers = {"retry-after": retry_after} if retry_after else {}
+        flow.response = http.Response.make(
+            error.status,
+            error.body(),
+            {"content-type": "application/json", "request-id": state.request_id, **headers},
+        )
+
+    def _upstream_name(self) -> str:
+        return self.upstream.name if self.upstream else "upstream"
+
+    def _secrets(self) -> tuple[str, ...]:
+        return (self.upstream.key,) if self.upstream and self.upstream.key else ()
+
+    def forwarded(self, flow: http.HTTPFlow) -> bool:
+        state = self._flows.get(flow)
+        return state is not None and state.response_context is not None and flow.response is None
+
+
+class KeyInjector:
+    """Adds the upstream key to forwarded requests as the last addon, and hides it again once sent,
+    so neither mitmweb, a saved flow nor a log line ever holds it."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        upstream = self.gateway.upstream
+        if upstream is not None and self.gateway.forwarded(flow):
+            flow.request.headers["authorization"] = f"Bearer {upstream.key}"
+
+    @staticmethod
+    def redact(flow: http.HTTPFlow) -> None:
+        if "authorization" in flow.request.headers:
+            flow.request.headers["authorization"] = REDACTED

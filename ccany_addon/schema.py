@@ -1,0 +1,246 @@
+"""The Anthropic Messages request, as pydantic v2 models.
+
+Only what the gateway reads is typed; unknown fields are kept (clients add new ones every month).
+Validation failures become an `invalid_request_error` naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ccany_addon.errors import GatewayError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Base64Source(_Model):
+    type: Literal["base64"]
+    media_type: str
+    data: str
+
+
+class UrlSource(_Model):
+    type: Literal["url"]
+    url: str
+
+
+class TextSource(_Model):
+    type: Literal["text"]
+    media_type: str = "text/plain"
+    data: str
+
+
+class ContentSource(_Model):
+    type: Literal["content"]
+    content: str | list[dict[str, Any]]
+
+
+class FileSource(_Model):
+    type: Literal["file"]
+    file_id: str
+
+
+ImageSource = Annotated[Base64Source | UrlSource | FileSource, Field(discriminator="type")]
+DocumentSource = Annotated[
+    Base64Source | UrlSource | TextSource | ContentSource | FileSource, Field(discriminator="type")
+]
+
+
+class TextBlock(_Model):
+    type: Literal["text"]
+    text: str
+
+
+class ImageBlock(_Model):
+    type: Literal["image"]
+    source: ImageSource
+
+
+class DocumentBlock(_Model):
+    type: Literal["document"]
+    source: DocumentSource
+    title: str | None = None
+
+
+class SearchResultBlock(_Model):
+    type: Literal["search_result"]
+    source: str
+    title: str
+    content: list[TextBlock]
+
+
+class ToolUseBlock(_Model):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: Any
+
+
+ToolResultContent = Annotated[
+    TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")
+]
+
+
+class ToolResultBlock(_Model):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[ToolResultContent] | None = None
+    is_error: bool | None = None
+
+
+class ThinkingBlock(_Model):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(_Model):
+    type: Literal["redacted_thinking"]
+    data: str
+
+
+class ServerToolBlock(_Model):
+    """Blocks of Anthropic-run tools (web search, code execution…): history no other backend can use."""
+
+    type: Literal[
+        "server_tool_use",
+        "web_search_tool_result",
+        "web_fetch_tool_result",
+        "code_execution_tool_result",
+        "bash_code_execution_tool_result",
+        "text_editor_code_execution_tool_result",
+        "mcp_tool_use",
+        "mcp_tool_result",
+        "container_upload",
+        "tool_search_tool_result",
+        "tool_reference",
+    ]
+
+
+ContentBlock = Annotated[
+    TextBlock
+    | ImageBlock
+    | DocumentBlock
+    | SearchResultBlock
+    | ToolUseBlock
+    | ToolResultBlock
+    | ThinkingBlock
+    | RedactedThinkingBlock
+    | ServerToolBlock,
+    Field(discriminator="type"),
+]
+
+
+class Message(_Model):
+    role: Literal["user", "assistant", "system"]
+    content: str | list[ContentBlock]
+
+
+class Tool(_Model):
+    name: str
+    type: str | None = None
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+    defer_loading: bool | None = None
+
+    @property
+    def is_custom(self) -> bool:
+        return self.type in (None, "custom") and self.input_schema is not None
+
+
+class ToolChoice(_Model):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class Thinking(_Model):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = None
+
+
+class Metadata(_Model):
+    user_id: str | None = None
+
+
+class OutputConfig(_Model):
+    effort: str | None = None
+
+
+class MessagesRequest(_Model):
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[Message]
+    system: str | list[TextBlock] | None = None
+    stream: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop_sequences: list[str] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+    metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
+
+
+_TAGS = {
+    tag
+    for model in (Base64Source, UrlSource, TextSource, ContentSource, FileSource, TextBlock, ImageBlock,
+                  DocumentBlock, SearchResultBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock,
+                  RedactedThinkingBlock, ServerToolBlock)
+    for tag in model.model_fields["type"].annotation.__args__
+}
+
+
+class CountTokensRequest(_Model):
+    model: str = Field(min_length=1)
+    messages: list[Message]
+    system: str | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: Thinking | None = None
+
+
+def _location(loc: tuple[str | int, ...]) -> list[str]:
+    """The field path as the client wrote it: without pydantic's union-member and tag entries."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, str) and (part in ("str", "none") or "[" in part):
+            continue
+        in_tagged_list = i >= 2 and isinstance(loc[i - 1], int) and "[" in str(loc[i - 2])
+        if part in _TAGS and (in_tagged_list or (i >= 1 and loc[i - 1] == "source")):
+            continue
+        parts.append(str(part))
+    return parts
+
+
+def _describe(error: ValidationError) -> str:
+    problems = error.errors(include_url=False)
+    # The deepest problem is the specific one; shallower ones are other members of the same union.
+    first = max(problems, key=lambda p: len(p["loc"]))
+    loc = _location(first["loc"])
+    field = ".".join(loc) or "body"
+    if first["type"] == "json_invalid":
+        return f"Request body is not valid JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
+    if first["type"] == "model_type" and not loc:
+        return "Request body must be a JSON object"
+    if first["type"] == "union_tag_invalid":
+        tag = first.get("ctx", {}).get("tag", "?")
+        kind = "content block type" if "content" in loc else "type"
+        return f"{field}.type: unknown {kind} '{tag}'"
+    if first["type"] == "union_tag_not_found":
+        return f"{field}.type: Field required"
+    return f"{field}: {first['msg']}"
+
+
+def parse[T: BaseModel](model: type[T], body: bytes) -> T:
+    """Validate a raw request body, or raise a 400 that names the offending field."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as error:
+        raise GatewayError(400, _describe(error)) from None

@@ -1,0 +1,233 @@
+"""A fake OpenAI Chat Completions server on 127.0.0.1 for the end-to-end tests.
+
+It speaks the real wire protocol (JSON answers, `text/event-stream` chunks ending in `data: [DONE]`, OpenAI
+error bodies) and plays a scenario chosen by the requested model name, `scenario:<name>`. Every request it
+receives is kept and served back at `GET /_requests` (`DELETE /_requests` clears them).
+
+    python tests/fake_openai.py [--port N]     # prints "listening on PORT"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+
+Plan = list  # of ("chunk", dict) | ("raw", bytes) | ("sleep", seconds) | ("drop",)
+
+CREATED = 1_760_000_000
+
+
+def _chunk(model: str, delta: dict | None = None, finish: str | None = None, extra: dict | None = None) -> dict:
+    choice = {"index": 0, "delta": delta or {}, "finish_reason": finish, **(extra or {})}
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED, "model": model,
+            "choices": [choice]}
+
+
+def _usage_chunk(model: str, prompt: int = 1200, completion: int = 42, cached: int = 1000) -> dict:
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": CREATED, "model": model,
+            "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                     "total_tokens": prompt + completion,
+                                     "prompt_tokens_details": {"cached_tokens": cached}}}
+
+
+def _text_plan(model: str, text: str, finish: str = "stop", extra: dict | None = None) -> Plan:
+    plan: Plan = [("chunk", _chunk(model, {"role": "assistant", "content": ""}))]
+    for i in range(0, len(text), 7):
+        plan.append(("chunk", _chunk(model, {"content": text[i:i + 7]})))
+    plan.append(("chunk", _chunk(model, {}, finish, extra)))
+    plan.append(("chunk", _usage_chunk(model)))
+    return plan
+
+
+def _tool_plan(model: str, calls: list[tuple[str, str, str]], interleave: bool = False) -> Plan:
+    """Tool calls whose arguments arrive in small fragments; interleaved by index when asked."""
+    plan: Plan = [("chunk", _chunk(model, {"role": "assistant", "content": None}))]
+    fragments: list[list[dict]] = []
+    for position, (call_id, name, arguments) in enumerate(calls):
+        parts = [{"index": position, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]
+        parts += [{"index": position, "function": {"arguments": arguments[i:i + 5]}}
+                  for i in range(0, len(arguments), 5)]
+        fragments.append(parts)
+    if interleave:
+        longest = max(len(parts) for parts in fragments)
+        ordered = [parts[i] for i in range(longest) for parts in fragments if i < len(parts)]
+    else:
+        ordered = [part for parts in fragments for part in parts]
+    plan += [("chunk", _chunk(model, {"tool_calls": [part]})) for part in ordered]
+    plan.append(("chunk", _chunk(model, {}, "tool_calls")))
+    plan.append(("chunk", _usage_chunk(model)))
+    return plan
+
+
+def _last_user_text(body: dict) -> str:
+    for message in reversed(body.get("messages", [])):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return " ".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return ""
+
+
+def _claude_code_plan(model: str, body: dict) -> Plan:
+    """Plays a model that uses Claude Code's Write tool when asked to create a file, then confirms."""
+    messages = body.get("messages", [])
+    if messages and messages[-1].get("role") == "tool":
+        return _text_plan(model, "The file is written.")
+    match = re.search(r"Create the file (\S+) containing exactly: (.+)$", _last_user_text(body), re.S)
+    tool_names = {t["function"]["name"] for t in body.get("tools", [])}
+    if match and "Write" in tool_names:
+        arguments = json.dumps({"file_path": match.group(1), "content": match.group(2).strip()})
+        return _tool_plan(model, [("call_write_1", "Write", arguments)])
+    return _text_plan(model, "Hello from the fake upstream.")
+
+
+def plan_for(body: dict) -> tuple[int, dict | None, Plan]:
+    """(status, error body, stream plan) for a request body."""
+    model = body.get("model", "")
+    scenario = model.split(":", 1)[1] if model.startswith("scenario:") else "claude-code"
+    if (m := re.fullmatch(r"http_(\d{3})", scenario)):
+        status = int(m.group(1))
+        kind = {401: "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")
+        return status, {"error": {"message": f"fake upstream says {status}", "type": kind, "code": None}}, []
+    plans = {
+        "text": lambda: _text_plan(model, "Hello! This is a streamed answer from the fake upstream."),
+        "length": lambda: _text_plan(model, "Cut short", "length"),
+        "content_filter": lambda: _text_plan(model, "", "content_filter"),
+        "stop_sequence": lambda: _text_plan(model, "Count: 1 2 3", "stop", {"stop_reason": "END"}),
+        "reasoning": lambda: [("chunk", _chunk(model, {"role": "assistant", "reasoning_content": "Let me "})),
+                              ("chunk", _chunk(model, {"reasoning_content": "think."})),
+                              *_text_plan(model, "The answer is 4.")],
+        "tool": lambda: _tool_plan(model, [("call_abc.1", "get_weather", '{"city": "Paris", "unit": "celsius"}')]),
+        "parallel": lambda: _tool_plan(model, [("call_1", "Read", '{"file_path": "/tmp/a.txt"}'),
+                                               ("call_2", "Read", '{"file_path": "/tmp/b.txt"}')], interleave=True),
+        "midstream_error": lambda: [*_text_plan(model, "Partial answer")[:3],
+                                    ("raw", b'data: {"error": {"message": "The server had an error", '
+                                            b'"type": "server_error"}}\n\n')],
+        "drop": lambda: [*_text_plan(model, "This answer will be cut")[:3], ("sleep", 0.05), ("drop",)],
+        "truncated": lambda: _text_plan(model, "No ending")[:3],
+        "slow": lambda: [("sleep", 5.0), *_text_plan(model, "Too late")],
+        "claude-code": lambda: _claude_code_plan(model, body),
+    }
+    return 200, None, plans.get(scenario, plans["text"])()
+
+
+def completion_from_plan(plan: Plan) -> dict:
+    """The non-streaming answer the same plan adds up to."""
+    content, reasoning, calls, finish, usage, model, extra = "", "", {}, None, None, "", {}
+    for step in plan:
+        if step[0] != "chunk":
+            continue
+        chunk = step[1]
+        model = chunk["model"]
+        usage = chunk.get("usage") or usage
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            content += delta.get("content") or ""
+            reasoning += delta.get("reasoning_content") or ""
+            for part in delta.get("tool_calls") or ():
+                call = calls.setdefault(part["index"], {"id": part.get("id"), "type": "function",
+                                                        "function": {"name": "", "arguments": ""}})
+                call["function"]["name"] += part["function"].get("name", "")
+                call["function"]["arguments"] += part["function"].get("arguments", "")
+            if choice["finish_reason"]:
+                finish = choice["finish_reason"]
+                extra = {k: v for k, v in choice.items() if k not in ("index", "delta", "finish_reason")}
+    message: dict = {"role": "assistant", "content": content or None}
+    if reasoning:
+        message["reasoning_content"] = reasoning
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    return {"id": "chatcmpl-fake", "object": "chat.completion", "created": CREATED, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish, **extra}], "usage": usage}
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await self._one(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        raw = await reader.readexactly(int(headers.get("content-length", 0)))
+        if path == "/_requests":
+            if method == "DELETE":
+                self.requests.clear()
+            await self._send_json(writer, 200, self.requests)
+            return True
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")}
+        self.requests.append({"method": method, "path": path, "headers": headers, "body": body,
+                              "time": time.time()})
+        if path.split("?")[0] != "/v1/chat/completions":
+            await self._send_json(writer, 404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}})
+            return True
+        status, error, plan = plan_for(body)
+        if error is not None:
+            await self._send_json(writer, status, error, {"retry-after": "7"} if status == 429 else None)
+            return True
+        if not body.get("stream"):
+            for step in plan:
+                if step[0] == "sleep":
+                    await asyncio.sleep(step[1])
+            await self._send_json(writer, 200, completion_from_plan(plan))
+            return True
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for step in plan:
+            if step[0] == "sleep":
+                await writer.drain()
+                await asyncio.sleep(step[1])
+                continue
+            if step[0] == "drop":
+                await writer.drain()
+                writer.transport.abort()
+                return False
+            data = step[1] if step[0] == "raw" else f"data: {json.dumps(step[1])}\n\n".encode()
+            writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+            await writer.drain()
+        if plan and plan[-1][0] == "chunk" and plan[-1][1].get("usage"):
+            done = b"data: [DONE]\n\n"
+            writer.write(b"%x\r\n%s\r\n" % (len(done), done))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    @staticmethod
+    async def _send_json(writer: asyncio.StreamWriter, status: int, body: object,
+                         extra: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        head = f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n"
+        for name, value in (extra or {}).items():
+            head += f"{name}: {value}\r\n"
+        writer.write(head.encode() + b"\r\n" + data)
+        await writer.drain()
+
+
+async def serve(port: int) -> None:
+    fake = FakeOpenAI()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", port)
+    print(f"listening on {server.sockets[0].getsockname()[1]}", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    asyncio.run(serve(parser.parse_args().port))
