@@ -26,6 +26,7 @@ from ccany_addon.converters.openai_chat import (
 from ccany_addon.count_tokens import count_tokens, rough_input_tokens
 from ccany_addon.errors import GatewayError
 from ccany_addon.models import ModelTiers, capabilities
+from ccany_addon.reachability import Reachability
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
 
 logger = logging.getLogger("ccany")
@@ -82,6 +83,7 @@ class Gateway:
     def __init__(self) -> None:
         self.upstream: Upstream | None = None
         self.tiers = ModelTiers("", "", "")
+        self.reachability = Reachability()
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
 
     # -- options
@@ -153,6 +155,7 @@ class Gateway:
             logger.info(f"ccany: forwarding to {self.upstream.scheme}://{self.upstream.name}")
 
     def done(self) -> None:
+        self.reachability.stop()
         mitm_errors.uninstall()
 
     # -- hooks
@@ -232,6 +235,9 @@ class Gateway:
         if state is not None:
             self._stop_timer(state)
             message = flow.error.msg if flow.error else "unknown error"
+            connected = flow.server_conn.timestamp_tcp_setup is not None
+            if state.response_context is not None and not connected and self.upstream is not None:
+                self.reachability.mark_down(self.upstream.host, self.upstream.port, message)
             if state.timed_out:
                 message = f"timed out after {ctx.options.ccany_request_timeout} s"
             logger.info(f"ccany: {state.request_id} failed: {message}")
@@ -243,6 +249,10 @@ class Gateway:
         if upstream is None:
             raise GatewayError(500, "ccany has no upstream: start mitmproxy with --mode reverse:<upstream URL>")
         request = self._body(flow, MessagesRequest)
+        if self.reachability.down_reason is not None:
+            raise GatewayError(
+                500, f"ccany: upstream {upstream.name} is unreachable: {self.reachability.down_reason}"
+            )
         if not upstream.key:
             raise GatewayError(
                 401,

@@ -107,7 +107,16 @@ def _messages(request: MessagesRequest, target: ChatTarget) -> list[dict]:
         elif message.role == "assistant":
             out.append(_assistant_message(blocks, target.capabilities))
         else:
-            out.extend(_user_messages(blocks))
+            converted = _user_messages(blocks)
+            tools = [m for m in converted if m["role"] == "tool"]
+            # Tool results go right after the calls: past any system message that came in between.
+            at = len(out)
+            while tools and at > 0 and out[at - 1]["role"] == "system":
+                at -= 1
+            if at < len(out) and at > 0 and out[at - 1].get("tool_calls"):
+                out[at:at] = tools
+                converted = converted[len(tools) :]
+            out.extend(converted)
     system = "\n\n".join(text for text in leading_system if text)
     if system:
         out.insert(0, {"role": "system", "content": system})

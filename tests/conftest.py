@@ -1,0 +1,128 @@
+"""Fixtures that start real processes: the fake OpenAI upstream and mitmdump with the addon."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+UPSTREAM_KEY = "sk-upstream-SECRET-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not come up: {error}") from None
+            time.sleep(0.1)
+
+
+@dataclass
+class FakeUpstream:
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict]:
+        with urllib.request.urlopen(f"{self.url}/_requests") as response:
+            return json.loads(response.read())
+
+    def clear(self) -> None:
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/_requests", method="DELETE")).read()
+
+
+@dataclass
+class Proxy:
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_fake_upstream() -> FakeUpstream:
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "fake_openai.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = process.stdout.readline()
+    return FakeUpstream(int(line.split()[-1]), process)
+
+
+def start_proxy(
+    upstream: str, tmp: Path, *options: str, env: dict[str, str] | None = None, program: str = "mitmdump"
+) -> Proxy:
+    port = free_port()
+    log_path = tmp / f"{program}-{port}.log"
+    environment = {**os.environ, "OPENAI_API_KEY": UPSTREAM_KEY, **(env or {})}
+    environment = {k: v for k, v in environment.items() if v is not None}
+    command = [str(VENV_BIN / program)]
+    if program != "ccany":
+        command += ["-s", str(ROOT / "ccany_addon" / "addon.py")]
+    command += ["--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(port),
+                "--set", f"ccany_db={tmp / 'flows.db'}"]
+    for option in options:
+        command += ["--set", option]
+    if program == "mitmweb":
+        command += ["--set", "web_open_browser=false", "--set", f"web_port={free_port()}"]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=tmp)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health")
+    except RuntimeError:
+        process.kill()
+        raise RuntimeError(log_path.read_text()) from None
+    return Proxy(port, process, log_path)
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream() -> Iterator[FakeUpstream]:
+    upstream = start_fake_upstream()
+    yield upstream
+    stop(upstream.process)
+
+
+@pytest.fixture(scope="session")
+def proxy(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    running = start_proxy(fake_upstream.url, tmp_path_factory.mktemp("proxy"))
+    yield running
+    stop(running.process)
+    assert UPSTREAM_KEY not in running.log(), "the upstream key reached the proxy's log"

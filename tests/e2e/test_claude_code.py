@@ -1,0 +1,81 @@
+"""The real Claude Code CLI (installed by scripts/setup with npm) working through the gateway."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ccany_addon.conformance import check_stream
+from tests.conftest import ROOT
+
+CLAUDE = ROOT / "tests" / "clients" / "node_modules" / ".bin" / "claude"
+
+
+def run_claude(proxy, tmp_path: Path, prompt: str, *flags: str) -> subprocess.CompletedProcess:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": proxy.url,
+        "ANTHROPIC_API_KEY": "sk-ant-claude-code-client",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        # without this, a broken stream is silently retried without streaming and bugs hide
+        "CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK": "1",
+    }
+    return subprocess.run([str(CLAUDE), "-p", prompt, *flags], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def claude_installed() -> None:
+    assert CLAUDE.exists(), "scripts/setup installs the Claude Code CLI with npm"
+
+
+def test_claude_answers_a_prompt(proxy, fake_upstream, tmp_path):
+    fake_upstream.clear()
+    result = run_claude(proxy, tmp_path, "Say hello")
+    assert result.returncode == 0, result.stderr
+    assert "Hello from the fake upstream." in result.stdout
+    sent = [r["body"] for r in fake_upstream.requests()]
+    assert sent and all(body["model"] in ("gpt-4o", "gpt-4o-mini") for body in sent)
+    main_turn = next(body for body in sent if body.get("tools"))
+    assert main_turn["stream"] is True
+    assert main_turn["max_tokens"] <= 16384  # Claude Code asks 32k+; gpt-4o takes 16k
+
+
+def test_claude_writes_a_file_with_the_write_tool(proxy, fake_upstream, tmp_path):
+    fake_upstream.clear()
+    target = tmp_path / "hello.txt"
+    content = 'Hello from ccany: "quotes", \\backslashes\\ and ünïcödé'
+    result = run_claude(proxy, tmp_path, f"Create the file {target} containing exactly: {content}",
+                        "--allowedTools", "Write")
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == content
+    assert "The file is written." in result.stdout
+    # the tool result went back to the upstream as a `tool` message answering the call
+    follow_up = [r["body"] for r in fake_upstream.requests() if r["body"]["messages"][-1]["role"] == "tool"]
+    assert len(follow_up) == 1
+    messages = follow_up[0]["messages"]
+    call = messages[-2]["tool_calls"][0]
+    assert messages[-2]["role"] == "assistant" and call["function"]["name"] == "Write"
+    assert messages[-1]["tool_call_id"] == call["id"]
+
+
+def test_write_tool_stream_bytes_conform(proxy):
+    """The same Write turn as raw HTTP: the exact bytes Claude Code parsed pass the checker."""
+    request = {"model": "claude-sonnet-4-5", "max_tokens": 32000, "stream": True,
+               "messages": [{"role": "user", "content": "Create the file /tmp/x containing exactly: y"}],
+               "tools": [{"name": "Write", "input_schema": {"type": "object"}}]}
+    with httpx.stream("POST", f"{proxy.url}/v1/messages?beta=true", json=request, timeout=20) as response:
+        data = response.read()
+    report = check_stream(data)
+    assert report.complete, report.violations
+    assert report.message()["content"][0]["input"] == {"file_path": "/tmp/x", "content": "y"}
