@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import re
+
+from ccany_addon.json_codec import dumps
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -45,7 +46,7 @@ def error_body(status: int, message: str) -> dict:
 
 
 def error_json(status: int, message: str) -> bytes:
-    return json.dumps(error_body(status, message), ensure_ascii=False).encode()
+    return dumps(error_body(status, message))
 
 
 class GatewayError(Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -25,6 +24,7 @@ from ccany_addon.converters.openai_chat import (
 )
 from ccany_addon.count_tokens import count_tokens, rough_input_tokens
 from ccany_addon.errors import GatewayError
+from ccany_addon.json_codec import dumps, loads
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.reachability import Reachability
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
@@ -219,7 +219,7 @@ class Gateway:
             if response.status_code != 200:
                 raise upstream_error(response.status_code, raw, self._upstream_name(), self._secrets())
             try:
-                body = json.loads(raw)
+                body = loads(raw)
             except ValueError:
                 raise GatewayError(502, f"{self._upstream_name()} upstream answered with non-JSON data") from None
             message = to_message(body, state.response_context)
@@ -285,7 +285,7 @@ class Gateway:
             user_agent=USER_AGENT,
         )
         outgoing.host_header = upstream.host if upstream.port in (80, 443) else upstream.name
-        outgoing.content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        outgoing.content = dumps(body)
         flow.comment = f"{request.model} → {upstream_model}"
         state.timer = asyncio.get_running_loop().call_later(
             ctx.options.ccany_request_timeout, self._timeout, flow, state
@@ -328,7 +328,7 @@ class Gateway:
     def _answer(self, flow: http.HTTPFlow, state: FlowState, status: int, body: dict,
                 extra_headers: dict[str, str] | None = None) -> None:
         headers = {"content-type": "application/json", "request-id": state.request_id, **(extra_headers or {})}
-        content = b"" if flow.request.method == "HEAD" else json.dumps(body, ensure_ascii=False).encode()
+        content = b"" if flow.request.method == "HEAD" else dumps(body)
         flow.response = http.Response.make(status, content, headers)
 
     def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError,

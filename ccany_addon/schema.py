@@ -231,7 +231,7 @@ def _describe(error: ValidationError) -> str:
         return "Request body must be a JSON object"
     if first["type"] == "union_tag_invalid":
         tag = first.get("ctx", {}).get("tag", "?")
-        kind = "content block type" if "content" in loc else "type"
+        kind = "source type" if loc[-1:] == ["source"] else "content block type" if "content" in loc else "type"
         return f"{field}.type: unknown {kind} '{tag}'"
     if first["type"] == "union_tag_not_found":
         return f"{field}.type: Field required"

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+
+from ccany_addon.json_codec import dumps
 
 
 def encode_event(data: dict) -> bytes:
     """An Anthropic SSE event: the `event:` line always names the payload's own `type`."""
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return f"event: {data['type']}\ndata: {payload}\n\n".encode()
+    return b"event: " + data["type"].encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
 @dataclass(slots=True)
@@ -21,53 +21,48 @@ class ServerSentEvent:
 class SSEDecoder:
     """Turns arbitrarily split bytes into complete events (blank-line delimited, per the SSE spec)."""
 
-    __slots__ = ("_buffer", "_event", "_data")
+    __slots__ = ("_buffer",)
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._event: str | None = None
-        self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n")  # a lone trailing \r waits for its \n in the next chunk
         events: list[ServerSentEvent] = []
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                break
-            line = self._buffer[:end]
-            self._buffer = self._buffer[end + 1 :]
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            self._line(line.decode("utf-8", errors="replace"), events)
+        start = 0
+        while (end := buffer.find(b"\n\n", start)) >= 0:
+            self._block(buffer[start:end], events)
+            start = end + 2
+        self._buffer = buffer[start:]
         return events
 
     def close(self) -> list[ServerSentEvent]:
         """End of input: a last event without its blank line still counts."""
         events: list[ServerSentEvent] = []
-        if self._buffer:
-            self._line(self._buffer.decode("utf-8", errors="replace").rstrip("\r"), events)
-            self._buffer = b""
-        self._line("", events)
+        self._block(self._buffer.rstrip(b"\r\n"), events)
+        self._buffer = b""
         return events
 
     @property
     def pending(self) -> bool:
         """Whether part of an event is still waiting for its end."""
-        return bool(self._buffer or self._data or self._event)
+        return bool(self._buffer.strip(b"\r\n"))
 
-    def _line(self, line: str, events: list[ServerSentEvent]) -> None:
-        if not line:
-            if self._data or self._event is not None:
-                events.append(ServerSentEvent(self._event, "\n".join(self._data)))
-            self._event, self._data = None, []
-            return
-        if line.startswith(":"):
-            return
-        field, _, value = line.partition(":")
-        if value.startswith(" "):
-            value = value[1:]
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._event = value
+    @staticmethod
+    def _block(block: bytes, events: list[ServerSentEvent]) -> None:
+        event: str | None = None
+        data: list[bytes] = []
+        for line in block.split(b"\n"):
+            if not line or line.startswith(b":"):
+                continue
+            field, _, value = line.partition(b":")
+            if value.startswith(b" "):
+                value = value[1:]
+            if field == b"data":
+                data.append(value)
+            elif field == b"event":
+                event = value.decode("utf-8", errors="replace")
+        if data or event is not None:
+            events.append(ServerSentEvent(event, b"\n".join(data).decode("utf-8", errors="replace")))

@@ -111,6 +111,7 @@ def plan_for(body: dict) -> tuple[int, dict | None, Plan]:
         "truncated": lambda: _text_plan(model, "No ending")[:3],
         "slow": lambda: [("sleep", 5.0), *_text_plan(model, "Too late")],
         "claude-code": lambda: _claude_code_plan(model, body),
+        "bench": lambda: _text_plan(model, "abcdefg" * 47),  # 50 chunks: role, 47 pieces, finish, usage
     }
     return 200, None, plans.get(scenario, plans["text"])()
 
@@ -176,7 +177,8 @@ class FakeOpenAI:
         self.requests.append({"method": method, "path": path, "headers": headers, "body": body,
                               "time": time.time()})
         if path.split("?")[0] != "/v1/chat/completions":
-            await self._send_json(writer, 404, {"error": {"message": f"no route {path}", "type": "invalid_request_error"}})
+            error = {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}
+            await self._send_json(writer, 404, error)
             return True
         status, error, plan = plan_for(body)
         if error is not None:

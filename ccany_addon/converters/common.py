@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import re
 import secrets
 from dataclasses import dataclass, field
 
+from ccany_addon.json_codec import loads
 from ccany_addon.schema import MessagesRequest
 
 MAX_TOOL_NAME = 64
@@ -74,13 +74,13 @@ def parse_tool_arguments(arguments: str) -> tuple[object, str | None]:
     if not arguments.strip():
         return {}, None
     try:
-        return json.loads(arguments), None
-    except json.JSONDecodeError:
+        return loads(arguments), None
+    except ValueError:
         closer = _closing_text(arguments)
         if closer:
             try:
-                return json.loads(arguments + closer), closer
-            except json.JSONDecodeError:
+                return loads(arguments + closer), closer
+            except ValueError:
                 pass
         raise ValueError(f"tool arguments are not valid JSON: {arguments[:200]!r}") from None
 

@@ -6,7 +6,6 @@ Pure functions and a small state machine; no I/O. The rules are in shared/PROTOC
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 
 from ccany_addon.converters.common import (
@@ -19,6 +18,7 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.errors import GatewayError, error_body, mask_secrets
+from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.models import Capabilities
 from ccany_addon.schema import (
     DocumentBlock,
@@ -216,7 +216,7 @@ def _assistant_message(blocks: list, caps: Capabilities) -> dict:
                         "type": "function",
                         "function": {
                             "name": short_tool_name(block.name),
-                            "arguments": json.dumps(block.input, ensure_ascii=False),
+                            "arguments": dumps_str(block.input),
                         },
                     }
                 )
@@ -338,8 +338,11 @@ def to_message(body: dict, ctx: ResponseContext) -> dict:
     for call in calls:
         function = call.get("function") or {}
         name = ctx.client_tool_name(function.get("name") or "")
+        arguments = function.get("arguments") or ""
+        if not isinstance(arguments, str):  # some OpenAI-compatible servers send an object
+            arguments = dumps_str(arguments)
         try:
-            tool_input, _ = parse_tool_arguments(function.get("arguments") or "")
+            tool_input, _ = parse_tool_arguments(arguments)
         except ValueError as error:
             raise GatewayError(502, f"upstream returned unusable arguments for tool {name!r}: {error}") from None
         content.append({"type": "tool_use", "id": tool_use_id(call.get("id")), "name": name, "input": tool_input})
@@ -360,7 +363,7 @@ def upstream_error(status: int, raw: bytes, upstream: str, secrets: tuple[str, .
     """The Anthropic error for an upstream's non-2xx answer, its own message passed through (secrets masked)."""
     message = ""
     try:
-        parsed = json.loads(raw)
+        parsed = loads(raw)
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
@@ -469,7 +472,7 @@ class ChatStreamTranslator:
             self._complete(out)
             return
         try:
-            chunk = json.loads(data)
+            chunk = loads(data)
         except ValueError:
             self._fail(out, 500, f"{self.upstream} upstream sent malformed stream data: {data[:200]!r}")
             return
@@ -480,13 +483,14 @@ class ChatStreamTranslator:
             message = str(error.get("message") or "stream error")
             self._fail(out, _stream_error_status(error), mask_secrets(f"{self.upstream} upstream: {message}"))
             return
+        # Usage first: a chunk may carry both the finish reason and the final (or cumulative) usage.
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and not choice.get("index"):
                 self._choice(choice, out)
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
-            if self._finish_reason is not None:
-                self._complete(out)
+        if isinstance(chunk.get("usage"), dict) and self._finish_reason is not None:
+            self._complete(out)
 
     def _choice(self, choice: dict, out: list[bytes]) -> None:
         delta = choice.get("delta") or {}
@@ -556,7 +560,7 @@ class ChatStreamTranslator:
             call.name = function["name"]
         fragment = function.get("arguments") or ""
         if not isinstance(fragment, str):
-            fragment = json.dumps(fragment)
+            fragment = dumps_str(fragment)
         if call.closed:
             self._fail(out, 500, f"{self.upstream} upstream sent arguments for a tool call that had ended")
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx
 import httpx2
@@ -196,14 +198,16 @@ def test_tool_results_go_back_as_tool_messages_before_the_user_text(client, fake
                 {"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {"file_path": "/a"}},
                 {"type": "tool_use", "id": "toolu_2", "name": "Read", "input": {"file_path": "/b"}}]},
             {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "A", "cache_control": {"type": "ephemeral"}},
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "A",
+                 "cache_control": {"type": "ephemeral"}},
                 {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "no such file"}],
                  "is_error": True},
                 {"type": "text", "text": "Now summarise."}]},
         ])
     messages = fake_upstream.requests()[-1]["body"]["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "tool", "user"]
-    assert messages[1]["tool_calls"][1]["function"] == {"name": "Read", "arguments": '{"file_path": "/b"}'}
+    call = messages[1]["tool_calls"][1]
+    assert call["function"]["name"] == "Read" and json.loads(call["function"]["arguments"]) == {"file_path": "/b"}
     assert messages[2] == {"role": "tool", "tool_call_id": "toolu_1", "content": "A"}
     assert messages[3]["tool_call_id"] == "toolu_2" and "no such file" in messages[3]["content"]
     assert "error" in messages[3]["content"]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from ccany_addon.conformance import check_stream
 from ccany_addon.converters.common import MAX_TOOL_NAME, ResponseContext
 from ccany_addon.converters.openai_chat import ChatStreamTranslator, ChatTarget, to_chat_request, to_message
-from ccany_addon.conformance import check_stream
 from ccany_addon.errors import GatewayError
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.schema import MessagesRequest, parse

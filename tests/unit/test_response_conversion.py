@@ -129,6 +129,14 @@ def test_tool_arguments_parsed_and_truncation_repaired(arguments, expected):
     assert message["content"][0]["input"] == expected
 
 
+def test_tool_arguments_as_an_object():
+    """Some OpenAI-compatible servers send `arguments` as a JSON object instead of a string."""
+    message = to_message(completion({"tool_calls": [{"id": "c1", "type": "function",
+                                                     "function": {"name": "Read", "arguments": {"path": "x"}}}]},
+                                    "tool_calls"), CTX)
+    assert message["content"][0]["input"] == {"path": "x"}
+
+
 @pytest.mark.parametrize("arguments", ["not json at all", '{"a": 1}}', "{'a': 1}", '{"a": tru'])
 def test_garbage_tool_arguments_are_an_error(arguments):
     with pytest.raises(GatewayError) as caught:

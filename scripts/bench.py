@@ -1,0 +1,139 @@
+"""CPU milliseconds per request: mitmdump with the ccany addon vs bare mitmdump with a streaming
+pass-through, both in front of the same fake OpenAI server, measured in the same run.
+
+The client sends a ~20 KB Claude-Code-like body (system blocks, 16 tools with schemas, a tool round trip) to
+the addon, and the OpenAI body it converts to straight to the bare proxy. CPU is the proxy process's
+user + system time (/proc/PID/stat) over the measured requests; the client and the fake upstream run in
+other processes and are not counted.
+
+    scripts/bench [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import free_port, start_fake_upstream, stop, wait_for  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def claude_code_body(stream: bool) -> dict:
+    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "additionalProperties": False,
+              "properties": {f"param_{i}": {"type": "string", "description": "An argument " * 6} for i in range(6)},
+              "required": ["param_0"]}
+    tools = [{"name": f"Tool{i}", "description": "Does a useful thing with files and shells. " * 8,
+              "input_schema": schema} for i in range(16)]
+    system = [{"type": "text", "text": "You are Claude Code, Anthropic's official CLI for Claude."},
+              {"type": "text", "text": "Follow the user's instructions carefully. " * 60,
+               "cache_control": {"type": "ephemeral"}}]
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": "Please read the configuration file and explain it."}]},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "I'll read it."},
+            {"type": "tool_use", "id": "toolu_01", "name": "Tool1", "input": {"param_0": "/etc/app/config.yaml"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01", "content": "key: value\n" * 120,
+             "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "What does it do?"}]},
+    ]
+    return {"model": "scenario:bench", "max_tokens": 32000, "stream": stream, "system": system,
+            "messages": messages, "tools": tools, "metadata": {"user_id": "user_" + "a" * 140},
+            "thinking": {"type": "adaptive"}}
+
+
+def openai_body(stream: bool) -> dict:
+    from ccany_addon.converters.openai_chat import ChatTarget, to_chat_request
+    from ccany_addon.schema import MessagesRequest
+
+    body, _ = to_chat_request(MessagesRequest.model_validate(claude_code_body(stream)), ChatTarget("scenario:bench"))
+    return body
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def start_mitmdump(upstream: str, script: Path, log: Path):
+    import subprocess
+
+    port = free_port()
+    env = {**os.environ, "OPENAI_API_KEY": "sk-bench-key"}
+    command = [str(Path(sys.executable).parent / "mitmdump"), "-q", "-s", str(script),
+               "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(port),
+               "--set", "connection_strategy=lazy", "--set", f"ccany_db={log.parent / 'bench.db'}"]
+    if script.name == "passthrough.py":
+        command = command[:-2]
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    wait_for(f"http://127.0.0.1:{port}/health" if script.name == "addon.py" else f"{upstream}/_requests")
+    return process, port
+
+
+def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool, requests: int) -> float:
+    def one() -> None:
+        if stream:
+            with client.stream("POST", url, content=body) as response:
+                for _ in response.iter_raw():
+                    pass
+                assert response.status_code == 200, response.status_code
+        else:
+            response = client.post(url, content=body)
+            assert response.status_code == 200, response.text
+
+    for _ in range(20):  # warm-up: imports, connection, caches
+        one()
+    before = cpu_seconds(pid)
+    for _ in range(requests):
+        one()
+    return (cpu_seconds(pid) - before) * 1000 / requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=400)
+    args = parser.parse_args()
+
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix="ccany-bench-"))
+    upstream = start_fake_upstream()
+    bare, bare_port = start_mitmdump(upstream.url, ROOT / "scripts" / "passthrough.py", tmp / "bare.log")
+    addon, addon_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "addon.log")
+    sizes = {True: len(json.dumps(claude_code_body(True))), False: len(json.dumps(claude_code_body(False)))}
+    results: dict[tuple[str, bool], float] = {}
+    try:
+        with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as client:
+            for stream in (False, True):
+                # alternate the two proxies so drift on the machine hits both alike
+                for _round in range(2):
+                    for name, process, url, body in (
+                        ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
+                         json.dumps(openai_body(stream)).encode()),
+                        ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages",
+                         json.dumps(claude_code_body(stream)).encode()),
+                    ):
+                        ms = measure(client, process.pid, url, body, stream, args.requests // 2)
+                        results[(name, stream)] = results.get((name, stream), 0.0) + ms / 2
+    finally:
+        for process in (bare, addon, upstream.process):
+            stop(process)
+
+    print(f"CPU ms per request, {args.requests} requests each, client body ≈ {sizes[False] // 1024} KB")
+    print(f"{'kind':<22}{'bare mitmdump':>15}{'ccany addon':>14}{'ratio':>8}")
+    for stream, label in ((False, "non-streaming"), (True, "stream, 50 chunks")):
+        bare_ms, addon_ms = results[("bare", stream)], results[("addon", stream)]
+        print(f"{label:<22}{bare_ms:>15.3f}{addon_ms:>14.3f}{addon_ms / bare_ms:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
