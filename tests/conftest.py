@@ -94,7 +94,9 @@ def start_proxy(
     for option in options:
         command += ["--set", option]
     if program == "mitmweb":
-        command += ["--set", "web_open_browser=false", "--set", f"web_port={free_port()}"]
+        command += ["--set", "web_open_browser=false"]
+        if not any(option.startswith("web_port=") for option in options):
+            command += ["--set", f"web_port={free_port()}"]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=tmp)
     try:

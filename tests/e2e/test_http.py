@@ -188,3 +188,23 @@ def test_ccany_console_script_serves_and_rejects_bad_options(fake_upstream, tmp_
         assert post(proxy, GOOD).json()["content"][0]["type"] == "text"
     finally:
         stop(proxy.process)
+
+
+def test_mitmweb_shows_the_flows_without_the_upstream_key(fake_upstream, tmp_path):
+    web_port = free_port()
+    proxy = start_proxy(fake_upstream.url, tmp_path, "web_password=pw", f"web_port={web_port}", program="mitmweb")
+    try:
+        assert post(proxy, GOOD).status_code == 200
+        with httpx.stream("POST", f"{proxy.url}/v1/messages", json={**GOOD, "stream": True}) as response:
+            response.read()
+        with httpx.Client(base_url=f"http://127.0.0.1:{web_port}") as web:
+            web.get("/", params={"token": "pw"})  # sets the session cookie
+            flows = web.get("/flows")
+            dump = web.get("/flows.dump")
+    finally:
+        stop(proxy.process)
+    assert flows.status_code == 200
+    forwarded = [flow for flow in flows.json() if flow["request"]["path"] == "/v1/chat/completions"]
+    assert len(forwarded) == 2  # the two messages requests, as sent upstream
+    assert UPSTREAM_KEY not in flows.text
+    assert UPSTREAM_KEY.encode() not in dump.content and b"[redacted]" in dump.content
