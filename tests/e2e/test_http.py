@@ -200,11 +200,12 @@ def test_mitmweb_shows_the_flows_without_the_upstream_key(fake_upstream, tmp_pat
         with httpx.Client(base_url=f"http://127.0.0.1:{web_port}") as web:
             web.get("/", params={"token": "pw"})  # sets the session cookie
             flows = web.get("/flows")
-            dump = web.get("/flows.dump")
+            dump = web.get("/flows/dump")
     finally:
         stop(proxy.process)
     assert flows.status_code == 200
     forwarded = [flow for flow in flows.json() if flow["request"]["path"] == "/v1/chat/completions"]
     assert len(forwarded) == 2  # the two messages requests, as sent upstream
     assert UPSTREAM_KEY not in flows.text
+    assert dump.status_code == 200 and b"/v1/chat/completions" in dump.content
     assert UPSTREAM_KEY.encode() not in dump.content and b"[redacted]" in dump.content
