@@ -6,7 +6,7 @@ the addon, and the OpenAI body it converts to straight to the bare proxy. CPU is
 user + system time (/proc/PID/stat) over the measured requests; the client and the fake upstream run in
 other processes and are not counted.
 
-    scripts/bench [--requests N]
+    scripts/bench [--requests N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -100,7 +101,8 @@ def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     import tempfile
@@ -110,29 +112,32 @@ def main() -> None:
     bare, bare_port = start_mitmdump(upstream.url, ROOT / "scripts" / "passthrough.py", tmp / "bare.log")
     addon, addon_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "addon.log")
     sizes = {True: len(json.dumps(claude_code_body(True))), False: len(json.dumps(claude_code_body(False)))}
-    results: dict[tuple[str, bool], float] = {}
+    rounds: dict[tuple[str, bool], list[float]] = {}
     try:
         with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as client:
             for stream in (False, True):
-                # alternate the two proxies so drift on the machine hits both alike
-                for _round in range(2):
+                # alternate the two proxies, round by round, so drift on the machine hits both alike
+                for _round in range(args.rounds):
                     for name, process, url, body in (
                         ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
                          json.dumps(openai_body(stream)).encode()),
                         ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages",
                          json.dumps(claude_code_body(stream)).encode()),
                     ):
-                        ms = measure(client, process.pid, url, body, stream, args.requests // 2)
-                        results[(name, stream)] = results.get((name, stream), 0.0) + ms / 2
+                        ms = measure(client, process.pid, url, body, stream, args.requests // args.rounds)
+                        rounds.setdefault((name, stream), []).append(ms)
     finally:
         for process in (bare, addon, upstream.process):
             stop(process)
 
-    print(f"CPU ms per request, {args.requests} requests each, client body ≈ {sizes[False] // 1024} KB")
-    print(f"{'kind':<22}{'bare mitmdump':>15}{'ccany addon':>14}{'ratio':>8}")
+    print(f"CPU ms per request, {args.requests} requests each in {args.rounds} alternating rounds, "
+          f"client body ≈ {sizes[False] // 1024} KB")
+    print(f"{'kind':<20}{'bare mitmdump':>15}{'ccany addon':>13}{'ratio (median)':>16}{'ratio range':>14}")
     for stream, label in ((False, "non-streaming"), (True, "stream, 50 chunks")):
-        bare_ms, addon_ms = results[("bare", stream)], results[("addon", stream)]
-        print(f"{label:<22}{bare_ms:>15.3f}{addon_ms:>14.3f}{addon_ms / bare_ms:>8.2f}")
+        bare_ms, addon_ms = rounds[("bare", stream)], rounds[("addon", stream)]
+        ratios = sorted(a / b for a, b in zip(addon_ms, bare_ms, strict=True))
+        print(f"{label:<20}{statistics.median(bare_ms):>15.3f}{statistics.median(addon_ms):>13.3f}"
+              f"{statistics.median(ratios):>16.2f}{f'{ratios[0]:.2f}–{ratios[-1]:.2f}':>14}")
 
 
 if __name__ == "__main__":
