@@ -325,9 +325,8 @@ class Gateway:
         limit = ctx.options.ccany_max_body_size
         return GatewayError(413, f"Request body is {size} bytes; this gateway accepts at most {limit} bytes")
 
-    def _answer(self, flow: http.HTTPFlow, state: FlowState, status: int, body: dict,
-                extra_headers: dict[str, str] | None = None) -> None:
-        headers = {"content-type": "application/json", "request-id": state.request_id, **(extra_headers or {})}
+    def _answer(self, flow: http.HTTPFlow, state: FlowState, status: int, body: dict) -> None:
+        headers = {"content-type": "application/json", "request-id": state.request_id}
         content = b"" if flow.request.method == "HEAD" else dumps(body)
         flow.response = http.Response.make(status, content, headers)
 
