@@ -369,12 +369,22 @@ def upstream_error(status: int, raw: bytes, upstream: str, secrets: tuple[str, .
     if isinstance(parsed, dict):
         error = parsed.get("error", parsed)
         if isinstance(error, dict):
-            message = str(error.get("message") or error.get("msg") or error.get("detail") or "")
+            message = _error_text(error.get("message") or error.get("msg") or error.get("detail"))
         elif isinstance(error, str):
             message = error
     if not message:
         message = raw[:500].decode("utf-8", errors="replace").strip() or f"HTTP {status}"
     return GatewayError(status, mask_secrets(f"{upstream} upstream: {message}", secrets))
+
+
+def _error_text(value: object) -> str:
+    """FastAPI-style servers (vLLM, LM Studio) send `detail` as a list of {loc, msg} problems."""
+    if isinstance(value, list):
+        problems = [item for item in value if isinstance(item, dict)]
+        return "; ".join(
+            ".".join(str(part) for part in item.get("loc", ())) + f": {item.get('msg', '')}" for item in problems
+        )
+    return str(value or "")
 
 
 def _stream_error_status(error: dict) -> int:

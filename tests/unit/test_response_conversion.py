@@ -282,3 +282,10 @@ def test_upstream_error_without_body():
     error = upstream_error(500, b"", "openai")
     assert error.status == 500 and error.error_type == "api_error"
     assert "500" in error.message and "openai" in error.message
+
+
+def test_upstream_error_reads_fastapi_validation_details():
+    raw = b'{"detail": [{"loc": ["body", "max_tokens"], "msg": "must be at most 8192", "type": "value_error"}]}'
+    error = upstream_error(422, raw, "vllm")
+    assert error.status == 400
+    assert error.message == "vllm upstream: body.max_tokens: must be at most 8192"
