@@ -8,7 +8,6 @@ import json
 import orjson
 
 loads = orjson.loads
-JSONDecodeError = orjson.JSONDecodeError
 
 
 def dumps(value: object) -> bytes:

@@ -494,12 +494,13 @@ class ChatStreamTranslator:
             self._fail(out, _stream_error_status(error), mask_secrets(f"{self.upstream} upstream: {message}"))
             return
         # Usage first: a chunk may carry both the finish reason and the final (or cumulative) usage.
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage = usage
         for choice in chunk.get("choices") or ():
             if isinstance(choice, dict) and not choice.get("index"):
                 self._choice(choice, out)
-        if isinstance(chunk.get("usage"), dict) and self._finish_reason is not None:
+        if isinstance(usage, dict) and self._finish_reason is not None:
             self._complete(out)
 
     def _choice(self, choice: dict, out: list[bytes]) -> None:
