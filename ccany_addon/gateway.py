@@ -62,6 +62,7 @@ class FlowState:
     translator: ChatStreamTranslator | None = None
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
+    error: GatewayError | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -232,15 +233,25 @@ class Gateway:
     def error(self, flow: http.HTTPFlow) -> None:
         KeyInjector.redact(flow)
         state = self._flows.get(flow)
-        if state is not None:
-            self._stop_timer(state)
-            message = flow.error.msg if flow.error else "unknown error"
-            connected = flow.server_conn.timestamp_tcp_setup is not None
-            if state.response_context is not None and not connected and self.upstream is not None:
-                self.reachability.mark_down(self.upstream.host, self.upstream.port, message)
-            if state.timed_out:
-                message = f"timed out after {ctx.options.ccany_request_timeout} s"
-            logger.info(f"ccany: {state.request_id} failed: {message}")
+        if state is None:
+            return
+        self._stop_timer(state)
+        message = flow.error.msg if flow.error else "unknown error"
+        if state.response_context is not None and flow.response is None:
+            failure = self._upstream_failure(flow, state, message)
+            state.error = failure
+            mitm_errors.answer_failure(flow.request, self._error_response(state, failure))
+            message = failure.message
+        logger.info(f"ccany: {state.request_id} failed: {message}")
+
+    def _upstream_failure(self, flow: http.HTTPFlow, state: FlowState, message: str) -> GatewayError:
+        name = self._upstream_name()
+        if state.timed_out:
+            return GatewayError(504, f"upstream {name} did not answer within {ctx.options.ccany_request_timeout} s")
+        if flow.server_conn.timestamp_tcp_setup is None and self.upstream is not None:
+            self.reachability.mark_down(self.upstream.host, self.upstream.port, message)
+            return GatewayError(500, f"ccany: upstream {name} is unreachable: {message}")
+        return GatewayError(500, f"ccany: upstream {name} failed before answering: {message}")
 
     # -- forwarding
 
@@ -332,8 +343,13 @@ class Gateway:
 
     def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError,
                       retry_after: str | None = None) -> None:
+        state.error = error
+        flow.response = self._error_response(state, error, retry_after)
+
+    @staticmethod
+    def _error_response(state: FlowState, error: GatewayError, retry_after: str | None = None) -> http.Response:
         headers = {"retry-after": retry_after} if retry_after else {}
-        flow.response = http.Response.make(
+        return http.Response.make(
             error.status,
             error.body(),
             {"content-type": "application/json", "request-id": state.request_id, **headers},
