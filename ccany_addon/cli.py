@@ -11,13 +11,15 @@ import sys
 from mitmproxy.tools import main as mitmproxy_main
 from mitmproxy.tools.dump import DumpMaster
 
+from ccany_addon.flowlog.addon import FlowLog
 from ccany_addon.gateway import Gateway
 
 
 class GatewayMaster(DumpMaster):
     def __init__(self, options, **kwargs) -> None:
         super().__init__(options, **kwargs)
-        self.addons.add(Gateway())
+        gateway = Gateway()
+        self.addons.add(gateway, FlowLog(gateway))
 
 
 def main(argv: list[str] | None = None) -> int | None:

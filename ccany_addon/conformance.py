@@ -41,31 +41,41 @@ class StreamReport:
 
     def message(self) -> dict:
         """The message the events add up to (as an SDK accumulates it)."""
-        message: dict = {}
-        for event in self.events:
-            kind = event["type"]
-            if kind == "message_start":
-                message = json.loads(json.dumps(event["message"]))
-            elif kind == "content_block_start":
-                message["content"].append(dict(event["content_block"]))
-            elif kind == "content_block_delta":
-                block, delta = message["content"][event["index"]], event["delta"]
-                match delta["type"]:
-                    case "text_delta":
-                        block["text"] += delta["text"]
-                    case "thinking_delta":
-                        block["thinking"] += delta["thinking"]
-                    case "signature_delta":
-                        block["signature"] = delta["signature"]
-                    case "input_json_delta":
-                        block["_json"] = block.get("_json", "") + delta["partial_json"]
-            elif kind == "message_delta":
-                message.update(event["delta"])
-                message["usage"] = {**message.get("usage", {}), **event["usage"]}
-        for block in message.get("content", []):
-            if "_json" in block:
-                block["input"] = json.loads(block.pop("_json") or "{}")
-        return message
+        return accumulate_message(self.events)
+
+
+def accumulate_message(events: list[dict]) -> dict:
+    """The message a sequence of Anthropic stream events adds up to. Tool input that is not valid JSON
+    (a stream cut short) stays the string it was."""
+    message: dict = {}
+    for event in events:
+        kind = event["type"]
+        if kind == "message_start":
+            message = json.loads(json.dumps(event["message"]))
+        elif kind == "content_block_start" and "content" in message:
+            message["content"].append(dict(event["content_block"]))
+        elif kind == "content_block_delta" and event["index"] < len(message.get("content", ())):
+            block, delta = message["content"][event["index"]], event["delta"]
+            match delta["type"]:
+                case "text_delta":
+                    block["text"] += delta["text"]
+                case "thinking_delta":
+                    block["thinking"] += delta["thinking"]
+                case "signature_delta":
+                    block["signature"] = delta["signature"]
+                case "input_json_delta":
+                    block["_json"] = block.get("_json", "") + delta["partial_json"]
+        elif kind == "message_delta":
+            message.update(event["delta"])
+            message["usage"] = {**message.get("usage", {}), **event["usage"]}
+    for block in message.get("content", []):
+        if "_json" in block:
+            raw = block.pop("_json")
+            try:
+                block["input"] = json.loads(raw or "{}")
+            except ValueError:
+                block["input"] = raw
+    return message
 
 
 def check_stream(data: bytes) -> StreamReport:

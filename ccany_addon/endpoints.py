@@ -43,6 +43,8 @@ def route(method: str, path: str) -> str:
     """Which handler answers `method path`; raises the 404 every unknown path gets."""
     if path in ("/health", "/ready") and method in ("GET", "HEAD"):
         return path[1:]
+    if path == "/metrics" and method == "GET":
+        return "metrics"
     if path == "/" and method in ("GET", "HEAD"):
         return "root"
     if path == MESSAGES and method == "POST":

@@ -25,6 +25,7 @@ from ccany_addon.converters.openai_chat import (
 from ccany_addon.count_tokens import count_tokens, rough_input_tokens
 from ccany_addon.errors import GatewayError
 from ccany_addon.json_codec import dumps, loads
+from ccany_addon.metrics import Metrics
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.reachability import Reachability
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
@@ -64,6 +65,18 @@ class FlowState:
     timed_out: bool = False
     error: GatewayError | None = None
     notes: list[str] = field(default_factory=list)
+    # What the flow log needs of what the gateway rewrites or replaces.
+    handler: str = ""
+    client_request: bytes | None = None
+    client_headers: tuple = ()
+    client_path: str = ""
+    forwarded_at: float | None = None
+    upstream_status: int | None = None
+    upstream_headers: tuple = ()
+    upstream_answered_at: float | None = None
+    upstream_body: bytes | None = None
+    stop_reason: str | None = None
+    usage: dict = field(default_factory=dict)
 
 
 def request_id(flow: http.HTTPFlow) -> str:
@@ -85,12 +98,12 @@ class Gateway:
         self.upstream: Upstream | None = None
         self.tiers = ModelTiers("", "", "")
         self.reachability = Reachability()
+        self.metrics = Metrics()
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
 
     # -- options
 
     def load(self, loader: Any) -> None:
-        loader.add_option("ccany_db", str, "data/ccany.db", "SQLite file of the flow log.")
         loader.add_option("ccany_big_model", str, "gpt-4o", "Upstream model for opus requests.")
         loader.add_option(
             "ccany_middle_model", str, "", "Upstream model for sonnet requests (empty: the big model)."
@@ -172,9 +185,12 @@ class Gateway:
         state = self._flows.get(flow)
         if state is None or flow.response is not None:
             return
+        state.client_request = flow.request.raw_content
+        state.client_headers = flow.request.headers.fields
+        state.client_path = flow.request.path
         path = flow.request.path.split("?", 1)[0]
         try:
-            handler = endpoints.route(flow.request.method, path)
+            handler = state.handler = endpoints.route(flow.request.method, path)
             if handler == "messages":
                 self._forward(flow, state)
             elif handler == "count_tokens":
@@ -183,6 +199,8 @@ class Gateway:
                 self._answer(flow, state, 200, endpoints.models_list(self.tiers))
             elif handler == "model":
                 self._answer(flow, state, 200, endpoints.model_info(self.tiers, path.rsplit("/", 1)[1]))
+            elif handler == "metrics":
+                self._answer_text(flow, state, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
             elif handler == "ready":
                 ready = self.upstream is not None and bool(self.upstream.key)
                 self._answer(flow, state, 200 if ready else 503, {"status": "ready" if ready else "not ready"})
@@ -199,6 +217,8 @@ class Gateway:
         self._stop_timer(state)
         response = flow.response
         assert response is not None
+        state.upstream_status, state.upstream_headers = response.status_code, response.headers.fields
+        state.upstream_answered_at = time.time()
         if response.status_code == 200 and state.stream:
             state.translator = ChatStreamTranslator(state.response_context, self._upstream_name())
             response.headers = http.Headers(
@@ -216,6 +236,7 @@ class Gateway:
         response = flow.response
         assert response is not None
         raw = response.get_content(strict=False) or b""
+        state.upstream_body = response.raw_content
         try:
             if response.status_code != 200:
                 raise upstream_error(response.status_code, raw, self._upstream_name(), self._secrets())
@@ -228,6 +249,7 @@ class Gateway:
             retry_after = response.headers.get("retry-after")
             self._answer_error(flow, state, error, retry_after=retry_after)
             return
+        state.stop_reason, state.usage = message["stop_reason"], message["usage"]
         self._answer(flow, state, 200, message)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -298,6 +320,7 @@ class Gateway:
         outgoing.host_header = upstream.host if upstream.port in (80, 443) else upstream.name
         outgoing.content = dumps(body)
         flow.comment = f"{request.model} → {upstream_model}"
+        state.forwarded_at = time.time()
         state.timer = asyncio.get_running_loop().call_later(
             ctx.options.ccany_request_timeout, self._timeout, flow, state
         )
@@ -341,6 +364,10 @@ class Gateway:
         content = b"" if flow.request.method == "HEAD" else dumps(body)
         flow.response = http.Response.make(status, content, headers)
 
+    def _answer_text(self, flow: http.HTTPFlow, state: FlowState, text: str, content_type: str) -> None:
+        headers = {"content-type": content_type, "request-id": state.request_id}
+        flow.response = http.Response.make(200, b"" if flow.request.method == "HEAD" else text.encode(), headers)
+
     def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError,
                       retry_after: str | None = None) -> None:
         state.error = error
@@ -360,6 +387,9 @@ class Gateway:
 
     def _secrets(self) -> tuple[str, ...]:
         return (self.upstream.key,) if self.upstream and self.upstream.key else ()
+
+    def state(self, flow: http.HTTPFlow) -> FlowState | None:
+        return self._flows.get(flow)
 
     def forwarded(self, flow: http.HTTPFlow) -> bool:
         state = self._flows.get(flow)

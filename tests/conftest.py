@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -60,6 +61,7 @@ class Proxy:
     port: int
     process: subprocess.Popen
     log_path: Path
+    db: Path
 
     @property
     def url(self) -> str:
@@ -67,6 +69,20 @@ class Proxy:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def flow(self, request_id: str, timeout: float = 10.0) -> dict:
+        """The flow log's row for `request_id`, once the writer has written it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.db.exists():
+                with sqlite3.connect(self.db) as conn:
+                    conn.row_factory = sqlite3.Row
+                    row = conn.execute("select * from flows where id = ?", [request_id]).fetchone()
+                if row is not None:
+                    return dict(row)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no flow {request_id} in {self.db}")
+            time.sleep(0.05)
 
 
 def start_fake_upstream() -> FakeUpstream:
@@ -104,7 +120,7 @@ def start_proxy(
     except RuntimeError:
         process.kill()
         raise RuntimeError(log_path.read_text()) from None
-    return Proxy(port, process, log_path)
+    return Proxy(port, process, log_path, tmp / "flows.db")
 
 
 def stop(process: subprocess.Popen) -> None:

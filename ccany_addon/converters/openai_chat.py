@@ -439,6 +439,7 @@ class ChatStreamTranslator:
         self._output_chars = 0
         self.stop_reason: str | None = None
         self.usage: dict = {}
+        self.sent: list[tuple[dict, int]] = []  # every event sent and its encoded size, for the flow log
 
     def __call__(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
@@ -454,6 +455,11 @@ class ChatStreamTranslator:
         if not data and not self.finished:
             self._end_of_input(out)
         return [b"".join(out)] if out else []
+
+    def _emit(self, event: dict, out: list[bytes]) -> None:
+        chunk = encode_event(event)
+        out.append(chunk)
+        self.sent.append((event, len(chunk)))
 
     # -- events
 
@@ -474,8 +480,8 @@ class ChatStreamTranslator:
                 "cache_read_input_tokens": 0,
             },
         }
-        out.append(encode_event({"type": "message_start", "message": message}))
-        out.append(encode_event({"type": "ping"}))
+        self._emit({"type": "message_start", "message": message}, out)
+        self._emit({"type": "ping"}, out)
 
     def _event(self, data: str, out: list[bytes]) -> None:
         if data == "[DONE]":
@@ -529,7 +535,7 @@ class ChatStreamTranslator:
         index = self._next_index
         self._next_index += 1
         self._open_kind = kind
-        out.append(encode_event({"type": "content_block_start", "index": index, "content_block": block}))
+        self._emit({"type": "content_block_start", "index": index, "content_block": block}, out)
         return index
 
     def _close(self, out: list[bytes]) -> None:
@@ -544,11 +550,11 @@ class ChatStreamTranslator:
             self._finish_tool_arguments(self._open_tool, index, out)
             self._open_tool.closed = True
             self._open_tool = None
-        out.append(encode_event({"type": "content_block_stop", "index": index}))
+        self._emit({"type": "content_block_stop", "index": index}, out)
         self._open_kind = None
 
     def _delta(self, index: int, delta: dict, out: list[bytes]) -> None:
-        out.append(encode_event({"type": "content_block_delta", "index": index, "delta": delta}))
+        self._emit({"type": "content_block_delta", "index": index, "delta": delta}, out)
 
     def _thinking_delta(self, text: str, out: list[bytes]) -> None:
         if self._open_kind != "thinking":
@@ -626,16 +632,12 @@ class ChatStreamTranslator:
             usage["input_tokens"] = self.ctx.estimated_input_tokens
             usage["output_tokens"] = estimate_output_tokens(self._output_chars)
         self.stop_reason, self.usage = stop_reason, usage
-        out.append(
-            encode_event(
-                {
-                    "type": "message_delta",
-                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                    "usage": usage,
-                }
-            )
+        self._emit(
+            {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+             "usage": usage},
+            out,
         )
-        out.append(encode_event({"type": "message_stop"}))
+        self._emit({"type": "message_stop"}, out)
         self.finished = True
 
     def _end_of_input(self, out: list[bytes]) -> None:
@@ -647,5 +649,5 @@ class ChatStreamTranslator:
     def _fail(self, out: list[bytes], status: int, message: str) -> None:
         """Never a clean end: the client gets `event: error` and no `message_stop`."""
         self.error = message
-        out.append(encode_event(error_body(status, message)))
+        self._emit(error_body(status, message), out)
         self.finished = True

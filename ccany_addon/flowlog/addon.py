@@ -1,0 +1,183 @@
+"""The flow log addon: sits after the gateway, turns each finished flow into a record for the writer thread,
+and counts it in the gateway's metrics. Its hooks never touch SQLite."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from mitmproxy import ctx, exceptions, http
+
+from ccany_addon.converters.openai_chat import ChatStreamTranslator
+from ccany_addon.flowlog.record import BODY_POLICIES, FlowRecord, LogPolicy, StreamRecorder, to_row
+from ccany_addon.flowlog.writer import FlowWriter
+from ccany_addon.gateway import FlowState, Gateway
+
+logger = logging.getLogger("ccany")
+
+# Probes would fill the log with noise; everything else, refused or failed, is a flow.
+UNLOGGED_HANDLERS = frozenset({"health", "ready", "root", "metrics"})
+CLIENT_DISCONNECTED = "Client disconnected."
+
+
+class FlowLog:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.writer: FlowWriter[FlowRecord] | None = None
+        self.policy = LogPolicy()
+
+    def load(self, loader: Any) -> None:
+        loader.add_option("ccany_db", str, "data/ccany.db", "SQLite file of the flow log.")
+        loader.add_option(
+            "ccany_log_bodies", str, "all",
+            "Which flows keep their bodies in the log: all, errors (failed flows only) or none.",
+            choices=BODY_POLICIES,
+        )
+        loader.add_option(
+            "ccany_log_body_cap", int, 1024 * 1024, "Bytes kept of each logged body (longer ones are cut)."
+        )
+        loader.add_option(
+            "ccany_log_retention_days", int, 30, "Flows older than this many days are deleted (0: keep all)."
+        )
+        loader.add_option(
+            "ccany_log_queue_size", int, 10_000, "Flows that may wait for the log writer before new ones are dropped."
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        options = ctx.options
+        for name in ("ccany_log_body_cap", "ccany_log_queue_size"):
+            if name in updated and getattr(options, name) <= 0:
+                raise exceptions.OptionsError(f"{name} must be positive")
+        if "ccany_log_retention_days" in updated and options.ccany_log_retention_days < 0:
+            raise exceptions.OptionsError("ccany_log_retention_days must be 0 or positive")
+        upstream = self.gateway.upstream
+        self.policy = LogPolicy(
+            options.ccany_log_bodies,  # type: ignore[arg-type]
+            options.ccany_log_body_cap,
+            (upstream.key,) if upstream and upstream.key else (),
+        )
+        if self.writer is not None and updated & {"ccany_db", "ccany_log_retention_days", "ccany_log_queue_size"}:
+            self.writer.close()
+            self._start_writer()
+
+    def running(self) -> None:
+        if self.writer is None:
+            self._start_writer()
+        metrics = self.gateway.metrics
+        metrics.gauges["ccany_log_queue_depth"] = lambda: self.writer.depth if self.writer else 0
+        metrics.gauges["ccany_log_written_total"] = lambda: self.writer.written if self.writer else 0
+        metrics.gauges["ccany_log_dropped_total"] = lambda: self.writer.dropped if self.writer else 0
+        metrics.gauges["ccany_log_failed_total"] = lambda: self.writer.failed if self.writer else 0
+
+    def done(self) -> None:
+        if self.writer is not None:
+            queued = self.writer.depth
+            self.writer.close()
+            logger.info(f"ccany: flow log closed ({queued} flows were still queued; {self.writer.written} written)")
+
+    def _start_writer(self) -> None:
+        options = ctx.options
+        self.writer = FlowWriter(
+            options.ccany_db,
+            lambda record: to_row(record, self.policy),
+            options.ccany_log_queue_size,
+            options.ccany_log_retention_days,
+        )
+        self.writer.start()
+        logger.info(f"ccany: logging flows to {options.ccany_db}")
+
+    # -- hooks
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        response = flow.response
+        if response is not None and isinstance(response.stream, ChatStreamTranslator):
+            response.stream = StreamRecorder(response.stream, self.policy.cap)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._finish(flow)
+
+    def _finish(self, flow: http.HTTPFlow) -> None:
+        state = self.gateway.state(flow)
+        if state is None or state.handler in UNLOGGED_HANDLERS or self.writer is None:
+            return
+        record = self._record(flow, state)
+        self.gateway.metrics.observe_flow(
+            record.upstream_model or record.client_model or "none",
+            record.status_code or 0,
+            record.error_type,
+            record.usage,
+            record.ended - record.started,
+            None if record.first_token_at is None else record.first_token_at - record.started,
+        )
+        self.writer.submit(record)
+
+    def _record(self, flow: http.HTTPFlow, state: FlowState) -> FlowRecord:
+        request, response = flow.request, flow.response
+        record = FlowRecord(
+            id=state.request_id,
+            started=request.timestamp_start,
+            method=request.method,
+            path=state.client_path or request.path,
+            client_addr=flow.client_conn.peername[0] if flow.client_conn.peername else "",
+            client_request=state.client_request,
+            client_request_headers=state.client_headers or request.headers.fields,
+            client_model=state.client_model or None,
+            notes=state.notes,
+            ended=time.time(),
+        )
+        if state.response_context is not None:
+            self._upstream_side(flow, state, record)
+        if response is not None:
+            record.status_code = response.status_code
+            record.client_response_headers = response.headers.fields
+            recorder = response.stream if isinstance(response.stream, StreamRecorder) else None
+            if recorder is not None:
+                self._stream_side(recorder, record)
+            else:
+                record.client_response = response.raw_content
+                record.first_token_at = record.ended if response.status_code == 200 else None
+        if state.error is not None:
+            record.error_type, record.error_message = state.error.error_type, state.error.message
+            if response is None:
+                record.status_code, record.client_response = state.error.status, state.error.body()
+        if flow.error is not None and record.error_type is None:
+            disconnected = flow.error.msg == CLIENT_DISCONNECTED
+            record.error_type = "client_disconnected" if disconnected else "upstream_disconnected"
+            record.error_message = flow.error.msg
+            if response is None:
+                record.status_code = 499
+        if record.stop_reason is None:
+            record.stop_reason, record.usage = state.stop_reason, state.usage
+        return record
+
+    def _upstream_side(self, flow: http.HTTPFlow, state: FlowState, record: FlowRecord) -> None:
+        request = flow.request
+        record.upstream_model = state.upstream_model
+        record.is_stream = state.stream
+        record.provider = "openai"
+        record.upstream_url = f"{request.scheme}://{request.host}:{request.port}{request.path}"
+        record.upstream_request = request.raw_content
+        record.upstream_request_headers = request.headers.fields
+        record.upstream_status = state.upstream_status
+        record.upstream_response_headers = state.upstream_headers
+        record.upstream_response = state.upstream_body
+        if state.upstream_answered_at is not None and state.forwarded_at is not None:
+            record.upstream_ttfb = state.upstream_answered_at - state.forwarded_at
+
+    @staticmethod
+    def _stream_side(recorder: StreamRecorder, record: FlowRecord) -> None:
+        translator: ChatStreamTranslator = recorder.translator  # type: ignore[assignment]
+        record.upstream_response = b"".join(recorder.upstream)
+        record.upstream_response_cut = recorder.upstream_cut
+        record.events, record.sent_at = translator.sent, recorder.sent_at
+        record.chunk_count, record.max_chunk_gap = recorder.chunk_count, recorder.max_gap
+        record.first_token_at = recorder.first_token_at
+        record.stop_reason, record.usage = translator.stop_reason, translator.usage
+        if translator.error is not None:
+            last = translator.sent[-1][0] if translator.sent else {}
+            record.error_type = last.get("error", {}).get("type", "api_error")
+            record.error_message = translator.error

@@ -1,0 +1,259 @@
+"""What the flow log keeps of one client request: captured cheaply in the hooks (references to bytes and
+header tuples), turned into a `flows` row on the writer thread (decoding, capping, reassembly, redaction).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from ccany_addon.conformance import accumulate_message
+from ccany_addon.errors import mask_secrets
+from ccany_addon.json_codec import dumps_str, loads
+
+BodyPolicy = Literal["all", "errors", "none"]
+BODY_POLICIES: tuple[str, ...] = ("all", "errors", "none")
+
+REDACTED = "[redacted]"
+SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie", "set-cookie"}
+)
+
+HeaderFields = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(slots=True)
+class StreamRecorder:
+    """Wraps a stream translator (the `flow.response.stream` callable): keeps the upstream bytes up to a cap
+    and when each batch of client events went out. The translator keeps the events themselves (`sent`)."""
+
+    translator: object
+    cap: int
+    upstream: list[bytes] = field(default_factory=list)
+    upstream_size: int = 0
+    upstream_cut: bool = False
+    sent_at: list[tuple[int, float]] = field(default_factory=list)  # (index of first event in batch, time)
+    chunk_count: int = 0
+    max_gap: float = 0.0
+    first_token_at: float | None = None
+    _last_chunk_at: float | None = None
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        now = time.time()
+        if data:
+            self.chunk_count += 1
+            if self._last_chunk_at is not None and now - self._last_chunk_at > self.max_gap:
+                self.max_gap = now - self._last_chunk_at
+            self._last_chunk_at = now
+            room = self.cap - self.upstream_size
+            if room > 0:
+                piece = data[:room]
+                self.upstream.append(piece)
+                self.upstream_size += len(piece)
+            if len(data) > room:
+                self.upstream_cut = True
+        sent: list[tuple[dict, int]] = self.translator.sent  # type: ignore[attr-defined]
+        before = len(sent)
+        out = self.translator(data)  # type: ignore[operator]
+        if len(sent) > before:
+            self.sent_at.append((before, now))
+            if self.first_token_at is None and any(e["type"] == "content_block_delta" for e, _ in sent[before:]):
+                self.first_token_at = now
+        return out
+
+
+@dataclass(slots=True)
+class FlowRecord:
+    id: str
+    started: float
+    method: str
+    path: str
+    client_addr: str
+    client_request: bytes | None
+    client_request_headers: HeaderFields
+    status_code: int | None = None
+    client_response: bytes | None = None  # None for a stream: rebuilt from `events`
+    client_response_headers: HeaderFields = ()
+    is_stream: bool = False
+    client_model: str | None = None
+    upstream_model: str | None = None
+    provider: str | None = None
+    upstream_url: str | None = None
+    upstream_request: bytes | None = None
+    upstream_request_headers: HeaderFields = ()
+    upstream_status: int | None = None
+    upstream_response: bytes | None = None
+    upstream_response_headers: HeaderFields = ()
+    upstream_response_cut: bool = False
+    events: list[tuple[dict, int]] | None = None
+    sent_at: list[tuple[int, float]] = field(default_factory=list)
+    stop_reason: str | None = None
+    usage: dict = field(default_factory=dict)
+    upstream_ttfb: float | None = None
+    first_token_at: float | None = None
+    ended: float = 0.0
+    chunk_count: int | None = None
+    max_chunk_gap: float | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duration_ms(self) -> float:
+        return round((self.ended - self.started) * 1000, 3)
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_token_at is None else round((self.first_token_at - self.started) * 1000, 3)
+
+
+@dataclass(frozen=True, slots=True)
+class LogPolicy:
+    bodies: BodyPolicy = "all"
+    cap: int = 1024 * 1024
+    secrets: tuple[str, ...] = ()
+
+
+def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
+    """The `flows` row for a record (runs on the writer thread)."""
+    keep = policy.bodies == "all" or (policy.bodies == "errors" and record.error_type is not None)
+    cut: list[str] = []
+    client_response = record.client_response
+    if record.events is not None:
+        # What the client was sent; a stream that ended in an error keeps its partial message and the error.
+        message = accumulate_message([event for event, _ in record.events if event["type"] != "error"])
+        errors = [event["error"] for event, _ in record.events if event["type"] == "error"]
+        if errors:
+            message["error"] = errors[-1]
+        client_response = dumps_str(message).encode()
+
+    def body(name: str, raw: bytes | None, already_cut: bool = False) -> str | None:
+        if not keep or raw is None:
+            return None
+        if already_cut or len(raw) > policy.cap:
+            cut.append(name)
+        text = raw[: policy.cap].decode("utf-8", "replace")
+        return _scrub(text, policy.secrets)
+
+    headers = dict(_decoded(record.client_request_headers))
+    user_agent = headers.get("user-agent")
+    session_id = headers.get("x-claude-code-session-id")
+    row = {
+        "id": record.id,
+        "started_at": _utc(record.started),
+        "method": record.method,
+        "path": record.path,
+        "status_code": record.status_code,
+        "upstream_status": record.upstream_status,
+        "is_stream": int(record.is_stream),
+        "client_model": record.client_model,
+        "upstream_model": record.upstream_model,
+        "provider": record.provider,
+        "upstream_url": record.upstream_url,
+        "client_addr": record.client_addr,
+        "user_agent": user_agent,
+        "session_id": session_id,
+        "client_key_id": None,
+        "stop_reason": record.stop_reason,
+        "input_tokens": record.usage.get("input_tokens"),
+        "output_tokens": record.usage.get("output_tokens"),
+        "cache_read_input_tokens": record.usage.get("cache_read_input_tokens"),
+        "cache_creation_input_tokens": record.usage.get("cache_creation_input_tokens"),
+        "upstream_ttfb_ms": None if record.upstream_ttfb is None else round(record.upstream_ttfb * 1000, 3),
+        "ttft_ms": record.ttft_ms,
+        "duration_ms": record.duration_ms,
+        "chunk_count": record.chunk_count,
+        "max_chunk_gap_ms": None if record.max_chunk_gap is None else round(record.max_chunk_gap * 1000, 3),
+        "error_type": record.error_type,
+        "error_message": None if record.error_message is None else mask_secrets(record.error_message, policy.secrets),
+        "client_request": body("client_request", record.client_request),
+        "client_request_headers": _headers_json(record.client_request_headers),
+        "upstream_request": body("upstream_request", record.upstream_request),
+        "upstream_request_headers": _headers_json(record.upstream_request_headers),
+        "upstream_response": body("upstream_response", record.upstream_response, record.upstream_response_cut),
+        "upstream_response_headers": _headers_json(record.upstream_response_headers),
+        "client_response": body("client_response", client_response),
+        "client_response_headers": _headers_json(record.client_response_headers),
+        "events": _timeline(record),
+        "notes": dumps_str(record.notes) if record.notes else None,
+        "conversation": _scrub(_conversation(record.client_request, client_response) or "", policy.secrets) or None
+        if keep else None,
+    }
+    row["truncated"] = ",".join(cut) or None
+    return row
+
+
+def _utc(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _decoded(fields: HeaderFields) -> list[tuple[str, str]]:
+    return [(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in fields]
+
+
+def redacted_headers(fields: HeaderFields) -> list[tuple[str, str]]:
+    return [(name, REDACTED if name in SECRET_HEADERS else value) for name, value in _decoded(fields)]
+
+
+def _headers_json(fields: HeaderFields) -> str | None:
+    if not fields:
+        return None
+    return dumps_str(dict(redacted_headers(fields)))
+
+
+def _timeline(record: FlowRecord) -> str | None:
+    """[[offset_ms, event type, block index, bytes], ...] of the events sent to the client."""
+    if record.events is None:
+        return None
+    timeline: list[list] = []
+    batches = record.sent_at + [(len(record.events), 0.0)]
+    for (first, at), (end, _) in zip(batches, batches[1:], strict=False):
+        offset = round((at - record.started) * 1000, 3)
+        for event, size in record.events[first:end]:
+            timeline.append([offset, event["type"], event.get("index"), size])
+    return dumps_str(timeline)
+
+
+def _conversation(request: bytes | None, response: bytes | None) -> str | None:
+    """The turn's searchable text: the newest message of the request and the answer's text."""
+    parts: list[str] = []
+    try:
+        body = loads(request) if request else None
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("messages"), list) and body["messages"]:
+        parts.extend(_texts(body["messages"][-1]))
+    try:
+        answer = loads(response) if response else None
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict):
+        parts.extend(_texts(answer))
+    text = "\n".join(part for part in parts if part)
+    return text or None
+
+
+def _texts(value: object) -> list[str]:
+    """Every human-readable string of a message: text, thinking, tool inputs and results, error messages."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [text for item in value for text in _texts(item)]
+    if not isinstance(value, dict):
+        return []
+    texts: list[str] = []
+    for key in ("text", "thinking", "content", "message", "error"):
+        if key in value:
+            texts.extend(_texts(value[key]))
+    if isinstance(value.get("input"), dict):
+        texts.append(dumps_str(value["input"]))
+    return texts

@@ -1,0 +1,99 @@
+"""The one place that knows the flow DB's schema: tables, indexes, full-text search and their migrations.
+
+Versions live in `PRAGMA user_version`; each migration runs once, in order, in its own transaction.
+Times are UTC text `YYYY-MM-DD HH:MM:SS.mmm` so SQLite's date functions group them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import sqlite_utils
+
+FLOWS = "flows"
+
+# Column → SQLite type, in the order a person reading a row wants them.
+FLOW_COLUMNS: dict[str, type] = {
+    "id": str,  # the request-id the client received
+    "started_at": str,
+    "method": str,
+    "path": str,
+    "status_code": int,  # what the client got
+    "upstream_status": int,
+    "is_stream": int,
+    "client_model": str,
+    "upstream_model": str,
+    "provider": str,
+    "upstream_url": str,  # never with credentials
+    "client_addr": str,
+    "user_agent": str,
+    "session_id": str,  # X-Claude-Code-Session-Id
+    "client_key_id": str,
+    "stop_reason": str,
+    "input_tokens": int,
+    "output_tokens": int,
+    "cache_read_input_tokens": int,
+    "cache_creation_input_tokens": int,
+    "upstream_ttfb_ms": float,  # request sent upstream → upstream response headers
+    "ttft_ms": float,  # client request → first token sent to the client
+    "duration_ms": float,
+    "chunk_count": int,  # upstream stream reads
+    "max_chunk_gap_ms": float,
+    "error_type": str,
+    "error_message": str,
+    "client_request": str,
+    "client_request_headers": str,
+    "upstream_request": str,
+    "upstream_request_headers": str,
+    "upstream_response": str,  # raw body, or the SSE text of a stream
+    "upstream_response_headers": str,
+    "client_response": str,  # the Anthropic message or error the client received (reassembled for streams)
+    "client_response_headers": str,
+    "events": str,  # JSON [[offset_ms, event type, block index, bytes], ...] of a stream sent to the client
+    "notes": str,  # JSON list of conversion notes
+    "truncated": str,  # names of bodies cut at the size cap
+    "conversation": str,  # searchable text: the turn's new input and the answer
+}
+
+FLOW_INDEXES: list[list[str]] = [
+    ["started_at"],
+    ["client_model", "started_at"],
+    ["upstream_model", "started_at"],
+    ["provider", "started_at"],
+    ["error_type", "started_at"],
+    ["session_id", "started_at"],
+    ["duration_ms"],
+]
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    flows = db[FLOWS]
+    flows.create(FLOW_COLUMNS, pk="id")  # type: ignore[union-attr]
+    for columns in FLOW_INDEXES:
+        flows.create_index(columns, if_not_exists=True)  # type: ignore[union-attr]
+    flows.enable_fts(["conversation"], create_triggers=True, tokenize="porter")  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+VERSION = len(MIGRATIONS)
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    """Bring the DB to the current version; returns the version it had before."""
+    before = db.execute("PRAGMA user_version").fetchone()[0]
+    if before > VERSION:
+        raise RuntimeError(f"flow DB is at schema version {before}, newer than this ccany ({VERSION})")
+    for version in range(before + 1, VERSION + 1):
+        with db.atomic():
+            MIGRATIONS[version - 1](db)
+            db.execute(f"PRAGMA user_version = {version}")
+    return before
+
+
+def open_db(path: str) -> sqlite_utils.Database:
+    """A connection in WAL mode with the schema current (the writer's, or a test's)."""
+    db = sqlite_utils.Database(path)
+    db.enable_wal()
+    db.execute("PRAGMA busy_timeout = 5000")
+    migrate(db)
+    return db

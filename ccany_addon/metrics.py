@@ -1,0 +1,111 @@
+"""The proxy's own counters, served at `GET /metrics` in the Prometheus text format (version 0.0.4)."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+Labels = tuple[tuple[str, str], ...]
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+@dataclass(slots=True)
+class _Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BUCKETS))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        index = bisect_left(LATENCY_BUCKETS, value)
+        if index < len(LATENCY_BUCKETS):
+            self.counts[index] += 1
+        self.total += value
+        self.count += 1
+
+
+_HELP = {
+    "ccany_requests_total": ("counter", "Client requests answered, by upstream model and status."),
+    "ccany_errors_total": ("counter", "Client requests that ended in an error, by Anthropic error type."),
+    "ccany_tokens_total": ("counter", "Tokens reported for answered requests, by upstream model and kind."),
+    "ccany_request_duration_seconds": ("histogram", "Client request to last byte, by upstream model."),
+    "ccany_time_to_first_token_seconds": ("histogram", "Client request to first token sent, by upstream model."),
+    "ccany_log_queue_depth": ("gauge", "Flows waiting to be written to the flow log."),
+    "ccany_log_written_total": ("counter", "Flows written to the flow log."),
+    "ccany_log_dropped_total": ("counter", "Flows not logged because the log queue was full."),
+    "ccany_log_failed_total": ("counter", "Flows that could not be written to the flow log."),
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._counters: dict[str, dict[Labels, float]] = {}
+        self._histograms: dict[str, dict[Labels, _Histogram]] = {}
+        self.gauges: dict[str, Callable[[], float]] = {}  # read at scrape time
+
+    def count(self, name: str, labels: Labels = (), value: float = 1) -> None:
+        series = self._counters.setdefault(name, {})
+        series[labels] = series.get(labels, 0) + value
+
+    def observe(self, name: str, labels: Labels, value: float) -> None:
+        series = self._histograms.setdefault(name, {})
+        histogram = series.get(labels)
+        if histogram is None:
+            histogram = series[labels] = _Histogram()
+        histogram.observe(value)
+
+    def observe_flow(
+        self,
+        model: str,
+        status: int,
+        error_type: str | None,
+        usage: dict,
+        duration: float,
+        ttft: float | None,
+    ) -> None:
+        by_model = (("model", model),)
+        self.count("ccany_requests_total", (("model", model), ("status", str(status))))
+        if error_type:
+            self.count("ccany_errors_total", (("type", error_type),))
+        for kind in ("input", "output", "cache_read_input"):
+            tokens = usage.get(f"{kind}_tokens")
+            if tokens:
+                self.count("ccany_tokens_total", (("model", model), ("kind", kind.removesuffix("_input"))), tokens)
+        self.observe("ccany_request_duration_seconds", by_model, duration)
+        if ttft is not None:
+            self.observe("ccany_time_to_first_token_seconds", by_model, ttft)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        names = sorted({*self._counters, *self._histograms, *self.gauges} | {n for n in _HELP if "_log_" in n})
+        for name in names:
+            kind, help_text = _HELP.get(name, ("untyped", ""))
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            if name in self.gauges:
+                lines.append(f"{name} {_number(self.gauges[name]())}")
+            for labels, value in sorted(self._counters.get(name, {}).items()):
+                lines.append(f"{name}{_labels(labels)} {_number(value)}")
+            for labels, histogram in sorted(self._histograms.get(name, {}).items()):
+                cumulative = 0
+                for bound, count in zip(LATENCY_BUCKETS, histogram.counts, strict=True):
+                    cumulative += count
+                    lines.append(f"{name}_bucket{_labels(labels + (('le', _number(bound)),))} {cumulative}")
+                lines.append(f"{name}_bucket{_labels(labels + (('le', '+Inf'),))} {histogram.count}")
+                lines.append(f"{name}_sum{_labels(labels)} {_number(histogram.total)}")
+                lines.append(f"{name}_count{_labels(labels)} {histogram.count}")
+        return "\n".join(lines) + "\n"
+
+
+def _labels(labels: Labels) -> str:
+    if not labels:
+        return ""
+    escaped = (
+        f'{key}="{value.replace("\\", "\\\\").replace("\"", "\\\"").replace("\n", "\\n")}"' for key, value in labels
+    )
+    return "{" + ",".join(escaped) + "}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

@@ -1,0 +1,156 @@
+"""The flow log's writer thread, schema migrations and row building, on real SQLite files."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlite_utils
+
+from ccany_addon.flowlog import schema
+from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamRecorder, to_row
+from ccany_addon.flowlog.writer import FlowWriter
+
+
+def row(request_id: str, started_at: str | None = None) -> dict:
+    return {"id": request_id, "started_at": started_at or "2026-11-21 10:00:00.000", "conversation": "words"}
+
+
+def test_migrate_creates_the_schema_once_and_refuses_a_newer_db(tmp_path):
+    path = str(tmp_path / "f.db")
+    db = schema.open_db(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert set(db["flows"].columns_dict) == set(schema.FLOW_COLUMNS)
+    assert db["flows"].detect_fts() == "flows_fts"
+    indexed = {tuple(index.columns) for index in db["flows"].indexes}
+    assert {tuple(columns) for columns in schema.FLOW_INDEXES} <= indexed
+    assert schema.migrate(db) == schema.VERSION
+    db.execute(f"PRAGMA user_version = {schema.VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer"):
+        schema.migrate(db)
+
+
+def test_writer_writes_every_queued_record_on_close(tmp_path):
+    path = str(tmp_path / "f.db")
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record)
+    writer.start()
+    for number in range(1000):
+        assert writer.submit(row(f"req_{number}"))
+    writer.close()
+    assert sqlite_utils.Database(path)["flows"].count == 1000
+    assert writer.written == 1000 and writer.dropped == 0
+
+
+def test_full_queue_drops_are_counted_and_logged(tmp_path, caplog):
+    release = threading.Event()
+
+    def slow_row(record: dict) -> dict:
+        release.wait(10)
+        return record
+
+    writer: FlowWriter[dict] = FlowWriter(str(tmp_path / "f.db"), slow_row, queue_size=5)
+    writer.start()
+    accepted = sum(writer.submit(row(f"req_{number}")) for number in range(50))
+    assert writer.dropped == 50 - accepted and writer.dropped >= 40
+    assert "flow log queue full" in caplog.text
+    release.set()
+    writer.close()
+    assert writer.written == accepted
+
+
+def test_writer_waits_out_a_briefly_locked_db(tmp_path):
+    path = str(tmp_path / "f.db")
+    schema.open_db(path).close()
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record)
+    writer.start()
+    writer.submit(row("req_locked"))
+    time.sleep(0.3)
+    blocker.rollback()
+    writer.close()
+    assert writer.failed == 0 and sqlite_utils.Database(path)["flows"].count == 1
+
+
+def test_a_record_that_cannot_be_built_is_counted_not_fatal(tmp_path):
+    def build(record: dict) -> dict:
+        if record["id"] == "req_bad":
+            raise ValueError("broken record")
+        return record
+
+    writer: FlowWriter[dict] = FlowWriter(str(tmp_path / "f.db"), build)
+    writer.start()
+    for request_id in ("req_1", "req_bad", "req_2"):
+        writer.submit(row(request_id))
+    writer.close()
+    assert (writer.written, writer.failed) == (2, 1)
+
+
+def test_rows_older_than_the_retention_are_pruned(tmp_path):
+    path = str(tmp_path / "f.db")
+    old = (datetime.now(UTC) - timedelta(days=10)).strftime("%Y-%m-%d %H:%M:%S.000")
+    new = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000")
+    schema.open_db(path)["flows"].insert_all([row("req_old", old), row("req_new", new)])
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record, retention_days=7)
+    writer.start()
+    writer.close()
+    assert [r["id"] for r in sqlite_utils.Database(path)["flows"].rows] == ["req_new"]
+
+
+def test_full_text_search_finds_a_flow_by_its_conversation(tmp_path):
+    path = str(tmp_path / "f.db")
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record)
+    writer.start()
+    writer.submit({**row("req_a"), "conversation": "the quick brown aardvark"})
+    writer.submit({**row("req_b"), "conversation": "nothing to see"})
+    writer.close()
+    found = list(sqlite_utils.Database(path)["flows"].search("aardvarks"))
+    assert [r["id"] for r in found] == ["req_a"]
+
+
+class _FakeTranslator:
+    def __init__(self) -> None:
+        self.sent: list[tuple[dict, int]] = []
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        if data == b"start":
+            self.sent += [({"type": "message_start", "message": {"content": [], "usage": {}}}, 10),
+                          ({"type": "content_block_start", "index": 0,
+                            "content_block": {"type": "text", "text": ""}}, 20)]
+        elif data:
+            self.sent.append(({"type": "content_block_delta", "index": 0,
+                               "delta": {"type": "text_delta", "text": data.decode()}}, 30))
+        return [b"x"]
+
+
+def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_applied():
+    translator = _FakeTranslator()
+    recorder = StreamRecorder(translator, cap=8)
+    started = time.time()
+    recorder(b"start")
+    assert recorder.first_token_at is None
+    time.sleep(0.01)
+    recorder(b"Hi ")
+    recorder(b"there")
+    recorder(b"")
+    assert recorder.chunk_count == 3 and recorder.upstream_cut and b"".join(recorder.upstream) == b"startHi "
+    record = FlowRecord(
+        id="req_x", started=started, method="POST", path="/v1/messages", client_addr="127.0.0.1",
+        client_request=b'{"messages": [{"role": "user", "content": "secret sk-live-abcdefghijkl"}]}',
+        client_request_headers=((b"X-Api-Key", b"sk-live-abcdefghijkl"), (b"User-Agent", b"claude-cli/2")),
+        is_stream=True, events=translator.sent, sent_at=recorder.sent_at,
+        first_token_at=recorder.first_token_at, ended=time.time(),
+    )
+    result = to_row(record, LogPolicy("all", 1000, ("sk-live-abcdefghijkl",)))
+    assert "sk-live" not in str(result)
+    assert result["user_agent"] == "claude-cli/2" and '"x-api-key":"[redacted]"' in result["client_request_headers"]
+    assert '"text":"Hi there"' in result["client_response"]
+    timeline = json.loads(result["events"])
+    assert [event[1] for event in timeline] == ["message_start", "content_block_start"] + ["content_block_delta"] * 2
+    assert timeline[2][0] == result["ttft_ms"] > timeline[0][0]
+    assert result["conversation"] == "secret [redacted]\nHi there"
+    assert to_row(record, LogPolicy("none", 1000))["client_request"] is None
