@@ -51,7 +51,9 @@ def accumulate_message(events: list[dict]) -> dict:
     for event in events:
         kind = event["type"]
         if kind == "message_start":
-            message = json.loads(json.dumps(event["message"]))
+            start = event["message"]
+            message = {**start, "content": [dict(block) for block in start.get("content", ())],
+                       "usage": dict(start.get("usage") or {})}
         elif kind == "content_block_start" and "content" in message:
             message["content"].append(dict(event["content_block"]))
         elif kind == "content_block_delta" and event["index"] < len(message.get("content", ())):

@@ -1,12 +1,14 @@
-"""CPU milliseconds per request: mitmdump with the ccany addon vs bare mitmdump with a streaming
-pass-through, both in front of the same fake OpenAI server, measured in the same run.
+"""CPU milliseconds per request: mitmdump with the ccany addon (logging every flow with full bodies) vs bare
+mitmdump with a streaming pass-through, both in front of the same fake OpenAI server, measured in the same
+run; then the addon's resident memory over many flows.
 
 The client sends a ~20 KB Claude-Code-like body (system blocks, 16 tools with schemas, a tool round trip) to
 the addon, and the OpenAI body it converts to straight to the bare proxy. CPU is the proxy process's
 user + system time (/proc/PID/stat) over the measured requests; the client and the fake upstream run in
-other processes and are not counted.
+other processes and are not counted. The addon's log writer thread is in the proxy process and is counted:
+each round waits until the log queue is empty.
 
-    scripts/bench [--requests N] [--rounds R]
+    scripts/bench [--requests N] [--rounds R] [--rss-flows N]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -80,29 +83,63 @@ def start_mitmdump(upstream: str, script: Path, log: Path):
     return process, port
 
 
-def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool, requests: int) -> float:
-    def one() -> None:
-        if stream:
-            with client.stream("POST", url, content=body) as response:
-                for _ in response.iter_raw():
-                    pass
-                assert response.status_code == 200, response.status_code
-        else:
-            response = client.post(url, content=body)
-            assert response.status_code == 200, response.text
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
 
+
+def send(client: httpx.Client, url: str, body: bytes, stream: bool) -> None:
+    if stream:
+        with client.stream("POST", url, content=body) as response:
+            for _ in response.iter_raw():
+                pass
+            assert response.status_code == 200, response.status_code
+    else:
+        response = client.post(url, content=body)
+        assert response.status_code == 200, response.text
+
+
+def wait_for_log(client: httpx.Client, url: str | None) -> None:
+    """Until the addon's log queue is empty, so its writer's work is inside the measurement."""
+    while url is not None:
+        time.sleep(0.1)
+        if "\nccany_log_queue_depth 0\n" in client.get(url).text:
+            return
+
+
+def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool, requests: int,
+            metrics_url: str | None) -> float:
     for _ in range(20):  # warm-up: imports, connection, caches
-        one()
+        send(client, url, body, stream)
+    wait_for_log(client, metrics_url)
     before = cpu_seconds(pid)
     for _ in range(requests):
-        one()
+        send(client, url, body, stream)
+    wait_for_log(client, metrics_url)
     return (cpu_seconds(pid) - before) * 1000 / requests
+
+
+def memory_over_flows(client: httpx.Client, pid: int, port: int, flows: int) -> list[tuple[int, float]]:
+    """RSS after every tenth of `flows` requests (streamed and not, alternating) once the log has caught up."""
+    url, metrics_url = f"http://127.0.0.1:{port}/v1/messages", f"http://127.0.0.1:{port}/metrics"
+    bodies = {stream: json.dumps(claude_code_body(stream)).encode() for stream in (False, True)}
+    samples = []
+    for number in range(1, flows + 1):
+        stream = number % 2 == 0
+        send(client, url, bodies[stream], stream)
+        if number % max(1, flows // 10) == 0:
+            wait_for_log(client, metrics_url)
+            samples.append((number, rss_mib(pid)))
+    return samples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rss-flows", type=int, default=20_000, help="flows for the memory check (0: skip it)")
     args = parser.parse_args()
 
     import tempfile
@@ -118,14 +155,16 @@ def main() -> None:
             for stream in (False, True):
                 # alternate the two proxies, round by round, so drift on the machine hits both alike
                 for _round in range(args.rounds):
-                    for name, process, url, body in (
+                    for name, process, url, body, metrics_url in (
                         ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-                         json.dumps(openai_body(stream)).encode()),
+                         json.dumps(openai_body(stream)).encode(), None),
                         ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages",
-                         json.dumps(claude_code_body(stream)).encode()),
+                         json.dumps(claude_code_body(stream)).encode(), f"http://127.0.0.1:{addon_port}/metrics"),
                     ):
-                        ms = measure(client, process.pid, url, body, stream, args.requests // args.rounds)
+                        ms = measure(client, process.pid, url, body, stream, args.requests // args.rounds,
+                                     metrics_url)
                         rounds.setdefault((name, stream), []).append(ms)
+            memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows) if args.rss_flows else []
     finally:
         for process in (bare, addon, upstream.process):
             stop(process)
@@ -138,6 +177,12 @@ def main() -> None:
         ratios = sorted(a / b for a, b in zip(addon_ms, bare_ms, strict=True))
         print(f"{label:<20}{statistics.median(bare_ms):>15.3f}{statistics.median(addon_ms):>13.3f}"
               f"{statistics.median(ratios):>16.2f}{f'{ratios[0]:.2f}–{ratios[-1]:.2f}':>14}")
+    if memory:
+        print(f"\naddon RSS (MiB) after N more flows, every flow logged with its bodies to {tmp / 'bench.db'}:")
+        print("  " + "  ".join(f"{number}: {mib:.1f}" for number, mib in memory))
+        settled = [mib for _, mib in memory[1:]] or [memory[0][1]]
+        change = (memory[-1][1] - memory[0][1]) / memory[0][1] * 100
+        print(f"  first → last: {change:+.1f}%; after the first sample, max/min = {max(settled) / min(settled):.3f}")
 
 
 if __name__ == "__main__":

@@ -79,21 +79,31 @@ VERSION = len(MIGRATIONS)
 
 
 def migrate(db: sqlite_utils.Database) -> int:
-    """Bring the DB to the current version; returns the version it had before."""
-    before = db.execute("PRAGMA user_version").fetchone()[0]
-    if before > VERSION:
-        raise RuntimeError(f"flow DB is at schema version {before}, newer than this ccany ({VERSION})")
-    for version in range(before + 1, VERSION + 1):
-        with db.atomic():
+    """Bring the DB to the current version; returns the version it had before. Safe when several processes
+    open a fresh file at once: the version is read again under the write lock."""
+    if db.execute("PRAGMA user_version").fetchone()[0] == VERSION:
+        return VERSION
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        before = db.execute("PRAGMA user_version").fetchone()[0]
+        if before > VERSION:
+            raise RuntimeError(f"flow DB is at schema version {before}, newer than this ccany ({VERSION})")
+        for version in range(before + 1, VERSION + 1):
             MIGRATIONS[version - 1](db)
             db.execute(f"PRAGMA user_version = {version}")
+        db.conn.commit()
+    except BaseException:
+        db.conn.rollback()
+        raise
     return before
 
 
 def open_db(path: str) -> sqlite_utils.Database:
     """A connection in WAL mode with the schema current (the writer's, or a test's)."""
     db = sqlite_utils.Database(path)
-    db.enable_wal()
     db.execute("PRAGMA busy_timeout = 5000")
+    db.enable_wal()
+    # WAL with NORMAL sync cannot corrupt the DB; a power cut may lose the last moments of log.
+    db.execute("PRAGMA synchronous = NORMAL")
     migrate(db)
     return db

@@ -1,16 +1,17 @@
 """The flow DB's only write connection: one thread, fed by a bounded queue, writing in batches.
 
-Hooks call `submit`, which never blocks: when the queue is full the record is dropped, counted and logged.
+Hooks call `submit`, which never blocks nor wakes the writer: when the queue is full the record is dropped,
+counted and logged.
 `close` writes everything still queued (mitmproxy's `done` runs on SIGTERM and Ctrl-C).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -19,9 +20,9 @@ from ccany_addon.flowlog.schema import FLOWS, open_db
 logger = logging.getLogger("ccany")
 
 BATCH_SIZE = 100
+POLL_INTERVAL = 0.1  # the writer wakes this often; hooks never wake it, so a flow costs them one append
 BUSY_RETRIES = 6
 PRUNE_EVERY = 3600.0
-_STOP = object()
 
 
 class FlowWriter[R]:
@@ -35,7 +36,9 @@ class FlowWriter[R]:
         self.path = path
         self.to_row = to_row
         self.retention_days = retention_days
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self._queue: deque[R] = deque()  # append and popleft are atomic: no lock between hooks and writer
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.written = 0
         self.dropped = 0
@@ -45,30 +48,30 @@ class FlowWriter[R]:
 
     def start(self) -> None:
         open_db(self.path).close()  # schema errors surface at start-up, in the caller's thread
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="ccany-flow-writer", daemon=True)
         self._thread.start()
 
     def submit(self, record: R) -> bool:
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
+        if len(self._queue) >= self.queue_size:
             self.dropped += 1
             if self.dropped in (1, 10) or self.dropped % 100 == 0:
                 logger.warning(
-                    f"ccany: flow log queue full ({self._queue.maxsize}); {self.dropped} flows not logged so far"
+                    f"ccany: flow log queue full ({self.queue_size}); {self.dropped} flows not logged so far"
                 )
             return False
+        self._queue.append(record)
         return True
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def close(self, timeout: float = 60.0) -> None:
         """Write every queued record, then stop."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._stopping.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
             logger.error(f"ccany: flow log writer did not finish within {timeout} s; {self.depth} flows unwritten")
@@ -81,28 +84,16 @@ class FlowWriter[R]:
         next_prune = time.monotonic()
         try:
             while True:
-                try:
-                    item = self._queue.get(timeout=1.0)
-                except queue.Empty:
-                    item = None
-                batch = [] if item is None or item is _STOP else [item]
-                stopping = item is _STOP
-                while not stopping and item is not None and len(batch) < BATCH_SIZE:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is _STOP:
-                        stopping = True
-                    else:
-                        batch.append(item)
-                if batch:
+                stopping = self._stopping.is_set()
+                while self._queue:
+                    batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
                     self._write(db, self._rows(batch))
                 if self.retention_days > 0 and time.monotonic() >= next_prune:
                     self._prune(db)
                     next_prune = time.monotonic() + PRUNE_EVERY
                 if stopping:
                     return
+                self._stopping.wait(POLL_INTERVAL)
         finally:
             db.close()
 
