@@ -8,7 +8,7 @@ user + system time (/proc/PID/stat) over the measured requests; the client and t
 other processes and are not counted. The addon's log writer thread is in the proxy process and is counted:
 each round waits until the log queue is empty.
 
-    scripts/bench [--requests N] [--rounds R] [--rss-flows N]
+    scripts/bench [--requests N] [--rounds R] [--rss-flows N] [--set ccany_option=value ...]
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def start_mitmdump(upstream: str, script: Path, log: Path):
+def start_mitmdump(upstream: str, script: Path, log: Path, options: list[str] = ()):
     import subprocess
 
     port = free_port()
@@ -78,6 +78,8 @@ def start_mitmdump(upstream: str, script: Path, log: Path):
                "--set", "connection_strategy=lazy", "--set", f"ccany_db={log.parent / 'bench.db'}"]
     if script.name == "passthrough.py":
         command = command[:-2]
+    for option in options:
+        command += ["--set", option]
     process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     wait_for(f"http://127.0.0.1:{port}/health" if script.name == "addon.py" else f"{upstream}/_requests")
     return process, port
@@ -139,6 +141,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--set", dest="options", action="append", default=[], metavar="OPTION=VALUE",
+                        help="an option for the addon's mitmdump, e.g. --set ccany_log_bodies=none")
     parser.add_argument("--rss-flows", type=int, default=20_000, help="flows for the memory check (0: skip it)")
     args = parser.parse_args()
 
@@ -147,7 +151,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ccany-bench-"))
     upstream = start_fake_upstream()
     bare, bare_port = start_mitmdump(upstream.url, ROOT / "scripts" / "passthrough.py", tmp / "bare.log")
-    addon, addon_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "addon.log")
+    addon, addon_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "addon.log",
+                                       args.options)
     sizes = {True: len(json.dumps(claude_code_body(True))), False: len(json.dumps(claude_code_body(False)))}
     rounds: dict[tuple[str, bool], list[float]] = {}
     try:

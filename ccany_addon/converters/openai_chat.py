@@ -17,7 +17,7 @@ from ccany_addon.converters.common import (
     thinking_signature,
     tool_use_id,
 )
-from ccany_addon.errors import GatewayError, error_body, mask_secrets
+from ccany_addon.errors import GatewayError, error_body, error_type, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.models import Capabilities
 from ccany_addon.schema import (
@@ -428,6 +428,7 @@ class ChatStreamTranslator:
         self._started = False
         self.finished = False
         self.error: str | None = None
+        self.error_type: str | None = None
         self._next_index = 0
         self._open_kind: str | None = None  # "text" | "thinking" | "tool"
         self._open_tool: _ToolCall | None = None
@@ -439,7 +440,6 @@ class ChatStreamTranslator:
         self._output_chars = 0
         self.stop_reason: str | None = None
         self.usage: dict = {}
-        self.sent: list[tuple[dict, int]] = []  # every event sent and its encoded size, for the flow log
 
     def __call__(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
@@ -456,10 +456,9 @@ class ChatStreamTranslator:
             self._end_of_input(out)
         return [b"".join(out)] if out else []
 
-    def _emit(self, event: dict, out: list[bytes]) -> None:
-        chunk = encode_event(event)
-        out.append(chunk)
-        self.sent.append((event, len(chunk)))
+    @staticmethod
+    def _emit(event: dict, out: list[bytes]) -> None:
+        out.append(encode_event(event))
 
     # -- events
 
@@ -648,6 +647,6 @@ class ChatStreamTranslator:
 
     def _fail(self, out: list[bytes], status: int, message: str) -> None:
         """Never a clean end: the client gets `event: error` and no `message_stop`."""
-        self.error = message
+        self.error, self.error_type = message, error_type(status)
         self._emit(error_body(status, message), out)
         self.finished = True

@@ -28,7 +28,7 @@ class FlowLog:
         self.policy = LogPolicy()
 
     def load(self, loader: Any) -> None:
-        loader.add_option("ccany_db", str, "data/ccany.db", "SQLite file of the flow log.")
+        loader.add_option("ccany_db", str, "data/ccany.db", "SQLite file of the flow log (empty: no flow log).")
         loader.add_option(
             "ccany_log_bodies", str, "all",
             "Which flows keep their bodies in the log: all, errors (failed flows only) or none.",
@@ -59,6 +59,7 @@ class FlowLog:
         )
         if self.writer is not None and updated & {"ccany_db", "ccany_log_retention_days", "ccany_log_queue_size"}:
             self.writer.close()
+            self.writer = None
             self._start_writer()
 
     def running(self) -> None:
@@ -78,6 +79,9 @@ class FlowLog:
 
     def _start_writer(self) -> None:
         options = ctx.options
+        if not options.ccany_db:
+            logger.warning("ccany: ccany_db is empty: flows are not logged")
+            return
         self.writer = FlowWriter(
             options.ccany_db,
             lambda record: to_row(record, self.policy),
@@ -102,7 +106,7 @@ class FlowLog:
 
     def _finish(self, flow: http.HTTPFlow) -> None:
         state = self.gateway.state(flow)
-        if state is None or state.handler in UNLOGGED_HANDLERS or self.writer is None:
+        if state is None or state.handler in UNLOGGED_HANDLERS:
             return
         record = self._record(flow, state)
         self.gateway.metrics.observe_flow(
@@ -113,7 +117,8 @@ class FlowLog:
             record.ended - record.started,
             None if record.first_token_at is None else record.first_token_at - record.started,
         )
-        self.writer.submit(record)
+        if self.writer is not None:
+            self.writer.submit(record)
 
     def _record(self, flow: http.HTTPFlow, state: FlowState) -> FlowRecord:
         request, response = flow.request, flow.response
@@ -173,11 +178,9 @@ class FlowLog:
         translator: ChatStreamTranslator = recorder.translator  # type: ignore[assignment]
         record.upstream_response = b"".join(recorder.upstream)
         record.upstream_response_cut = recorder.upstream_cut
-        record.events, record.sent_at = translator.sent, recorder.sent_at
+        record.sent = recorder.sent
         record.chunk_count, record.max_chunk_gap = recorder.chunk_count, recorder.max_gap
         record.first_token_at = recorder.first_token_at
         record.stop_reason, record.usage = translator.stop_reason, translator.usage
         if translator.error is not None:
-            last = translator.sent[-1][0] if translator.sent else {}
-            record.error_type = last.get("error", {}).get("type", "api_error")
-            record.error_message = translator.error
+            record.error_type, record.error_message = translator.error_type, translator.error

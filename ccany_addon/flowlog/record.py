@@ -5,6 +5,7 @@ header tuples), turned into a `flows` row on the writer thread (decoding, cappin
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -26,15 +27,17 @@ HeaderFields = tuple[tuple[bytes, bytes], ...]
 
 @dataclass(slots=True)
 class StreamRecorder:
-    """Wraps a stream translator (the `flow.response.stream` callable): keeps the upstream bytes up to a cap
-    and when each batch of client events went out. The translator keeps the events themselves (`sent`)."""
+    """Wraps a stream translator (the `flow.response.stream` callable) and keeps what the flow log needs: the
+    upstream bytes up to a cap, and each chunk sent to the client with its time. Only bytes are kept, never
+    parsed events: thousands of small objects living until the writer takes them would cost every flow in
+    garbage collection. The writer thread parses them."""
 
-    translator: object
+    translator: Callable[[bytes], list[bytes]]
     cap: int
     upstream: list[bytes] = field(default_factory=list)
     upstream_size: int = 0
     upstream_cut: bool = False
-    sent_at: list[tuple[int, float]] = field(default_factory=list)  # (index of first event in batch, time)
+    sent: list[tuple[float, bytes]] = field(default_factory=list)
     chunk_count: int = 0
     max_gap: float = 0.0
     first_token_at: float | None = None
@@ -54,12 +57,10 @@ class StreamRecorder:
                 self.upstream_size += len(piece)
             if len(data) > room:
                 self.upstream_cut = True
-        sent: list[tuple[dict, int]] = self.translator.sent  # type: ignore[attr-defined]
-        before = len(sent)
-        out = self.translator(data)  # type: ignore[operator]
-        if len(sent) > before:
-            self.sent_at.append((before, now))
-            if self.first_token_at is None and any(e["type"] == "content_block_delta" for e, _ in sent[before:]):
+        out = self.translator(data)
+        for chunk in out:
+            self.sent.append((now, chunk))
+            if self.first_token_at is None and b"event: content_block_delta\n" in chunk:
                 self.first_token_at = now
         return out
 
@@ -87,8 +88,7 @@ class FlowRecord:
     upstream_response: bytes | None = None
     upstream_response_headers: HeaderFields = ()
     upstream_response_cut: bool = False
-    events: list[tuple[dict, int]] | None = None
-    sent_at: list[tuple[int, float]] = field(default_factory=list)
+    sent: list[tuple[float, bytes]] | None = None  # a stream's chunks to the client, with their times
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)
     upstream_ttfb: float | None = None
@@ -121,10 +121,11 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
     keep = policy.bodies == "all" or (policy.bodies == "errors" and record.error_type is not None)
     cut: list[str] = []
     client_response = record.client_response
-    if record.events is not None:
+    events = _sent_events(record.sent) if record.sent is not None else None
+    if events is not None:
         # What the client was sent; a stream that ended in an error keeps its partial message and the error.
-        message = accumulate_message([event for event, _ in record.events if event["type"] != "error"])
-        errors = [event["error"] for event, _ in record.events if event["type"] == "error"]
+        message = accumulate_message([event for _, event, _ in events if event["type"] != "error"])
+        errors = [event["error"] for _, event, _ in events if event["type"] == "error"]
         if errors:
             message["error"] = errors[-1]
         client_response = dumps_str(message).encode()
@@ -176,7 +177,10 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
         "upstream_response_headers": _headers_json(record.upstream_response_headers),
         "client_response": body("client_response", client_response),
         "client_response_headers": _headers_json(record.client_response_headers),
-        "events": _timeline(record),
+        "events": None if events is None else dumps_str(
+            [[round((at - record.started) * 1000, 3), event["type"], event.get("index"), size]
+             for at, event, size in events]
+        ),
         "notes": dumps_str(record.notes) if record.notes else None,
         "conversation": _scrub(_conversation(record.client_request, client_response) or "", policy.secrets) or None
         if keep else None,
@@ -210,17 +214,15 @@ def _headers_json(fields: HeaderFields) -> str | None:
     return dumps_str(dict(redacted_headers(fields)))
 
 
-def _timeline(record: FlowRecord) -> str | None:
-    """[[offset_ms, event type, block index, bytes], ...] of the events sent to the client."""
-    if record.events is None:
-        return None
-    timeline: list[list] = []
-    batches = record.sent_at + [(len(record.events), 0.0)]
-    for (first, at), (end, _) in zip(batches, batches[1:], strict=False):
-        offset = round((at - record.started) * 1000, 3)
-        for event, size in record.events[first:end]:
-            timeline.append([offset, event["type"], event.get("index"), size])
-    return dumps_str(timeline)
+def _sent_events(sent: list[tuple[float, bytes]]) -> list[tuple[float, dict, int]]:
+    """(time, event, encoded size) of each event in the chunks sent; every chunk holds whole events in the
+    gateway's own encoding (`event: …\\ndata: …\\n\\n`)."""
+    events = []
+    for at, chunk in sent:
+        for block in chunk.split(b"\n\n"):
+            if block:
+                events.append((at, loads(block.split(b"\ndata: ", 1)[1]), len(block) + 2))
+    return events
 
 
 def _conversation(request: bytes | None, response: bytes | None) -> str | None:

@@ -14,6 +14,7 @@ import sqlite_utils
 from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
+from ccany_addon.sse import encode_event
 
 
 def row(request_id: str, started_at: str | None = None) -> dict:
@@ -112,24 +113,20 @@ def test_full_text_search_finds_a_flow_by_its_conversation(tmp_path):
     assert [r["id"] for r in found] == ["req_a"]
 
 
-class _FakeTranslator:
-    def __init__(self) -> None:
-        self.sent: list[tuple[dict, int]] = []
-
-    def __call__(self, data: bytes) -> list[bytes]:
-        if data == b"start":
-            self.sent += [({"type": "message_start", "message": {"content": [], "usage": {}}}, 10),
-                          ({"type": "content_block_start", "index": 0,
-                            "content_block": {"type": "text", "text": ""}}, 20)]
-        elif data:
-            self.sent.append(({"type": "content_block_delta", "index": 0,
-                               "delta": {"type": "text_delta", "text": data.decode()}}, 30))
-        return [b"x"]
+def _fake_translator(data: bytes) -> list[bytes]:
+    """Anthropic events for upstream bytes: a start, then one text delta per chunk."""
+    if data == b"start":
+        return [encode_event({"type": "message_start", "message": {"content": [], "usage": {}}})
+                + encode_event({"type": "content_block_start", "index": 0,
+                                "content_block": {"type": "text", "text": ""}})]
+    if data:
+        return [encode_event({"type": "content_block_delta", "index": 0,
+                              "delta": {"type": "text_delta", "text": data.decode()}})]
+    return []
 
 
 def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_applied():
-    translator = _FakeTranslator()
-    recorder = StreamRecorder(translator, cap=8)
+    recorder = StreamRecorder(_fake_translator, cap=8)
     started = time.time()
     recorder(b"start")
     assert recorder.first_token_at is None
@@ -142,7 +139,7 @@ def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_ap
         id="req_x", started=started, method="POST", path="/v1/messages", client_addr="127.0.0.1",
         client_request=b'{"messages": [{"role": "user", "content": "secret sk-live-abcdefghijkl"}]}',
         client_request_headers=((b"X-Api-Key", b"sk-live-abcdefghijkl"), (b"User-Agent", b"claude-cli/2")),
-        is_stream=True, events=translator.sent, sent_at=recorder.sent_at,
+        is_stream=True, sent=recorder.sent,
         first_token_at=recorder.first_token_at, ended=time.time(),
     )
     result = to_row(record, LogPolicy("all", 1000, ("sk-live-abcdefghijkl",)))
@@ -152,5 +149,6 @@ def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_ap
     timeline = json.loads(result["events"])
     assert [event[1] for event in timeline] == ["message_start", "content_block_start"] + ["content_block_delta"] * 2
     assert timeline[2][0] == result["ttft_ms"] > timeline[0][0]
+    assert sum(event[3] for event in timeline) == sum(len(chunk) for _, chunk in recorder.sent)
     assert result["conversation"] == "secret [redacted]\nHi there"
     assert to_row(record, LogPolicy("none", 1000))["client_request"] is None
