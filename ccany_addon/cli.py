@@ -20,6 +20,8 @@ class GatewayMaster(DumpMaster):
         super().__init__(options, **kwargs)
         gateway = Gateway()
         self.addons.add(gateway, FlowLog(gateway))
+        # Loopback unless told otherwise (`--listen-host 0.0.0.0`): the command line is applied after this.
+        options.listen_host = "127.0.0.1"
 
 
 def main(argv: list[str] | None = None) -> int | None:

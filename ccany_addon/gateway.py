@@ -27,6 +27,7 @@ from ccany_addon.errors import GatewayError
 from ccany_addon.json_codec import dumps, loads
 from ccany_addon.metrics import Metrics
 from ccany_addon.models import ModelTiers, capabilities
+from ccany_addon.option_checks import require_bounds
 from ccany_addon.reachability import Reachability
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
 
@@ -132,11 +133,7 @@ class Gateway:
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
-        for name in ("ccany_request_timeout", "ccany_max_body_size"):
-            if name in updated and getattr(options, name) <= 0:
-                raise exceptions.OptionsError(f"{name} must be positive")
-        if "ccany_max_tokens_limit" in updated and options.ccany_max_tokens_limit < 0:
-            raise exceptions.OptionsError("ccany_max_tokens_limit must be 0 or positive")
+        require_bounds(updated, ("ccany_request_timeout", "ccany_max_body_size"), ("ccany_max_tokens_limit",))
         if "ccany_upstream_path" in updated and not options.ccany_upstream_path.startswith("/"):
             raise exceptions.OptionsError("ccany_upstream_path must start with '/'")
         self.tiers = ModelTiers(options.ccany_big_model, options.ccany_middle_model, options.ccany_small_model)

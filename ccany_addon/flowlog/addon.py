@@ -13,6 +13,7 @@ from ccany_addon.converters.openai_chat import ChatStreamTranslator
 from ccany_addon.flowlog.record import BODY_POLICIES, FlowRecord, LogPolicy, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
 from ccany_addon.gateway import FlowState, Gateway
+from ccany_addon.option_checks import require_bounds
 
 logger = logging.getLogger("ccany")
 
@@ -46,11 +47,9 @@ class FlowLog:
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
-        for name in ("ccany_log_body_cap", "ccany_log_queue_size"):
-            if name in updated and getattr(options, name) <= 0:
-                raise exceptions.OptionsError(f"{name} must be positive")
-        if "ccany_log_retention_days" in updated and options.ccany_log_retention_days < 0:
-            raise exceptions.OptionsError("ccany_log_retention_days must be 0 or positive")
+        require_bounds(updated, ("ccany_log_body_cap", "ccany_log_queue_size"), ("ccany_log_retention_days",))
+        if options.ccany_log_bodies not in BODY_POLICIES:
+            raise exceptions.OptionsError(f"ccany_log_bodies must be one of {', '.join(BODY_POLICIES)}")
         upstream = self.gateway.upstream
         self.policy = LogPolicy(
             options.ccany_log_bodies,  # type: ignore[arg-type]

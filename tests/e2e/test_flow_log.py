@@ -6,6 +6,7 @@ import json
 import signal
 import socket
 import sqlite3
+import subprocess
 import time
 
 import anthropic
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from ccany_addon.conformance import check_stream
-from tests.conftest import UPSTREAM_KEY, start_proxy, stop
+from tests.conftest import ROOT, UPSTREAM_KEY, VENV_BIN, start_proxy, stop
 
 CLIENT_KEY = "sk-ant-client-KEY-for-the-flow-log-0001"
 HELLO = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hello there"}]}
@@ -183,3 +184,14 @@ def test_bodies_policy_cap_and_flush_on_sigterm(fake_upstream, tmp_path):
     assert len(client_request) == 50 and "client_request" in truncated
     assert upstream_response is not None
     stop(proxy.process)
+
+
+@pytest.mark.parametrize(
+    ("option", "complaint"),
+    [("ccany_log_bodies=some", "ccany_log_bodies"), ("ccany_log_body_cap=0", "must be positive"),
+     ("ccany_log_retention_days=-1", "must be 0 or positive")],
+)
+def test_bad_log_options_stop_start_up(option, complaint, tmp_path):
+    bad = subprocess.run([str(VENV_BIN / "ccany"), "--set", option, "--set", f"ccany_db={tmp_path / 'x.db'}"],
+                         capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert bad.returncode != 0 and complaint in bad.stderr + bad.stdout

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ccany_addon.conformance import check_stream
-from tests.conftest import ROOT, UPSTREAM_KEY, VENV_BIN, free_port, start_proxy, stop
+from tests.conftest import ROOT, UPSTREAM_KEY, VENV_BIN, free_port, start_proxy, stop, wait_for
 
 GOOD = {"model": "scenario:text", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -205,3 +205,16 @@ def test_mitmweb_shows_the_flows_without_the_upstream_key(fake_upstream, tmp_pat
     assert UPSTREAM_KEY not in flows.text
     assert dump.status_code == 200 and b"/v1/chat/completions" in dump.content
     assert UPSTREAM_KEY.encode() not in dump.content and b"[redacted]" in dump.content
+
+
+def test_ccany_listens_on_loopback_unless_told_otherwise(fake_upstream, tmp_path):
+    port = free_port()
+    log = tmp_path / "ccany.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([str(VENV_BIN / "ccany"), "--mode", f"reverse:{fake_upstream.url}", "-p", str(port),
+                                    "--set", f"ccany_db={tmp_path / 'f.db'}"], stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health")
+        assert f"listening at 127.0.0.1:{port}" in log.read_text()
+    finally:
+        stop(process)
