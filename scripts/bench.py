@@ -76,7 +76,8 @@ def start_mitmdump(upstream: str, script: Path, log: Path, options: list[str] = 
     command = [str(Path(sys.executable).parent / "mitmdump"), "-q", "-s", str(script),
                "--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(port),
                "--set", "connection_strategy=lazy", "--set", f"ccany_db={log.parent / 'bench.db'}"]
-    if script.name == "passthrough.py":
+    # mitmproxy disables an -s addon when one option is set twice: an explicit ccany_db replaces the default
+    if script.name == "passthrough.py" or any(option.startswith("ccany_db=") for option in options):
         command = command[:-2]
     for option in options:
         command += ["--set", option]
