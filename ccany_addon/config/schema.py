@@ -1,0 +1,163 @@
+"""The one place that knows the config DB's schema (`ccany_config_db`, default `data/config.db`).
+
+Upstream keys are written through triggers that call `ccany_encrypt()`: whoever inserts or updates a key in
+plain text (Datasette's row editor, a form, the CLI, a script), the row holds only ciphertext when the
+transaction commits, so no plaintext page ever reaches the file. The function exists only on connections
+opened with the master key (`open_config_db`); anywhere else such a write fails instead of storing plain text.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+from ccany_addon.config.secrets import Cipher, hint
+
+PROVIDER_KINDS = ("openai",)  # the dialects the gateway speaks today
+ROLES = ("admin", "viewer")
+
+# Tunables a setting row may hold; each is also a `ccany_*` option, and an option set on the command line wins.
+SETTINGS: dict[str, type] = {
+    "ccany_big_model": str,
+    "ccany_middle_model": str,
+    "ccany_small_model": str,
+    "ccany_request_timeout": int,
+    "ccany_max_tokens_limit": int,
+    "ccany_fold_system_messages": bool,
+    "ccany_temperature_override": str,
+    "ccany_log_bodies": str,
+    "ccany_log_body_cap": int,
+    "ccany_log_retention_days": int,
+}
+
+# Tables whose columns a viewer may never read, and the columns an admin sees only masked.
+SECRET_TABLES = ("provider_keys", "client_keys", "users")
+SECRET_COLUMNS = {"provider_keys": ("secret",), "client_keys": ("key_hash",), "users": ("password_hash",)}
+
+_NOW = "strftime('%Y-%m-%d %H:%M:%S', 'now')"
+
+_V1 = f"""
+CREATE TABLE providers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL DEFAULT 'openai' CHECK (kind IN ({", ".join(f"'{k}'" for k in PROVIDER_KINDS)})),
+    base_url TEXT NOT NULL,
+    api_version TEXT,
+    big_model TEXT,
+    middle_model TEXT,
+    small_model TEXT,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL DEFAULT ({_NOW})
+);
+CREATE TABLE provider_keys (
+    id INTEGER PRIMARY KEY,
+    provider_id INTEGER NOT NULL REFERENCES providers(id) ON DELETE CASCADE,
+    name TEXT NOT NULL DEFAULT 'default',
+    secret TEXT NOT NULL,
+    hint TEXT,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL DEFAULT ({_NOW})
+);
+CREATE TRIGGER provider_keys_encrypt_insert AFTER INSERT ON provider_keys
+WHEN NEW.secret NOT LIKE 'enc:v1:%'
+BEGIN
+    UPDATE provider_keys SET hint = ccany_hint(NEW.secret), secret = ccany_encrypt(NEW.secret) WHERE id = NEW.id;
+END;
+CREATE TRIGGER provider_keys_encrypt_update AFTER UPDATE OF secret ON provider_keys
+WHEN NEW.secret NOT LIKE 'enc:v1:%'
+BEGIN
+    UPDATE provider_keys SET hint = ccany_hint(NEW.secret), secret = ccany_encrypt(NEW.secret) WHERE id = NEW.id;
+END;
+CREATE TABLE routes (
+    id INTEGER PRIMARY KEY,
+    pattern TEXT NOT NULL,
+    provider_id INTEGER NOT NULL REFERENCES providers(id) ON DELETE CASCADE,
+    upstream_model TEXT,
+    priority INTEGER NOT NULL DEFAULT 100,
+    enabled INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE client_keys (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    key_hash TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    expires_at TEXT,
+    allowed_models TEXT,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL DEFAULT ({_NOW})
+);
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT 'viewer' CHECK (role IN ({", ".join(f"'{r}'" for r in ROLES)})),
+    created_at TEXT NOT NULL DEFAULT ({_NOW})
+);
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL DEFAULT ({_NOW}),
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    details TEXT
+);
+"""
+
+MIGRATIONS: list[str] = [_V1]
+VERSION = len(MIGRATIONS)
+
+
+def register_functions(conn: sqlite3.Connection, cipher: Cipher) -> None:
+    """The SQL functions the key triggers call; Datasette's connections get them from the project plugin."""
+    conn.create_function("ccany_encrypt", 1, cipher.encrypt, deterministic=False)
+    conn.create_function("ccany_hint", 1, hint, deterministic=True)
+
+
+def migrate(db: sqlite_utils.Database) -> int:
+    if db.execute("PRAGMA user_version").fetchone()[0] == VERSION:
+        return VERSION
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        before = db.execute("PRAGMA user_version").fetchone()[0]
+        if before > VERSION:
+            raise RuntimeError(f"config DB is at schema version {before}, newer than this ccany ({VERSION})")
+        for version in range(before + 1, VERSION + 1):
+            for statement in _statements(version):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {version}")
+        db.conn.commit()
+    except BaseException:
+        db.conn.rollback()
+        raise
+    return before
+
+
+def _statements(version: int) -> list[str]:
+    """A migration's statements one by one (executescript would commit the surrounding transaction)."""
+    script = MIGRATIONS[version - 1]
+    statements, current = [], ""
+    for line in script.strip().splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
+
+
+def open_config_db(path: str | Path, cipher: Cipher | None) -> sqlite_utils.Database:
+    """A connection to the config DB with the schema current; with a cipher, key writes are encrypted."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_utils.Database(str(path))
+    db.execute("PRAGMA busy_timeout = 5000")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.enable_wal()
+    if cipher is not None:
+        register_functions(db.conn, cipher)
+    migrate(db)
+    return db
