@@ -1,7 +1,5 @@
 """The mitmproxy script: `mitmdump -s ccany_addon/addon.py --mode reverse:https://api.openai.com`."""
 
-from ccany_addon.flowlog.addon import FlowLog
-from ccany_addon.gateway import Gateway
+from ccany_addon.assembly import build_addons
 
-gateway = Gateway()
-addons = [gateway, FlowLog(gateway)]
+addons = build_addons()

@@ -11,15 +11,13 @@ import sys
 from mitmproxy.tools import main as mitmproxy_main
 from mitmproxy.tools.dump import DumpMaster
 
-from ccany_addon.flowlog.addon import FlowLog
-from ccany_addon.gateway import Gateway
+from ccany_addon.assembly import build_addons
 
 
 class GatewayMaster(DumpMaster):
     def __init__(self, options, **kwargs) -> None:
         super().__init__(options, **kwargs)
-        gateway = Gateway()
-        self.addons.add(gateway, FlowLog(gateway))
+        self.addons.add(*build_addons())
         # Loopback unless told otherwise (`--listen-host 0.0.0.0`): the command line is applied after this.
         options.listen_host = "127.0.0.1"
 

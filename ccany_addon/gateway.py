@@ -14,6 +14,9 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
 from ccany_addon import endpoints, mitm_errors
+from ccany_addon.config.access import authenticate, authorize_model, presented_key
+from ccany_addon.config.addon import ConfigWatcher
+from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot
 from ccany_addon.converters.common import ResponseContext
 from ccany_addon.converters.openai_chat import (
     ChatStreamTranslator,
@@ -33,6 +36,8 @@ from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
 
 logger = logging.getLogger("ccany")
 
+_NO_CONFIG = ConfigSnapshot()
+
 USER_AGENT = "ccany-addon/0.1"
 REDACTED = "[redacted]"
 
@@ -44,7 +49,8 @@ class Upstream:
     port: int
     path_prefix: str
     key: str
-    key_env: str
+    missing_key: str  # what to tell a client when `key` is empty
+    provider: str = "openai"
 
     @property
     def name(self) -> str:
@@ -66,6 +72,9 @@ class FlowState:
     timed_out: bool = False
     error: GatewayError | None = None
     notes: list[str] = field(default_factory=list)
+    upstream: Upstream | None = None
+    client: ClientKey | None = None
+    client_key_id: int | None = None
     # What the flow log needs of what the gateway rewrites or replaces.
     handler: str = ""
     client_request: bytes | None = None
@@ -95,9 +104,11 @@ def _reverse_target(modes: Any) -> tuple[str, str, int] | None:
 class Gateway:
     """Turns Anthropic Messages requests into upstream requests and the answers back."""
 
-    def __init__(self) -> None:
-        self.upstream: Upstream | None = None
+    def __init__(self, config: ConfigWatcher | None = None) -> None:
+        self.config = config
+        self.upstream: Upstream | None = None  # the reverse-mode target: used when no config route matches
         self.tiers = ModelTiers("", "", "")
+        self._temperature: float | None = None
         self.reachability = Reachability()
         self.metrics = Metrics()
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
@@ -127,6 +138,10 @@ class Gateway:
             "ccany_max_body_size", int, 32 * 1024 * 1024, "Largest client request body accepted, in bytes."
         )
         loader.add_option(
+            "ccany_temperature_override", str, "",
+            "Send every request upstream with this temperature (empty: the client's own).",
+        )
+        loader.add_option(
             "ccany_fold_system_messages", bool, False,
             "Fold system messages from the conversation into the leading one (for strict backends).",
         )
@@ -136,6 +151,12 @@ class Gateway:
         require_bounds(updated, ("ccany_request_timeout", "ccany_max_body_size"), ("ccany_max_tokens_limit",))
         if "ccany_upstream_path" in updated and not options.ccany_upstream_path.startswith("/"):
             raise exceptions.OptionsError("ccany_upstream_path must start with '/'")
+        if "ccany_temperature_override" in updated:
+            text = options.ccany_temperature_override.strip()
+            try:
+                self._temperature = float(text) if text else None
+            except ValueError:
+                raise exceptions.OptionsError("ccany_temperature_override must be a number or empty") from None
         self.tiers = ModelTiers(options.ccany_big_model, options.ccany_middle_model, options.ccany_small_model)
         target = _reverse_target(options.mode)
         key_env = options.ccany_upstream_key_env
@@ -144,7 +165,8 @@ class Gateway:
         else:
             scheme, host, port = target
             self.upstream = Upstream(
-                scheme, host, port, options.ccany_upstream_path.rstrip("/"), os.environ.get(key_env, ""), key_env
+                scheme, host, port, options.ccany_upstream_path.rstrip("/"), os.environ.get(key_env, ""),
+                f"ccany has no upstream API key: set {key_env} in the proxy's environment and restart it",
             )
         # The default `eager` strategy connects to the reverse target for every client connection.
         if options.connection_strategy != "lazy":
@@ -159,7 +181,7 @@ class Gateway:
             logger.warning("ccany: no upstream; start mitmproxy with --mode reverse:https://api.example.com")
         elif not self.upstream.key:
             logger.warning(
-                f"ccany: no upstream API key: set {self.upstream.key_env} in the proxy's environment; "
+                f"ccany: no upstream API key: set {ctx.options.ccany_upstream_key_env} in the proxy's environment; "
                 "until then clients get an authentication_error saying so"
             )
         else:
@@ -188,10 +210,14 @@ class Gateway:
         path = flow.request.path.split("?", 1)[0]
         try:
             handler = state.handler = endpoints.route(flow.request.method, path)
+            if path.startswith("/v1/"):
+                self._admit(flow, state)
             if handler == "messages":
                 self._forward(flow, state)
             elif handler == "count_tokens":
-                self._answer(flow, state, 200, {"input_tokens": count_tokens(self._body(flow, CountTokensRequest))})
+                counted = self._body(flow, CountTokensRequest)
+                authorize_model(state.client, counted.model)
+                self._answer(flow, state, 200, {"input_tokens": count_tokens(counted)})
             elif handler == "models":
                 self._answer(flow, state, 200, endpoints.models_list(self.tiers))
             elif handler == "model":
@@ -199,7 +225,9 @@ class Gateway:
             elif handler == "metrics":
                 self._answer_text(flow, state, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
             elif handler == "ready":
-                ready = self.upstream is not None and bool(self.upstream.key)
+                ready = (self.upstream is not None and bool(self.upstream.key)) or any(
+                    provider.keys for provider in self.snapshot.providers.values()
+                )
                 self._answer(flow, state, 200 if ready else 503, {"status": "ready" if ready else "not ready"})
             else:
                 self._answer(flow, state, 200, {"status": "ok"})
@@ -217,7 +245,7 @@ class Gateway:
         state.upstream_status, state.upstream_headers = response.status_code, response.headers.fields
         state.upstream_answered_at = time.time()
         if response.status_code == 200 and state.stream:
-            state.translator = ChatStreamTranslator(state.response_context, self._upstream_name())
+            state.translator = ChatStreamTranslator(state.response_context, self._upstream_name(state))
             response.headers = http.Headers(
                 content_type="text/event-stream; charset=utf-8",
                 cache_control="no-cache",
@@ -236,11 +264,11 @@ class Gateway:
         state.upstream_body = response.raw_content
         try:
             if response.status_code != 200:
-                raise upstream_error(response.status_code, raw, self._upstream_name(), self._secrets())
+                raise upstream_error(response.status_code, raw, self._upstream_name(state), self.known_secrets)
             try:
                 body = loads(raw)
             except ValueError:
-                raise GatewayError(502, f"{self._upstream_name()} upstream answered with non-JSON data") from None
+                raise GatewayError(502, f"{self._upstream_name(state)} upstream answered with non-JSON data") from None
             message = to_message(body, state.response_context)
         except GatewayError as error:
             retry_after = response.headers.get("retry-after")
@@ -264,31 +292,55 @@ class Gateway:
         logger.info(f"ccany: {state.request_id} failed: {message}")
 
     def _upstream_failure(self, flow: http.HTTPFlow, state: FlowState, message: str) -> GatewayError:
-        name = self._upstream_name()
+        name = self._upstream_name(state)
         if state.timed_out:
             return GatewayError(504, f"upstream {name} did not answer within {ctx.options.ccany_request_timeout} s")
-        if flow.server_conn.timestamp_tcp_setup is None and self.upstream is not None:
-            self.reachability.mark_down(self.upstream.host, self.upstream.port, message)
+        if flow.server_conn.timestamp_tcp_setup is None and state.upstream is not None:
+            self.reachability.mark_down(state.upstream.host, state.upstream.port, message)
             return GatewayError(500, f"ccany: upstream {name} is unreachable: {message}")
         return GatewayError(500, f"ccany: upstream {name} failed before answering: {message}")
 
     # -- forwarding
 
+    def _admit(self, flow: http.HTTPFlow, state: FlowState) -> None:
+        """Client keys: when the config has any, every /v1 request needs a valid one."""
+        headers = flow.request.headers
+        key = presented_key({"x-api-key": headers.get("x-api-key", ""),
+                             "authorization": headers.get("authorization", "")})
+        peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
+        state.client = authenticate(self.snapshot, key, peer)
+        state.client_key_id = state.client.id if state.client else None
+
+    def _choose_upstream(self, model: str) -> tuple[Upstream, str]:
+        """A config route for the model wins; otherwise the reverse-mode target with the tier mapping."""
+        route = self.snapshot.route(model)
+        if route is None:
+            if self.upstream is None:
+                raise GatewayError(500, "ccany has no upstream: start mitmproxy with --mode reverse:<upstream URL> "
+                                        "or add a provider and a route to the config DB")
+            return self.upstream, self.tiers.map(model)
+        provider = route.provider
+        upstream = Upstream(
+            provider.scheme, provider.host, provider.port, provider.path_prefix,
+            provider.keys[0] if provider.keys else "",
+            f"provider {provider.name} has no usable key: add one to the config DB",
+            provider.name,
+        )
+        if route.upstream_model:
+            return upstream, route.upstream_model
+        tiers = ModelTiers(provider.models.get("big", self.tiers.big), provider.models.get("middle", ""),
+                           provider.models.get("small", self.tiers.small))
+        return upstream, tiers.map(model)
+
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
-        upstream = self.upstream
-        if upstream is None:
-            raise GatewayError(500, "ccany has no upstream: start mitmproxy with --mode reverse:<upstream URL>")
         request = self._body(flow, MessagesRequest)
-        if self.reachability.down_reason is not None:
-            raise GatewayError(
-                500, f"ccany: upstream {upstream.name} is unreachable: {self.reachability.down_reason}"
-            )
+        authorize_model(state.client, request.model)
+        upstream, upstream_model = self._choose_upstream(request.model)
+        state.upstream = upstream
+        if (reason := self.reachability.down_reason_for(upstream.host, upstream.port)) is not None:
+            raise GatewayError(500, f"ccany: upstream {upstream.name} is unreachable: {reason}")
         if not upstream.key:
-            raise GatewayError(
-                401,
-                f"ccany has no upstream API key: set {upstream.key_env} in the proxy's environment and restart it",
-            )
-        upstream_model = self.tiers.map(request.model)
+            raise GatewayError(401, upstream.missing_key)
         target = ChatTarget(
             upstream_model,
             capabilities(upstream_model),
@@ -296,6 +348,8 @@ class Gateway:
             ctx.options.ccany_fold_system_messages,
         )
         body, notes = to_chat_request(request, target)
+        if self._temperature is not None:
+            body["temperature"] = self._temperature
         for note in notes:
             logger.info(f"ccany: {state.request_id}: {note}")
         state.client_model, state.upstream_model, state.stream = request.model, upstream_model, request.stream
@@ -379,11 +433,19 @@ class Gateway:
             {"content-type": "application/json", "request-id": state.request_id, **headers},
         )
 
-    def _upstream_name(self) -> str:
-        return self.upstream.name if self.upstream else "upstream"
+    @staticmethod
+    def _upstream_name(state: FlowState) -> str:
+        return state.upstream.name if state.upstream else "upstream"
 
-    def _secrets(self) -> tuple[str, ...]:
-        return (self.upstream.key,) if self.upstream and self.upstream.key else ()
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        return self.config.snapshot if self.config is not None else _NO_CONFIG
+
+    @property
+    def known_secrets(self) -> tuple[str, ...]:
+        """Every upstream key the gateway holds, to be masked wherever text leaves it."""
+        own = (self.upstream.key,) if self.upstream and self.upstream.key else ()
+        return own + self.snapshot.secrets
 
     def state(self, flow: http.HTTPFlow) -> FlowState | None:
         return self._flows.get(flow)
@@ -401,9 +463,9 @@ class KeyInjector:
         self.gateway = gateway
 
     def request(self, flow: http.HTTPFlow) -> None:
-        upstream = self.gateway.upstream
-        if upstream is not None and self.gateway.forwarded(flow):
-            flow.request.headers["authorization"] = f"Bearer {upstream.key}"
+        state = self.gateway.state(flow)
+        if state is not None and state.upstream is not None and self.gateway.forwarded(flow):
+            flow.request.headers["authorization"] = f"Bearer {state.upstream.key}"
 
     @staticmethod
     def redact(flow: http.HTTPFlow) -> None:

@@ -17,12 +17,17 @@ PROBE_TIMEOUT = 2.0
 class Reachability:
     def __init__(self) -> None:
         self.down_reason: str | None = None
+        self._down: tuple[str, int] | None = None
         self._probe: asyncio.Task | None = None
+
+    def down_reason_for(self, host: str, port: int) -> str | None:
+        return self.down_reason if self._down == (host, port) else None
 
     def mark_down(self, host: str, port: int, reason: str) -> None:
         if self.down_reason is None:
             logger.warning(f"ccany: upstream {host}:{port} is unreachable ({reason}); probing until it is back")
         self.down_reason = reason
+        self._down = (host, port)
         if self._probe is None or self._probe.done():
             self._probe = asyncio.get_running_loop().create_task(self._wait_until_up(host, port))
 

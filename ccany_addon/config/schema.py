@@ -109,7 +109,12 @@ CREATE TABLE audit (
 );
 """
 
-MIGRATIONS: list[str] = [_V1]
+# Users can be disabled (kept for the audit trail, but they cannot log in).
+_V2 = """
+ALTER TABLE users ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
+"""
+
+MIGRATIONS: list[str] = [_V1, _V2]
 VERSION = len(MIGRATIONS)
 
 
@@ -156,6 +161,7 @@ def open_config_db(path: str | Path, cipher: Cipher | None) -> sqlite_utils.Data
     db = sqlite_utils.Database(str(path))
     db.execute("PRAGMA busy_timeout = 5000")
     db.execute("PRAGMA foreign_keys = ON")
+    db.execute("PRAGMA secure_delete = ON")  # freed cells (a key's plain text before its trigger ran) are zeroed
     db.enable_wal()
     if cipher is not None:
         register_functions(db.conn, cipher)

@@ -103,6 +103,23 @@ def set_password(db: sqlite_utils.Database, actor: str, username: str, password:
         audit(db, actor, "set password", f"users/{username}")
 
 
+def set_role(db: sqlite_utils.Database, actor: str, username: str, role: str) -> None:
+    if role not in ROLES:
+        raise ConfigError(f"role must be one of {', '.join(ROLES)}")
+    with db.atomic():
+        if not db.execute("UPDATE users SET role = ? WHERE username = ?", [role, username]).rowcount:
+            raise ConfigError(f"no user named {username!r}")
+        audit(db, actor, "set role", f"users/{username}", {"role": role})
+
+
+def set_user_enabled(db: sqlite_utils.Database, actor: str, username: str, enabled: bool) -> None:
+    """A disabled user cannot log in; the row stays, so the audit trail keeps its name."""
+    with db.atomic():
+        if not db.execute("UPDATE users SET enabled = ? WHERE username = ?", [int(enabled), username]).rowcount:
+            raise ConfigError(f"no user named {username!r}")
+        audit(db, actor, "enable user" if enabled else "disable user", f"users/{username}")
+
+
 def set_setting(db: sqlite_utils.Database, actor: str, name: str, value: Any) -> None:
     if name not in SETTINGS:
         raise ConfigError(f"unknown setting {name!r}; known: {', '.join(SETTINGS)}")

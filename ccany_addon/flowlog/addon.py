@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
@@ -50,12 +51,7 @@ class FlowLog:
         require_bounds(updated, ("ccany_log_body_cap", "ccany_log_queue_size"), ("ccany_log_retention_days",))
         if options.ccany_log_bodies not in BODY_POLICIES:
             raise exceptions.OptionsError(f"ccany_log_bodies must be one of {', '.join(BODY_POLICIES)}")
-        upstream = self.gateway.upstream
-        self.policy = LogPolicy(
-            options.ccany_log_bodies,  # type: ignore[arg-type]
-            options.ccany_log_body_cap,
-            (upstream.key,) if upstream and upstream.key else (),
-        )
+        self.policy = LogPolicy(options.ccany_log_bodies, options.ccany_log_body_cap)  # type: ignore[arg-type]
         if self.writer is not None and updated & {"ccany_db", "ccany_log_retention_days", "ccany_log_queue_size"}:
             self.writer.close()
             self.writer = None
@@ -83,7 +79,7 @@ class FlowLog:
             return
         self.writer = FlowWriter(
             options.ccany_db,
-            lambda record: to_row(record, self.policy),
+            lambda record: to_row(record, replace(self.policy, secrets=self.gateway.known_secrets)),
             options.ccany_log_queue_size,
             options.ccany_log_retention_days,
         )
@@ -130,6 +126,7 @@ class FlowLog:
             client_request=state.client_request,
             client_request_headers=state.client_headers or request.headers.fields,
             client_model=state.client_model or None,
+            client_key_id=state.client_key_id,
             notes=state.notes,
             ended=time.time(),
         )
@@ -162,7 +159,7 @@ class FlowLog:
         request = flow.request
         record.upstream_model = state.upstream_model
         record.is_stream = state.stream
-        record.provider = "openai"
+        record.provider = state.upstream.provider if state.upstream else None
         record.upstream_url = f"{request.scheme}://{request.host}:{request.port}{request.path}"
         record.upstream_request = request.raw_content
         record.upstream_request_headers = request.headers.fields

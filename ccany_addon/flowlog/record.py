@@ -74,6 +74,7 @@ class FlowRecord:
     client_addr: str
     client_request: bytes | None
     client_request_headers: HeaderFields
+    client_key_id: int | None = None
     status_code: int | None = None
     client_response: bytes | None = None  # None for a stream: rebuilt from `events`
     client_response_headers: HeaderFields = ()
@@ -156,7 +157,7 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
         "client_addr": record.client_addr,
         "user_agent": user_agent,
         "session_id": session_id,
-        "client_key_id": None,
+        "client_key_id": None if record.client_key_id is None else str(record.client_key_id),
         "stop_reason": record.stop_reason,
         "input_tokens": record.usage.get("input_tokens"),
         "output_tokens": record.usage.get("output_tokens"),

@@ -1,0 +1,13 @@
+"""The addons that make up ccany, in hook order: config first, then the gateway, then the flow log."""
+
+from __future__ import annotations
+
+from ccany_addon.config.addon import ConfigWatcher
+from ccany_addon.flowlog.addon import FlowLog
+from ccany_addon.gateway import Gateway
+
+
+def build_addons() -> list[object]:
+    config = ConfigWatcher()
+    gateway = Gateway(config)
+    return [config, gateway, FlowLog(gateway)]

@@ -1,0 +1,5 @@
+import sys
+
+from ccany_addon.config.cli import main
+
+sys.exit(main())

@@ -1,0 +1,129 @@
+"""An immutable picture of the config DB, read in one go and swapped in whole: requests never touch the DB."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import sqlite_utils
+
+from ccany_addon.config.schema import SETTINGS
+from ccany_addon.config.secrets import Cipher, SecretError
+
+logger = logging.getLogger("ccany")
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    id: int
+    name: str
+    kind: str
+    scheme: str
+    host: str
+    port: int
+    path_prefix: str
+    api_version: str | None
+    models: dict[str, str]  # tier → upstream model
+    keys: tuple[str, ...]  # decrypted, enabled
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    pattern: str
+    provider: Provider
+    upstream_model: str | None
+
+    def matches(self, model: str) -> bool:
+        return fnmatch.fnmatchcase(model.lower(), self.pattern.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    id: int
+    name: str
+    expires_at: str | None
+    allowed_models: tuple[str, ...]
+    enabled: bool
+
+    def allows(self, model: str) -> bool:
+        return not self.allowed_models or any(
+            fnmatch.fnmatchcase(model.lower(), pattern.lower()) for pattern in self.allowed_models
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigSnapshot:
+    providers: dict[str, Provider] = field(default_factory=dict)
+    routes: tuple[Route, ...] = ()
+    client_keys: dict[str, ClientKey] = field(default_factory=dict)  # by key hash
+    settings: dict[str, object] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+    def route(self, model: str) -> Route | None:
+        return next((route for route in self.routes if route.matches(model)), None)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(key for provider in self.providers.values() for key in provider.keys)
+
+
+def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSnapshot:
+    problems: list[str] = []
+    keys: dict[int, list[str]] = {}
+    for row in db.execute("SELECT provider_id, secret FROM provider_keys WHERE enabled ORDER BY id").fetchall():
+        try:
+            if cipher is None:
+                raise SecretError("no master key")
+            keys.setdefault(row[0], []).append(cipher.decrypt(row[1]))
+        except SecretError as error:
+            problems.append(f"a key of provider {row[0]} cannot be used: {error}")
+    providers: dict[str, Provider] = {}
+    by_id: dict[int, Provider] = {}
+    for row in db["providers"].rows_where("enabled"):
+        url = urlsplit(row["base_url"])
+        if url.scheme not in ("http", "https") or not url.hostname:
+            problems.append(f"provider {row['name']}: base_url {row['base_url']!r} is not an http(s) URL")
+            continue
+        provider = Provider(
+            id=row["id"], name=row["name"], kind=row["kind"], scheme=url.scheme, host=url.hostname,
+            port=url.port or (443 if url.scheme == "https" else 80), path_prefix=url.path.rstrip("/"),
+            api_version=row["api_version"],
+            models={tier: row[f"{tier}_model"] for tier in ("big", "middle", "small") if row[f"{tier}_model"]},
+            keys=tuple(keys.get(row["id"], ())),
+        )
+        providers[provider.name] = by_id[provider.id] = provider
+    routes = tuple(
+        Route(row["pattern"], by_id[row["provider_id"]], row["upstream_model"])
+        for row in db["routes"].rows_where("enabled", order_by="priority, id")
+        if row["provider_id"] in by_id
+    )
+    client_keys = {}
+    for row in db["client_keys"].rows:
+        try:
+            allowed = tuple(json.loads(row["allowed_models"])) if row["allowed_models"] else ()
+        except ValueError:
+            allowed = tuple(part.strip() for part in row["allowed_models"].split(",") if part.strip())
+        client_keys[row["key_hash"]] = ClientKey(row["id"], row["name"], row["expires_at"], allowed,
+                                                 bool(row["enabled"]))
+    settings: dict[str, object] = {}
+    for row in db["settings"].rows:
+        kind = SETTINGS.get(row["name"])
+        if kind is None or row["value"] is None:
+            continue
+        try:
+            settings[row["name"]] = _typed(kind, row["value"])
+        except ValueError:
+            problems.append(f"setting {row['name']}={row['value']!r} is not a {kind.__name__}")
+    return ConfigSnapshot(providers, routes, client_keys, settings, tuple(problems))
+
+
+def _typed(kind: type, value: str) -> object:
+    if kind is bool:
+        lowered = value.strip().lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise ValueError(value)
+        return lowered in ("true", "1", "yes", "on")
+    return kind(value)

@@ -1,0 +1,184 @@
+"""The config DB: encrypted keys whatever writes them, the snapshot the proxy uses, access rules, the CLI and
+the Claude Code set-up helper, on real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+import yaml
+
+from ccany_addon.config import store
+from ccany_addon.config.access import authenticate, authorize_model, is_loopback, presented_key
+from ccany_addon.config.cli import main as config_main
+from ccany_addon.config.schema import open_config_db
+from ccany_addon.config.secrets import Cipher, load_master_key, verify_password
+from ccany_addon.config.snapshot import read_snapshot
+from ccany_addon.errors import GatewayError
+from tests.conftest import ROOT
+
+KEY = "sk-upstream-PLAIN-0123456789abcdef"
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.delenv("CCANY_MASTER_KEY", raising=False)
+    path = tmp_path / "config.db"
+    cipher = Cipher(load_master_key(path))
+    db = open_config_db(path, cipher)
+    yield path, db, cipher
+    db.close()
+
+
+def test_master_key_file_is_private_and_keys_are_stored_encrypted(config, tmp_path):
+    path, db, cipher = config
+    assert oct((tmp_path / "master.key").stat().st_mode & 0o777) == "0o600"
+    store.add_provider(db, "tester", "openai", "https://api.openai.com/v1")
+    store.set_provider_key(db, "tester", "openai", KEY)
+    db.execute("UPDATE provider_keys SET secret = ? WHERE id = 1", ["sk-upstream-OTHER-9999999999"])
+    db.conn.commit()
+    row = next(db["provider_keys"].rows)
+    assert row["secret"].startswith("enc:v1:") and row["hint"] == "…9999"
+    assert cipher.decrypt(row["secret"]) == "sk-upstream-OTHER-9999999999"
+    db.conn.execute("PRAGMA wal_checkpoint(FULL)")
+    for file in tmp_path.glob("config.db*"):
+        assert b"PLAIN-0123" not in file.read_bytes() and b"OTHER-9999" not in file.read_bytes()
+    # a writer without the master key cannot store plain text
+    with sqlite3.connect(path) as plain, pytest.raises(sqlite3.OperationalError, match="ccany_"):
+        plain.execute("INSERT INTO provider_keys (provider_id, secret) VALUES (1, 'sk-nope-1234567890')")
+    assert [a["action"] for a in db["audit"].rows] == ["add provider", "set provider key"]
+
+
+def test_snapshot_routes_client_keys_and_settings(config):
+    _, db, cipher = config
+    store.add_provider(db, "t", "local", "http://127.0.0.1:9/v1", models={"small": "qwen-small"})
+    store.set_provider_key(db, "t", "local", KEY)
+    store.add_route(db, "t", "*haiku*", "local", None, priority=10)
+    store.add_route(db, "t", "claude-*", "local", "big-one", priority=20)
+    key_id, key = store.create_client_key(db, "t", "ci", "2999-01-01", ["claude-*"])
+    store.set_setting(db, "t", "ccany_request_timeout", "30")
+    snapshot = read_snapshot(db, cipher)
+    provider = snapshot.providers["local"]
+    assert (provider.scheme, provider.host, provider.port, provider.path_prefix, provider.keys) == (
+        "http", "127.0.0.1", 9, "/v1", (KEY,))
+    assert snapshot.route("claude-haiku-4-5").upstream_model is None
+    assert snapshot.route("claude-sonnet-4-5").upstream_model == "big-one"
+    assert snapshot.route("gpt-4o") is None
+    assert snapshot.settings == {"ccany_request_timeout": 30} and snapshot.secrets == (KEY,)
+    client = authenticate(snapshot, key, "10.0.0.5")
+    assert client.id == key_id and db["client_keys"].get(key_id)["key_hash"] != key
+    authorize_model(client, "claude-opus-4-1")
+    with pytest.raises(GatewayError, match="may not use model"):
+        authorize_model(client, "gpt-4o")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [(None, "needs a client key"), ("wrong", "Invalid client key"), ("disabled", "disabled"),
+     ("expired", "expired")],
+)
+def test_client_key_refusals(config, change, message):
+    _, db, cipher = config
+    key_id, key = store.create_client_key(db, "t", "k", "2020-01-01" if change == "expired" else None)
+    if change == "disabled":
+        db.execute("UPDATE client_keys SET enabled = 0 WHERE id = ?", [key_id])
+        db.conn.commit()
+    presented = {None: None, "wrong": key + "x"}.get(change, key)
+    with pytest.raises(GatewayError, match=message) as caught:
+        authenticate(read_snapshot(db, cipher), presented, "127.0.0.1")
+    assert caught.value.status == 401
+
+
+def test_without_client_keys_only_loopback_is_served(config):
+    _, db, cipher = config
+    snapshot = read_snapshot(db, cipher)
+    assert authenticate(snapshot, None, "127.0.0.1") is None
+    assert authenticate(snapshot, None, "::1") is None
+    with pytest.raises(GatewayError, match="only clients on this machine") as caught:
+        authenticate(snapshot, None, "192.168.1.20")
+    assert caught.value.status == 403
+    assert is_loopback("::ffff:127.0.0.1") and not is_loopback("not-an-ip")
+
+
+def test_expiry_date_is_valid_through_that_day(config):
+    _, db, cipher = config
+    _, key = store.create_client_key(db, "t", "k", "2030-06-01")
+    snapshot = read_snapshot(db, cipher)
+    assert authenticate(snapshot, key, "1.2.3.4", datetime(2030, 6, 1, 23, 0, tzinfo=UTC))
+    with pytest.raises(GatewayError):
+        authenticate(snapshot, key, "1.2.3.4", datetime(2030, 6, 2, 0, 1, tzinfo=UTC))
+
+
+def test_presented_key_reads_both_header_styles():
+    assert presented_key({"x-api-key": "a"}) == "a"
+    assert presented_key({"authorization": "Bearer b"}) == "b"
+    assert presented_key({"authorization": "Basic c"}) is None
+
+
+def test_cli_round_trip_export_without_and_with_secrets(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CCANY_MASTER_KEY", raising=False)
+    db_path = str(tmp_path / "a" / "config.db")
+    monkeypatch.setenv("UPSTREAM", KEY)
+    monkeypatch.setenv("PASSWORD", "correct horse battery")
+    for argv in (["provider-add", "openai", "--base-url", "https://api.openai.com/v1", "--small-model", "gpt-4.1-mini"],
+                 ["key-set", "openai", "--from-env", "UPSTREAM"],
+                 ["route-add", "*haiku*", "openai", "--model", "gpt-4.1-mini"],
+                 ["user-add", "ada", "--role", "admin", "--from-env", "PASSWORD"],
+                 ["setting", "ccany_max_tokens_limit", "8192"]):
+        assert config_main(["--db", db_path, *argv]) == 0
+    assert config_main(["--db", db_path, "client-key-create", "laptop", "--models", "claude-*"]) == 0
+    printed_key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert printed_key.startswith("cck_")
+    assert config_main(["--db", db_path, "export", str(tmp_path / "plain.yaml")]) == 0
+    plain = (tmp_path / "plain.yaml").read_text()
+    assert KEY not in plain and "scrypt$" not in plain and "key_hash" not in plain
+    assert yaml.safe_load(plain)["routes"][0] == {"pattern": "*haiku*", "provider": "openai",
+                                                  "model": "gpt-4.1-mini", "priority": 100, "enabled": True}
+    assert config_main(["--db", db_path, "export", str(tmp_path / "all.yaml"), "--with-secrets"]) == 0
+    assert oct((tmp_path / "all.yaml").stat().st_mode & 0o777) == "0o600"
+    # a second installation, with its own master key, imports everything and the keys still work
+    other = str(tmp_path / "b" / "config.db")
+    assert config_main(["--db", other, "import", str(tmp_path / "all.yaml")]) == 0
+    db = open_config_db(other, Cipher(load_master_key(other)))
+    snapshot = read_snapshot(db, Cipher(load_master_key(other)))
+    assert snapshot.providers["openai"].keys == (KEY,)
+    assert authenticate(snapshot, printed_key, "10.1.1.1").name == "laptop"
+    assert verify_password("correct horse battery", next(db["users"].rows)["password_hash"])
+    assert snapshot.settings == {"ccany_max_tokens_limit": 8192}
+    assert config_main(["--db", other, "import", str(tmp_path / "all.yaml")]) == 0  # idempotent except keys
+    assert db["routes"].count == 1 and db["client_keys"].count == 1
+
+
+def test_cli_refuses_bad_input_with_a_message(tmp_path, capsys):
+    db_path = str(tmp_path / "config.db")
+    assert config_main(["--db", db_path, "route-add", "*", "missing"]) == 1
+    assert "no provider named 'missing'" in capsys.readouterr().err
+    assert config_main(["--db", db_path, "provider-add", "x", "--base-url", "ftp://x"]) == 1
+
+
+def test_module_entry_point_runs(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ccany_addon.config", "--db", str(tmp_path / "c.db"), "export"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0 and "providers: []" in result.stdout
+
+
+def test_claude_setup_writes_env_and_onboarding_with_backups(tmp_path):
+    home = tmp_path / "home"
+    (home / ".claude").mkdir(parents=True)
+    (home / ".claude" / "settings.json").write_text(json.dumps({"env": {"KEEP": "1"}, "model": "opus"}))
+    (home / ".claude.json").write_text(json.dumps({"numStartups": 3}))
+    env = {**os.environ, "HOME": str(home), "TOKEN": "cck_secret"}
+    result = subprocess.run([sys.executable, "-m", "ccany_addon.claude_setup", "--url", "http://127.0.0.1:9999/",
+                             "--token-env", "TOKEN"], capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    settings = json.loads((home / ".claude" / "settings.json").read_text())
+    assert settings == {"env": {"KEEP": "1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9999",
+                                "ANTHROPIC_AUTH_TOKEN": "cck_secret"}, "model": "opus"}
+    assert json.loads((home / ".claude.json").read_text()) == {"numStartups": 3, "hasCompletedOnboarding": True}
+    backups = sorted(path.name for path in home.rglob("*.bak-*"))
+    assert len(backups) == 2 and json.loads(next(home.glob(".claude.json.bak-*")).read_text()) == {"numStartups": 3}
