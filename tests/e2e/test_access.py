@@ -87,6 +87,7 @@ def test_config_changes_apply_without_a_restart(gateway, fake_upstream):
     _, new_key = store.create_client_key(db, "test", "added-while-running")
     store.add_route(db, "test", "*opus*", "routed", "hot-model", priority=5)
     store.set_setting(db, "test", "ccany_max_tokens_limit", "77")
+    store.set_setting(db, "test", "ccany_temperature_override", "0.3")
     deadline = time.monotonic() + 5
     while True:
         fake_upstream.clear()
@@ -96,6 +97,7 @@ def test_config_changes_apply_without_a_restart(gateway, fake_upstream):
         assert time.monotonic() < deadline, f"change not picked up: {response.status_code} {response.text}"
         time.sleep(0.2)
     assert fake_upstream.requests()[-1]["body"]["max_tokens"] == 77
+    assert fake_upstream.requests()[-1]["body"]["temperature"] == 0.3
     db.execute("UPDATE client_keys SET enabled = 0 WHERE name = 'added-while-running'")
     db.conn.commit()
     time.sleep(2.5)
