@@ -144,3 +144,24 @@ def proxy(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory)
     yield running
     stop(running.process)
     assert UPSTREAM_KEY not in running.log(), "the upstream key reached the proxy's log"
+
+
+# Every secret a test hands to the gateway; no DB file or log under the test run's temporary folder may hold one.
+SECRETS: set[str] = {UPSTREAM_KEY}
+
+
+def secret(value: str) -> str:
+    SECRETS.add(value)
+    return value
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_on_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    base = tmp_path_factory.getbasetemp()
+    leaks = []
+    for path in base.rglob("*"):
+        if path.is_file() and (".db" in path.name or path.suffix == ".log"):
+            data = path.read_bytes()
+            leaks += [f"{path.relative_to(base)} holds {value[:12]}…" for value in SECRETS if value.encode() in data]
+    assert not leaks, leaks

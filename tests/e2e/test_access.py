@@ -10,9 +10,9 @@ import pytest
 from ccany_addon.config import store
 from ccany_addon.config.schema import open_config_db
 from ccany_addon.config.secrets import Cipher, load_master_key
-from tests.conftest import UPSTREAM_KEY, start_proxy, stop
+from tests.conftest import UPSTREAM_KEY, secret, start_proxy, stop
 
-PROVIDER_KEY = "sk-provider-KEY-for-access-tests-0042"
+PROVIDER_KEY = secret("sk-provider-KEY-for-access-tests-0042")
 BODY = {"max_tokens": 500, "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -24,7 +24,7 @@ def gateway(fake_upstream, tmp_path_factory):
     store.add_provider(db, "test", "routed", f"{fake_upstream.url}/v1")
     store.set_provider_key(db, "test", "routed", PROVIDER_KEY)
     store.add_route(db, "test", "*haiku*", "routed", "routed-model")
-    keys = {name: store.create_client_key(db, "test", name, expires, models)
+    keys = {name: _registered(store.create_client_key(db, "test", name, expires, models))
             for name, expires, models in (("valid", None, None), ("disabled", None, None),
                                           ("expired", "2020-01-31", None), ("haiku-only", None, ["*haiku*"]))}
     db.execute("UPDATE client_keys SET enabled = 0 WHERE name = 'disabled'")
@@ -34,6 +34,11 @@ def gateway(fake_upstream, tmp_path_factory):
     yield proxy, db, keys
     stop(proxy.process)
     db.close()
+
+
+def _registered(created: tuple[int, str]) -> tuple[int, str]:
+    secret(created[1])
+    return created
 
 
 def post(proxy, key: str | None, model: str) -> httpx.Response:
@@ -84,7 +89,7 @@ def test_a_valid_key_is_routed_by_the_config_and_logged_by_id(gateway, fake_upst
 
 def test_config_changes_apply_without_a_restart(gateway, fake_upstream):
     proxy, db, keys = gateway
-    _, new_key = store.create_client_key(db, "test", "added-while-running")
+    _, new_key = _registered(store.create_client_key(db, "test", "added-while-running"))
     store.add_route(db, "test", "*opus*", "routed", "hot-model", priority=5)
     store.set_setting(db, "test", "ccany_max_tokens_limit", "77")
     store.set_setting(db, "test", "ccany_temperature_override", "0.3")

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from ccany_addon.conformance import check_stream
-from tests.conftest import ROOT, UPSTREAM_KEY, VENV_BIN, start_proxy, stop
+from tests.conftest import ROOT, UPSTREAM_KEY, VENV_BIN, secret, start_proxy, stop
 
-CLIENT_KEY = "sk-ant-client-KEY-for-the-flow-log-0001"
+CLIENT_KEY = secret("sk-ant-client-KEY-for-the-flow-log-0001")
 HELLO = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hello there"}]}
 
 

@@ -20,9 +20,9 @@ from ccany_addon.config.schema import open_config_db
 from ccany_addon.config.secrets import Cipher, load_master_key, verify_password
 from ccany_addon.config.snapshot import read_snapshot
 from ccany_addon.errors import GatewayError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, secret
 
-KEY = "sk-upstream-PLAIN-0123456789abcdef"
+KEY = secret("sk-upstream-PLAIN-0123456789abcdef")
 
 
 @pytest.fixture
