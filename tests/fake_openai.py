@@ -177,6 +177,9 @@ class FakeOpenAI:
             body = {"_unparsed": raw.decode("utf-8", "replace")}
         self.requests.append({"method": method, "path": path, "headers": headers, "body": body,
                               "time": time.time()})
+        if method == "GET" and path.split("?")[0] == "/v1/models":
+            await self._models(writer, headers)
+            return True
         if path.split("?")[0] != "/v1/chat/completions":
             error = {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}
             await self._send_json(writer, 404, error)
@@ -210,6 +213,18 @@ class FakeOpenAI:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return True
+
+    async def _models(self, writer: asyncio.StreamWriter, headers: dict[str, str]) -> None:
+        """The model list (a provider connection test); like OpenAI, a bad key's 401 message quotes the key."""
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token or token.startswith("sk-bad"):
+            error = {"message": f"Incorrect API key provided: {token or '(none)'}", "type": "invalid_request_error",
+                     "code": "invalid_api_key"}
+            await self._send_json(writer, 401, {"error": error})
+            return
+        models = [{"id": name, "object": "model", "created": CREATED, "owned_by": "fake"}
+                  for name in ("gpt-4.1", "gpt-4.1-mini", "o3")]
+        await self._send_json(writer, 200, {"object": "list", "data": models})
 
     @staticmethod
     async def _send_json(writer: asyncio.StreamWriter, status: int, body: object,

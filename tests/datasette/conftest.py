@@ -10,6 +10,7 @@ import random
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -258,14 +259,19 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(db_path: Path, log_dir: Path) -> Server:
+def start_server(db_path: Path, log_dir: Path, config_db: Path | None = None, env: dict | None = None,
+                 args: tuple[str, ...] = ()) -> Server:
+    """scripts/datasette over `db_path` and a config DB (by default a new one in `log_dir`, never the repo's), with
+    extra `datasette serve` flags."""
     port = free_port()
     log_path = log_dir / f"datasette-{port}.log"
-    env = {**os.environ, "CCANY_DATASETTE_HOST": "127.0.0.1", "CCANY_DATASETTE_PORT": str(port)}
+    config_db = config_db or log_dir / f"config-{port}.db"
+    env = {**os.environ, "CCANY_DATASETTE_HOST": "127.0.0.1", "CCANY_DATASETTE_PORT": str(port), **(env or {})}
+    env = {name: value for name, value in env.items() if value is not None}  # None: unset it
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [str(ROOT / "scripts" / "datasette"), str(db_path)], stdout=log, stderr=subprocess.STDOUT, env=env,
-            cwd=log_dir,
+            [str(ROOT / "scripts" / "datasette"), str(db_path), str(config_db), *args], stdout=log,
+            stderr=subprocess.STDOUT, env=env, cwd=log_dir,
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     deadline = time.monotonic() + 30
@@ -273,6 +279,8 @@ def start_server(db_path: Path, log_dir: Path) -> Server:
         try:
             with urllib.request.urlopen(server.url + "/-/versions.json", timeout=1):
                 return server
+        except urllib.error.HTTPError:  # it answers (403 once accounts exist: anonymous may see nothing)
+            return server
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 stop_server(server)

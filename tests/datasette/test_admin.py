@@ -1,0 +1,347 @@
+"""Admins change the configuration: plugin pages for what needs logic, Datasette's own row editor and JSON write API
+for the rest. Keys reach the file only encrypted; every change is audited with who made it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from ccany_addon.config.schema import open_config_db
+from ccany_addon.config.secrets import client_key_hash, is_encrypted
+from tests.conftest import secret
+from tests.datasette.accounts import (
+    ADMIN,
+    CSRF_ATTACK,
+    PROVIDER_KEY,
+    VIEWER,
+    Config,
+    audit_rows,
+    datasette_for,
+    error_text,
+    leaks,
+    make_config,
+    session,
+)
+from tests.datasette.conftest import FlowLog
+from tests.fake_openai import FakeOpenAI
+
+pytestmark = pytest.mark.anyio
+
+NEW_KEY = secret("sk-live-PLAINTEXT-typed-in-the-browser-91c4e2")
+EDITED_KEY = secret("sk-live-PLAINTEXT-edited-in-the-row-editor-3b7f")
+API_KEY = secret("sk-live-PLAINTEXT-sent-to-the-json-api-5d8a")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def fake_upstream() -> AsyncIterator[str]:
+    """The fake OpenAI server, in this test's event loop: its base URL."""
+    fake = FakeOpenAI()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    server.close()
+
+
+def stored_keys(config: Config) -> list[dict]:
+    db = open_config_db(config.path, None)
+    try:
+        return list(db.query("SELECT k.id, p.name AS provider, k.name, k.secret, k.hint FROM provider_keys k "
+                             "JOIN providers p ON p.id = k.provider_id ORDER BY k.id"))
+    finally:
+        db.close()
+
+
+def assert_only_ciphertext(config: Config, *plaintexts: str) -> None:
+    data = config.file_bytes()
+    for plaintext in plaintexts:
+        assert plaintext.encode() not in data
+        assert plaintext[-12:].encode() not in data  # not even a tail of it
+    for row in stored_keys(config):
+        assert is_encrypted(row["secret"])
+
+
+async def test_admin_adds_a_provider_and_key_in_the_ui(flow_log: FlowLog, tmp_path: Path) -> None:
+    config = make_config(tmp_path / "config.db")
+    ds = datasette_for(flow_log.path, config)
+    admin = await session(ds, *ADMIN)
+    page = await ds.client.get("/-/admin/providers", cookies=admin)
+    assert page.status_code == 200 and "Add a provider" in page.text
+
+    bad = await ds.client.post("/-/admin/providers", cookies=admin, data={
+        "action": "add-provider", "name": "azure", "base_url": "ftp://nope", "kind": "openai"})
+    assert bad.status_code == 400 and "http://" in error_text(bad.text)
+    added = await ds.client.post("/-/admin/providers", cookies=admin, data={
+        "action": "add-provider", "name": "deepseek", "kind": "openai", "base_url": "https://api.deepseek.com/v1/",
+        "big_model": "deepseek-reasoner", "middle_model": "", "small_model": "deepseek-chat"})
+    assert added.status_code == 200 and "Added provider deepseek" in added.text
+    key = await ds.client.post("/-/admin/providers", cookies=admin, data={
+        "action": "set-key", "provider": "deepseek", "key_name": "default", "key": NEW_KEY, "replace": "1"})
+    assert key.status_code == 200, key.text
+    assert "Replaced key “default” of provider deepseek" in key.text
+    assert "default …c4e2" in key.text  # the hint, never the key
+    assert not leaks(key.text, Config(config.path, config.client_key, [NEW_KEY]))
+    viewer_try = await ds.client.post("/-/admin/providers", cookies=await session(ds, *VIEWER), data={
+        "action": "set-key", "provider": "deepseek", "key": "sk-viewer-key-1234567890"})
+    assert viewer_try.status_code == 403
+
+    rows = [row for row in stored_keys(config) if row["provider"] == "deepseek"]
+    assert len(rows) == 1 and rows[0]["hint"] == "…c4e2"
+    first_id = rows[0]["id"]
+    assert config.cipher.decrypt(rows[0]["secret"]) == NEW_KEY
+    assert_only_ciphertext(config, NEW_KEY, PROVIDER_KEY)
+    # Replacing it leaves one key, the new one; the old row is gone from the file too.
+    await ds.client.post("/-/admin/providers", cookies=admin, data={
+        "action": "set-key", "provider": "deepseek", "key_name": "default", "key": secret(NEW_KEY + "-v2"),
+        "replace": "1"})
+    rows = [row for row in stored_keys(config) if row["provider"] == "deepseek"]
+    assert [config.cipher.decrypt(row["secret"]) for row in rows] == [NEW_KEY + "-v2"]
+    provider = open_config_db(config.path, None)["providers"].get(2)
+    assert (provider["base_url"], provider["big_model"], provider["middle_model"]) == (
+        "https://api.deepseek.com/v1", "deepseek-reasoner", None)
+
+    audit = [(row["actor"], row["action"], row["target"]) for row in audit_rows(config) if row["actor"] == ADMIN[0]]
+    assert audit[1:] == [
+        ("alice", "add provider", "providers/2"),
+        ("alice", "set provider key", f"provider_keys/{first_id}"),
+        ("alice", "delete provider key", f"provider_keys/{first_id}"),
+        ("alice", "set provider key", f"provider_keys/{rows[0]['id']}"),
+    ]
+    assert all(NEW_KEY not in json.dumps(row) for row in audit_rows(config))
+
+
+async def test_row_editor_and_json_api_store_ciphertext_and_are_audited(flow_log: FlowLog, tmp_path: Path) -> None:
+    config = make_config(tmp_path / "config.db")
+    ds = datasette_for(flow_log.path, config)
+    admin = await session(ds, *ADMIN)
+    # Insert (what the row editor's "Insert row" sends), with the inserted row returned: masked.
+    inserted = await ds.client.post("/config/provider_keys/-/insert", cookies=admin, json={
+        "row": {"provider_id": 1, "name": "backup", "secret": API_KEY}, "return": True})
+    assert inserted.status_code == 201, inserted.text
+    row = inserted.json()["rows"][0]
+    assert (row["secret"], row["hint"]) == (None, "…5d8a")
+    # Edit (what the row editor's "Edit" sends): a new key typed over the old one.
+    updated = await ds.client.post(f"/config/provider_keys/{row['id']}/-/update", cookies=admin, json={
+        "update": {"secret": EDITED_KEY, "name": "backup-2"}, "return": True})
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["rows"][0]["secret"] is None and updated.json()["rows"][0]["hint"] == "…3b7f"
+    # Editing other columns keeps the key.
+    await ds.client.post(f"/config/provider_keys/{row['id']}/-/update", cookies=admin, json={
+        "update": {"enabled": 0}})
+    # Upserts too.
+    upserted = await ds.client.post("/config/provider_keys/-/upsert", cookies=admin, json={
+        "rows": [{"id": 1, "provider_id": 1, "secret": secret(API_KEY + "-up")}]})
+    assert upserted.status_code == 200, upserted.text
+    settings = await ds.client.post("/config/settings/-/insert", cookies=admin, json={
+        "row": {"name": "ccany_request_timeout", "value": "90"}})
+    assert settings.status_code == 201
+    deleted = await ds.client.post("/config/routes/1/-/delete", cookies=admin)
+    assert deleted.status_code == 200, deleted.text
+
+    keys = {row["id"]: row for row in stored_keys(config)}
+    assert config.cipher.decrypt(keys[row["id"]]["secret"]) == EDITED_KEY
+    assert config.cipher.decrypt(keys[1]["secret"]) == API_KEY + "-up"
+    assert_only_ciphertext(config, API_KEY, EDITED_KEY, PROVIDER_KEY)
+    datasette_audit = [(r["actor"], r["action"], r["target"], json.loads(r["details"])) for r in audit_rows(config)
+                       if r["details"] and json.loads(r["details"]).get("via") == "datasette"]
+    assert [(actor, action, target) for actor, action, target, _ in datasette_audit] == [
+        ("alice", "insert-rows", "provider_keys"),
+        ("alice", "update-row", f"provider_keys/{row['id']}"),
+        ("alice", "update-row", f"provider_keys/{row['id']}"),
+        ("alice", "upsert-rows", "provider_keys"),
+        ("alice", "insert-rows", "settings"),
+        ("alice", "delete-row", "routes/1"),
+    ]
+    assert datasette_audit[0][3]["num_rows"] == 1
+    assert all(API_KEY not in json.dumps(r) and EDITED_KEY not in json.dumps(r) for r in audit_rows(config))
+    # The table page shows the masked key, never the ciphertext.
+    page = (await ds.client.get("/config/provider_keys", cookies=admin)).text
+    assert "encrypted, ends …3b7f" in page and "enc:v1:g" not in page
+    # Datasette offers its row editor where admins may use it, and nowhere else.
+    insert_button = 'data-table-action="insert-row"'
+    assert insert_button in page
+    assert insert_button not in (await ds.client.get("/config/users", cookies=admin)).text
+    assert insert_button not in (await ds.client.get("/config/providers", cookies=await session(ds, *VIEWER))).text
+    assert 'data-row-action="edit"' in (await ds.client.get("/config/provider_keys/1", cookies=admin)).text
+
+
+async def test_who_may_write_what(flow_log: FlowLog, tmp_path: Path) -> None:
+    config = make_config(tmp_path / "config.db")
+    ds = datasette_for(flow_log.path, config)
+    admin, viewer = await session(ds, *ADMIN), await session(ds, *VIEWER)
+    row = {"provider_id": 1, "secret": "sk-nope-0123456789abc"}
+    for cookies in (None, viewer):
+        assert (await ds.client.post("/config/provider_keys/-/insert", cookies=cookies,
+                                     json={"row": row})).status_code in (302, 403)
+        assert (await ds.client.post("/config/providers/1/-/delete", cookies=cookies)).status_code in (302, 403)
+        assert (await ds.client.post("/config/settings/-/insert", cookies=cookies,
+                                     json={"row": {"name": "x", "value": "y"}})).status_code in (302, 403)
+    # Admins: not the users (passwords must be hashed), not new client keys (generated), not the audit log,
+    # no schema changes, no writes to the flow log, no write SQL.
+    denied = [
+        ("/config/users/-/insert", {"row": {"username": "eve", "password_hash": "plain", "role": "admin"}}),
+        ("/config/users/1/-/update", {"update": {"role": "viewer"}}),
+        ("/config/client_keys/-/insert", {"row": {"name": "x", "key_hash": "abc", "prefix": "cck_"}}),
+        ("/config/audit/1/-/update", {"update": {"actor": "someone else"}}),
+        ("/config/audit/1/-/delete", {}),
+        ("/config/provider_keys/-/drop", {"confirm": True}),
+        ("/config/provider_keys/-/insert", {"row": {"provider_id": 1, "secret": "sk-x", "extra": 1}, "alter": True}),
+        ("/ccany/flows/-/insert", {"row": {"id": "x"}}),
+        ("/config/-/create", {"table": "t", "columns": [{"name": "id"}]}),
+    ]
+    for path, body in denied:
+        response = await ds.client.post(path, cookies=admin, json=body)
+        assert response.status_code == 403, (path, response.status_code, response.text[:300])
+    write_sql = await ds.client.post("/config/-/execute-write", cookies=admin,
+                                     data={"sql": "update users set role = 'viewer'"})
+    assert write_sql.status_code == 403
+    stored = await ds.client.post("/config/-/queries/store", cookies=admin,
+                                  json={"name": "hashes", "sql": "select password_hash from users"})
+    assert stored.status_code == 403, stored.text
+    # Allowed: client keys' name/expiry/enabled in place.
+    edited = await ds.client.post("/config/client_keys/1/-/update", cookies=admin, json={"update": {"enabled": 0}})
+    assert edited.status_code == 200
+    db = open_config_db(config.path, None)
+    assert [row["role"] for row in db["users"].rows] == ["admin", "viewer"] and db["client_keys"].get(1)["enabled"] == 0
+
+
+async def test_client_key_is_shown_once_and_stored_hashed(flow_log: FlowLog, tmp_path: Path) -> None:
+    config = make_config(tmp_path / "config.db")
+    ds = datasette_for(flow_log.path, config)
+    admin = await session(ds, *ADMIN)
+    for bad_expiry in ["tomorrow", "2025-13-01", "2025-1-1"]:
+        response = await ds.client.post("/-/admin/client-keys", cookies=admin,
+                                        data={"name": "ci", "expires_at": bad_expiry})
+        assert response.status_code == 400 and "date" in error_text(response.text), bad_expiry
+    created = await ds.client.post("/-/admin/client-keys", cookies=admin, data={
+        "name": "ci runner", "expires_at": "2030-01-31", "allowed_models": "claude-sonnet-*, claude-3-5-haiku-*"})
+    assert created.status_code == 200 and "no-store" in created.headers["cache-control"]
+    key = secret(re.search(r'<code class="ccany-key">(cck_[A-Za-z0-9_-]+)</code>', created.text).group(1))
+    assert "shown this once" in created.text
+    db = open_config_db(config.path, None)
+    row = db["client_keys"].get(2)
+    assert (row["name"], row["expires_at"], json.loads(row["allowed_models"])) == (
+        "ci runner", "2030-01-31", ["claude-sonnet-*", "claude-3-5-haiku-*"])
+    assert row["key_hash"] == client_key_hash(key) and row["prefix"] == key[:10]
+    assert key.encode() not in config.file_bytes()
+    # Never again: not on the page, not in the table, not in the audit log.
+    later = await ds.client.get("/-/admin/client-keys", cookies=admin)
+    assert key not in later.text and key[:10] in later.text
+    table = await ds.client.get("/config/client_keys.json", cookies=admin)
+    assert key not in table.text and client_key_hash(key) not in table.text
+    assert audit_rows(config)[-1]["actor"] == ADMIN[0] and audit_rows(config)[-1]["action"] == "create client key"
+    assert all(key not in json.dumps(r) for r in audit_rows(config))
+    attack = await ds.client.post("/-/admin/client-keys", cookies=admin, headers=CSRF_ATTACK, data={"name": "evil"})
+    assert attack.status_code == 403 and db["client_keys"].count == 2
+
+
+async def test_connection_test_reports_models_or_the_error_never_the_key(
+        flow_log: FlowLog, tmp_path: Path, fake_upstream: str) -> None:
+    config = make_config(tmp_path / "config.db")
+    db = open_config_db(config.path, config.cipher)
+    db["providers"].update(1, {"base_url": fake_upstream})
+    db.close()
+    ds = datasette_for(flow_log.path, config)
+    admin = await session(ds, *ADMIN)
+    ok = await ds.client.post("/-/admin/providers", cookies=admin, data={"action": "test", "provider_id": "1"})
+    assert ok.status_code == 200
+    result = re.search(r'<div class="ccany-test ccany-test-ok" id="ccany-test-result">(.*?)</div>', ok.text, re.S)
+    assert result, ok.text
+    assert "HTTP 200" in result.group(1) and "3 models" in result.group(1) and "<code>gpt-4.1</code>" in result.group(1)
+    assert PROVIDER_KEY not in ok.text
+
+    # A key the upstream rejects: its 401 message quotes the key; the page does not.
+    bad_key = secret("sk-bad-PLAINTEXT-rejected-key-00ff")
+    await ds.client.post("/-/admin/providers", cookies=admin, data={
+        "action": "set-key", "provider": "openai", "key_name": "default", "key": bad_key, "replace": "1"})
+    failed = await ds.client.post("/-/admin/providers", cookies=admin, data={"action": "test", "provider_id": "1"})
+    assert 'class="ccany-test ccany-test-failed"' in failed.text and "HTTP 401" in failed.text
+    assert "Incorrect API key provided: [key]" in failed.text and bad_key not in failed.text
+
+    # An upstream that is not there.
+    with sqlite3.connect(config.path) as conn:
+        conn.execute("UPDATE providers SET base_url = 'http://127.0.0.1:9/v1' WHERE id = 1")
+    down = await ds.client.post("/-/admin/providers", cookies=admin, data={"action": "test", "provider_id": "1"})
+    assert 'ccany-test-failed' in down.text and "ConnectError" in down.text and bad_key not in down.text
+    viewer = await ds.client.post("/-/admin/providers", cookies=await session(ds, *VIEWER),
+                                  data={"action": "test", "provider_id": "1"})
+    assert viewer.status_code == 403
+
+
+async def test_admin_manages_users(flow_log: FlowLog, tmp_path: Path) -> None:
+    config = make_config(tmp_path / "config.db")
+    ds = datasette_for(flow_log.path, config)
+    admin = await session(ds, *ADMIN)
+    page = await ds.client.get("/-/admin/users", cookies=admin)
+    assert page.status_code == 200 and "victor" in page.text and "scrypt$" not in page.text
+    olga_password, olga_new = secret("olga-password-9"), secret("olga-new-password")
+    added = await ds.client.post("/-/admin/users", cookies=admin, data={
+        "action": "add", "username": "olga", "password": olga_password, "role": "viewer"})
+    assert added.status_code == 200 and "Added user olga" in added.text
+    dup = await ds.client.post("/-/admin/users", cookies=admin, data={
+        "action": "add", "username": "olga", "password": olga_password, "role": "viewer"})
+    assert dup.status_code == 400 and "already a user named olga" in error_text(dup.text)
+    short = await ds.client.post("/-/admin/users", cookies=admin, data={
+        "action": "add", "username": "pat", "password": "short", "role": "viewer"})
+    assert short.status_code == 400
+    olga = await session(ds, "olga", olga_password)
+    assert (await ds.client.get("/-/admin", cookies=olga)).status_code == 403
+    await ds.client.post("/-/admin/users", cookies=admin, data={"action": "role", "username": "olga",
+                                                                "role": "admin"})
+    assert (await ds.client.get("/-/admin", cookies=olga)).status_code == 200
+    await ds.client.post("/-/admin/users", cookies=admin, data={"action": "password", "username": "olga",
+                                                                "password": olga_new})
+    assert (await ds.client.post("/-/login", data={"username": "olga", "password": olga_new})
+            ).status_code == 302
+    await ds.client.post("/-/admin/users", cookies=admin, data={"action": "disable", "username": "olga"})
+    assert (await ds.client.get("/-/admin", cookies=olga)).status_code == 302
+    await ds.client.post("/-/admin/users", cookies=admin, data={"action": "enable", "username": "olga"})
+    assert (await ds.client.get("/-/admin", cookies=olga)).status_code == 200
+    # Never without an enabled admin.
+    await ds.client.post("/-/admin/users", cookies=admin, data={"action": "disable", "username": "olga"})
+    last = await ds.client.post("/-/admin/users", cookies=admin, data={"action": "role", "username": ADMIN[0],
+                                                                       "role": "viewer"})
+    assert last.status_code == 400 and "no enabled admin" in error_text(last.text)
+    last = await ds.client.post("/-/admin/users", cookies=admin, data={"action": "disable", "username": ADMIN[0]})
+    assert last.status_code == 400
+    assert [(r["actor"], r["action"], r["target"]) for r in audit_rows(config)
+            if r["target"] == "users/olga" and r["actor"] == ADMIN[0]] == [
+        ("alice", "set role", "users/olga"), ("alice", "set password", "users/olga"),
+        ("alice", "disable user", "users/olga"), ("alice", "enable user", "users/olga"),
+        ("alice", "disable user", "users/olga"),
+    ]
+    # The overview lists the tables and the latest changes.
+    overview = await ds.client.get("/-/admin", cookies=admin)
+    assert 'href="/config/provider_keys"' in overview.text and "disable user" in overview.text
+
+
+async def test_api_tokens_act_with_their_users_current_role(flow_log: FlowLog, tmp_path: Path) -> None:
+    """Datasette's signed API tokens (for scripts using the JSON write API) are checked against the users table
+    like cookies: the user's role now, nothing for an unknown user, a 401 for a bad token."""
+    config = make_config(tmp_path / "config.db")
+    ds = datasette_for(flow_log.path, config)
+    body = {"row": {"provider_id": 1, "name": "from-a-script", "secret": API_KEY}}
+    admin_token = await ds.create_token(ADMIN[0])
+    viewer_token = await ds.create_token(VIEWER[0])
+    ghost_token = await ds.create_token("ghost")
+
+    def bearer(token: str) -> dict:
+        return {"authorization": f"Bearer {token}"}
+
+    assert (await ds.client.post("/config/provider_keys/-/insert", headers=bearer(viewer_token), json=body)
+            ).status_code == 403
+    assert (await ds.client.get("/config/providers.json", headers=bearer(ghost_token))).status_code == 403
+    assert (await ds.client.get("/config/providers.json", headers=bearer(admin_token + "x"))).status_code == 401
+    inserted = await ds.client.post("/config/provider_keys/-/insert", headers=bearer(admin_token), json=body)
+    assert inserted.status_code == 201, inserted.text
+    assert_only_ciphertext(config, API_KEY, PROVIDER_KEY)
+    assert audit_rows(config)[-1]["actor"] == ADMIN[0] and audit_rows(config)[-1]["action"] == "insert-rows"
