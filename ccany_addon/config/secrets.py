@@ -12,6 +12,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -41,20 +42,31 @@ def load_master_key(config_db: str | Path, create: bool = True) -> bytes:
         if not path.exists():
             if not create:
                 raise SecretError(f"no master key: set {MASTER_KEY_ENV} or restore {path}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "wb") as out:
-                out.write(Fernet.generate_key())
-            logger.warning(
-                f"ccany: generated a new master key in {path}. BACK IT UP: without it the upstream keys stored in "
-                f"the config DB cannot be decrypted. (Or keep it elsewhere and pass it as {MASTER_KEY_ENV}.)"
-            )
-        key = path.read_bytes().strip()
+            _create_master_key(path)
+        key = b""
+        for _ in range(20):  # a process starting beside this one may be writing it right now
+            if key := path.read_bytes().strip():
+                break
+            time.sleep(0.05)
     try:
         Fernet(key)
     except ValueError:
         raise SecretError(f"the master key is not a valid Fernet key ({MASTER_KEY_ENV} or its file)") from None
     return key
+
+
+def _create_master_key(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # made by a process starting beside this one
+    with os.fdopen(descriptor, "wb") as out:
+        out.write(Fernet.generate_key())
+    logger.warning(
+        f"ccany: generated a new master key in {path}. BACK IT UP: without it the upstream keys stored in "
+        f"the config DB cannot be decrypted. (Or keep it elsewhere and pass it as {MASTER_KEY_ENV}.)"
+    )
 
 
 class Cipher:
