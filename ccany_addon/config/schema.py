@@ -14,6 +14,7 @@ from pathlib import Path
 import sqlite_utils
 
 from ccany_addon.config.secrets import Cipher, hint
+from ccany_addon.migrations import migrate, sql_script
 
 PROVIDER_KINDS = ("openai",)  # the dialects the gateway speaks today
 ROLES = ("admin", "viewer")
@@ -114,7 +115,7 @@ _V2 = """
 ALTER TABLE users ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
 """
 
-MIGRATIONS: list[str] = [_V1, _V2]
+MIGRATIONS = [sql_script(_V1), sql_script(_V2)]
 VERSION = len(MIGRATIONS)
 
 
@@ -122,37 +123,6 @@ def register_functions(conn: sqlite3.Connection, cipher: Cipher) -> None:
     """The SQL functions the key triggers call; Datasette's connections get them from the project plugin."""
     conn.create_function("ccany_encrypt", 1, cipher.encrypt, deterministic=False)
     conn.create_function("ccany_hint", 1, hint, deterministic=True)
-
-
-def migrate(db: sqlite_utils.Database) -> int:
-    if db.execute("PRAGMA user_version").fetchone()[0] == VERSION:
-        return VERSION
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        before = db.execute("PRAGMA user_version").fetchone()[0]
-        if before > VERSION:
-            raise RuntimeError(f"config DB is at schema version {before}, newer than this ccany ({VERSION})")
-        for version in range(before + 1, VERSION + 1):
-            for statement in _statements(version):
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {version}")
-        db.conn.commit()
-    except BaseException:
-        db.conn.rollback()
-        raise
-    return before
-
-
-def _statements(version: int) -> list[str]:
-    """A migration's statements one by one (executescript would commit the surrounding transaction)."""
-    script = MIGRATIONS[version - 1]
-    statements, current = [], ""
-    for line in script.strip().splitlines(keepends=True):
-        current += line
-        if sqlite3.complete_statement(current):
-            statements.append(current.strip())
-            current = ""
-    return statements
 
 
 def open_config_db(path: str | Path, cipher: Cipher | None) -> sqlite_utils.Database:
@@ -165,5 +135,5 @@ def open_config_db(path: str | Path, cipher: Cipher | None) -> sqlite_utils.Data
     db.enable_wal()
     if cipher is not None:
         register_functions(db.conn, cipher)
-    migrate(db)
+    migrate(db, MIGRATIONS, "config DB")
     return db

@@ -6,9 +6,9 @@ Times are UTC text `YYYY-MM-DD HH:MM:SS.mmm` so SQLite's date functions group th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import sqlite_utils
+
+from ccany_addon.migrations import Migration, migrate
 
 FLOWS = "flows"
 
@@ -74,28 +74,8 @@ def _v1(db: sqlite_utils.Database) -> None:
     flows.enable_fts(["conversation"], create_triggers=True, tokenize="porter")  # type: ignore[union-attr]
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+MIGRATIONS: list[Migration] = [_v1]
 VERSION = len(MIGRATIONS)
-
-
-def migrate(db: sqlite_utils.Database) -> int:
-    """Bring the DB to the current version; returns the version it had before. Safe when several processes
-    open a fresh file at once: the version is read again under the write lock."""
-    if db.execute("PRAGMA user_version").fetchone()[0] == VERSION:
-        return VERSION
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        before = db.execute("PRAGMA user_version").fetchone()[0]
-        if before > VERSION:
-            raise RuntimeError(f"flow DB is at schema version {before}, newer than this ccany ({VERSION})")
-        for version in range(before + 1, VERSION + 1):
-            MIGRATIONS[version - 1](db)
-            db.execute(f"PRAGMA user_version = {version}")
-        db.conn.commit()
-    except BaseException:
-        db.conn.rollback()
-        raise
-    return before
 
 
 def open_db(path: str) -> sqlite_utils.Database:
@@ -105,5 +85,5 @@ def open_db(path: str) -> sqlite_utils.Database:
     db.enable_wal()
     # WAL with NORMAL sync cannot corrupt the DB; a power cut may lose the last moments of log.
     db.execute("PRAGMA synchronous = NORMAL")
-    migrate(db)
+    migrate(db, MIGRATIONS, "flow DB")
     return db

@@ -118,6 +118,7 @@ def test_command_line_options_win_over_the_db(fake_upstream, tmp_path):
         fake_upstream.clear()
         assert post(proxy, None, "gpt-4o").status_code == 200
         assert fake_upstream.requests()[-1]["body"]["max_tokens"] == 100
+        assert "no client keys in the config DB: serving clients on this machine (loopback) only" in proxy.log()
     finally:
         stop(proxy.process)
         db.close()

@@ -14,6 +14,7 @@ import sqlite_utils
 from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
+from ccany_addon.migrations import migrate
 from ccany_addon.sse import encode_event
 
 
@@ -29,10 +30,10 @@ def test_migrate_creates_the_schema_once_and_refuses_a_newer_db(tmp_path):
     assert db["flows"].detect_fts() == "flows_fts"
     indexed = {tuple(index.columns) for index in db["flows"].indexes}
     assert {tuple(columns) for columns in schema.FLOW_INDEXES} <= indexed
-    assert schema.migrate(db) == schema.VERSION
+    assert migrate(db, schema.MIGRATIONS, "flow DB") == schema.VERSION
     db.execute(f"PRAGMA user_version = {schema.VERSION + 1}")
-    with pytest.raises(RuntimeError, match="newer"):
-        schema.migrate(db)
+    with pytest.raises(RuntimeError, match="flow DB is at schema version 2, newer"):
+        migrate(db, schema.MIGRATIONS, "flow DB")
 
 
 def test_writer_writes_every_queued_record_on_close(tmp_path):
