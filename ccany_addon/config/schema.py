@@ -16,7 +16,7 @@ import sqlite_utils
 from ccany_addon.config.secrets import Cipher, hint
 from ccany_addon.migrations import migrate, sql_script
 
-PROVIDER_KINDS = ("openai",)  # the dialects the gateway speaks today
+PROVIDER_KINDS = ("openai", "anthropic")  # the dialects the gateway speaks today (checked by store, not SQL)
 ROLES = ("admin", "viewer")
 
 # Tunables a setting row may hold; each is also a `ccany_*` option, and an option set on the command line wins.
@@ -43,7 +43,7 @@ _V1 = f"""
 CREATE TABLE providers (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL DEFAULT 'openai' CHECK (kind IN ({", ".join(f"'{k}'" for k in PROVIDER_KINDS)})),
+    kind TEXT NOT NULL DEFAULT 'openai' CHECK (kind IN ('openai')),
     base_url TEXT NOT NULL,
     api_version TEXT,
     big_model TEXT,
@@ -115,7 +115,28 @@ _V2 = """
 ALTER TABLE users ADD COLUMN enabled INTEGER NOT NULL DEFAULT 1;
 """
 
-MIGRATIONS = [sql_script(_V1), sql_script(_V2)]
+# The kinds grow with every dialect: providers.kind loses its CHECK. SQLite's table rebuild, run while foreign
+# keys are off (open_config_db turns them on after migrating), so dropping the old table cascades nothing.
+_V3 = f"""
+CREATE TABLE providers_v3 (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL DEFAULT 'openai',
+    base_url TEXT NOT NULL,
+    api_version TEXT,
+    big_model TEXT,
+    middle_model TEXT,
+    small_model TEXT,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at TEXT NOT NULL DEFAULT ({_NOW})
+);
+INSERT INTO providers_v3 SELECT id, name, kind, base_url, api_version, big_model, middle_model, small_model,
+    enabled, created_at FROM providers;
+DROP TABLE providers;
+ALTER TABLE providers_v3 RENAME TO providers;
+"""
+
+MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3)]
 VERSION = len(MIGRATIONS)
 
 
@@ -130,10 +151,10 @@ def open_config_db(path: str | Path, cipher: Cipher | None) -> sqlite_utils.Data
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite_utils.Database(str(path))
     db.execute("PRAGMA busy_timeout = 5000")
-    db.execute("PRAGMA foreign_keys = ON")
     db.execute("PRAGMA secure_delete = ON")  # freed cells (a key's plain text before its trigger ran) are zeroed
     db.enable_wal()
     if cipher is not None:
         register_functions(db.conn, cipher)
     migrate(db, MIGRATIONS, "config DB")
+    db.execute("PRAGMA foreign_keys = ON")
     return db
