@@ -17,6 +17,7 @@ from ccany_addon import endpoints, mitm_errors
 from ccany_addon.config.access import authenticate, authorize_model, presented_key
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot
+from ccany_addon.converters import anthropic_passthrough as passthrough
 from ccany_addon.converters.common import ResponseContext
 from ccany_addon.converters.openai_chat import (
     ChatStreamTranslator,
@@ -51,6 +52,7 @@ class Upstream:
     key: str
     missing_key: str  # what to tell a client when `key` is empty
     provider: str = "openai"
+    kind: str = "openai"
 
     @property
     def name(self) -> str:
@@ -67,7 +69,7 @@ class FlowState:
     upstream_model: str = ""
     stream: bool = False
     response_context: ResponseContext | None = None
-    translator: ChatStreamTranslator | None = None
+    translator: ChatStreamTranslator | passthrough.AnthropicEventStream | None = None
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
     error: GatewayError | None = None
@@ -245,7 +247,12 @@ class Gateway:
         state.upstream_status, state.upstream_headers = response.status_code, response.headers.fields
         state.upstream_answered_at = time.time()
         if response.status_code == 200 and state.stream:
-            state.translator = ChatStreamTranslator(state.response_context, self._upstream_name(state))
+            name = self._upstream_name(state)
+            anthropic = state.upstream is not None and state.upstream.kind == "anthropic"
+            state.translator = (
+                passthrough.AnthropicEventStream(name) if anthropic
+                else ChatStreamTranslator(state.response_context, name)
+            )
             response.headers = http.Headers(
                 content_type="text/event-stream; charset=utf-8",
                 cache_control="no-cache",
@@ -269,6 +276,11 @@ class Gateway:
                 body = loads(raw)
             except ValueError:
                 raise GatewayError(502, f"{self._upstream_name(state)} upstream answered with non-JSON data") from None
+            if state.upstream is not None and state.upstream.kind == "anthropic":
+                state.stop_reason, state.usage = passthrough.message_facts(body)
+                headers = {"content-type": "application/json", "request-id": state.request_id}
+                flow.response = http.Response.make(200, raw, headers)  # the upstream's answer, untouched
+                return
             message = to_message(body, state.response_context)
         except GatewayError as error:
             retry_after = response.headers.get("retry-after")
@@ -325,9 +337,12 @@ class Gateway:
             provider.keys[0] if provider.keys else "",
             f"provider {provider.name} has no usable key: add one to the config DB",
             provider.name,
+            provider.kind,
         )
         if route.upstream_model:
             return upstream, route.upstream_model
+        if provider.kind == "anthropic" and not provider.models:
+            return upstream, model  # Claude names are the Anthropic API's own
         tiers = ModelTiers(provider.models.get("big", self.tiers.big), provider.models.get("middle", ""),
                            provider.models.get("small", self.tiers.small))
         return upstream, tiers.map(model)
@@ -341,6 +356,25 @@ class Gateway:
             raise GatewayError(500, f"ccany: upstream {upstream.name} is unreachable: {reason}")
         if not upstream.key:
             raise GatewayError(401, upstream.missing_key)
+        state.client_model, state.upstream_model, state.stream = request.model, upstream_model, request.stream
+        state.response_context = ResponseContext.for_request(
+            request, rough_input_tokens(request, len(flow.request.raw_content or b""))
+        )
+        client_headers = flow.request.headers
+        if upstream.kind == "anthropic":
+            path = f"{upstream.path_prefix}/messages"
+            if "?" in flow.request.path:
+                path += "?" + flow.request.path.split("?", 1)[1]
+            raw = flow.request.get_content(strict=False) or b""
+            body = passthrough.to_anthropic_request(raw, request.model, upstream_model)
+            headers = {name: client_headers[name] for name in passthrough.FORWARDED_HEADERS if name in client_headers}
+            headers.setdefault("anthropic-version", passthrough.DEFAULT_VERSION)
+        else:
+            path, body, headers = f"{upstream.path_prefix}/chat/completions", self._chat_body(request, upstream_model,
+                                                                                             state), {}
+        self._send_upstream(flow, state, upstream, path, body, headers)
+
+    def _chat_body(self, request: MessagesRequest, upstream_model: str, state: FlowState) -> bytes:
         target = ChatTarget(
             upstream_model,
             capabilities(upstream_model),
@@ -352,25 +386,26 @@ class Gateway:
             body["temperature"] = self._temperature
         for note in notes:
             logger.info(f"ccany: {state.request_id}: {note}")
-        state.client_model, state.upstream_model, state.stream = request.model, upstream_model, request.stream
         state.notes = notes
-        state.response_context = ResponseContext.for_request(
-            request, rough_input_tokens(request, len(flow.request.raw_content or b""))
-        )
+        return dumps(body)
 
+    def _send_upstream(self, flow: http.HTTPFlow, state: FlowState, upstream: Upstream, path: str, body: bytes,
+                       headers: dict[str, str]) -> None:
         outgoing = flow.request
         outgoing.method = "POST"
         outgoing.scheme, outgoing.host, outgoing.port = upstream.scheme, upstream.host, upstream.port
-        outgoing.path = f"{upstream.path_prefix}/chat/completions"
-        # A fresh header set: nothing of the client's (credentials, anthropic-*) reaches the upstream.
+        outgoing.path = path
+        # A fresh header set: nothing of the client's (credentials, cookies) reaches the upstream; the
+        # anthropic kind keeps only the protocol's own headers (version, betas).
         outgoing.headers = http.Headers(
             content_type="application/json",
-            accept="text/event-stream" if request.stream else "application/json",
+            accept="text/event-stream" if state.stream else "application/json",
             user_agent=USER_AGENT,
+            **{name.replace("-", "_"): value for name, value in headers.items()},
         )
         outgoing.host_header = upstream.host if upstream.port in (80, 443) else upstream.name
-        outgoing.content = dumps(body)
-        flow.comment = f"{request.model} → {upstream_model}"
+        outgoing.content = body
+        flow.comment = f"{state.client_model} → {state.upstream_model}"
         state.forwarded_at = time.time()
         state.timer = asyncio.get_running_loop().call_later(
             ctx.options.ccany_request_timeout, self._timeout, flow, state
@@ -465,9 +500,13 @@ class KeyInjector:
     def request(self, flow: http.HTTPFlow) -> None:
         state = self.gateway.state(flow)
         if state is not None and state.upstream is not None and self.gateway.forwarded(flow):
-            flow.request.headers["authorization"] = f"Bearer {state.upstream.key}"
+            if state.upstream.kind == "anthropic":
+                flow.request.headers["x-api-key"] = state.upstream.key
+            else:
+                flow.request.headers["authorization"] = f"Bearer {state.upstream.key}"
 
     @staticmethod
     def redact(flow: http.HTTPFlow) -> None:
-        if "authorization" in flow.request.headers:
-            flow.request.headers["authorization"] = REDACTED
+        for name in ("authorization", "x-api-key"):
+            if name in flow.request.headers:
+                flow.request.headers[name] = REDACTED

@@ -180,6 +180,9 @@ class FakeOpenAI:
         if method == "GET" and path.split("?")[0] == "/v1/models":
             await self._models(writer, headers)
             return True
+        if method == "POST" and path.split("?")[0] == "/v1/messages":
+            await self._anthropic(writer, headers, body)
+            return True
         if path.split("?")[0] != "/v1/chat/completions":
             error = {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}
             await self._send_json(writer, 404, error)
@@ -225,6 +228,45 @@ class FakeOpenAI:
         models = [{"id": name, "object": "model", "created": CREATED, "owned_by": "fake"}
                   for name in ("gpt-4.1", "gpt-4.1-mini", "o3")]
         await self._send_json(writer, 200, {"object": "list", "data": models})
+
+    async def _anthropic(self, writer: asyncio.StreamWriter, headers: dict, body: dict) -> None:
+        """The Anthropic Messages API, as the `anthropic` provider kind's upstream: a fixed answer, streamed
+        with every event split across two writes."""
+        if not headers.get("x-api-key") or "anthropic-version" not in headers:
+            error = {"type": "error", "error": {"type": "authentication_error", "message": "x-api-key required"}}
+            await self._send_json(writer, 401, error)
+            return
+        if body.get("model") == "scenario:overloaded":
+            error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+            await self._send_json(writer, 529, error)
+            return
+        text = ["Hello ", "from the ", "Anthropic fake."]
+        usage = {"input_tokens": 12, "output_tokens": 7, "cache_read_input_tokens": 3,
+                 "cache_creation_input_tokens": 0}
+        message = {"id": "msg_fake_anthropic", "type": "message", "role": "assistant", "model": body.get("model"),
+                   "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 1}}
+        if not body.get("stream"):
+            answer = {**message, "content": [{"type": "text", "text": "".join(text)}], "stop_reason": "end_turn",
+                      "usage": usage}
+            await self._send_json(writer, 200, answer)
+            return
+        events = [{"type": "message_start", "message": message}, {"type": "ping"},
+                  {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                  *({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}}
+                    for piece in text),
+                  {"type": "content_block_stop", "index": 0},
+                  {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                   "usage": {"output_tokens": 7}},
+                  {"type": "message_stop"}]
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for event in events:
+            data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+            for part in (data[: len(data) // 2], data[len(data) // 2 :]):
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+                await asyncio.sleep(0.002)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
 
     @staticmethod
     async def _send_json(writer: asyncio.StreamWriter, status: int, body: object,

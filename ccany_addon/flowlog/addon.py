@@ -10,7 +10,6 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from ccany_addon.converters.openai_chat import ChatStreamTranslator
 from ccany_addon.flowlog.record import BODY_POLICIES, FlowRecord, LogPolicy, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
 from ccany_addon.gateway import FlowState, Gateway
@@ -89,9 +88,10 @@ class FlowLog:
     # -- hooks
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        response = flow.response
-        if response is not None and isinstance(response.stream, ChatStreamTranslator):
-            response.stream = StreamRecorder(response.stream, self.policy.cap)
+        response, state = flow.response, self.gateway.state(flow)
+        if response is not None and state is not None and state.translator is not None \
+                and response.stream is state.translator:
+            response.stream = StreamRecorder(state.translator, self.policy.cap)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -171,7 +171,7 @@ class FlowLog:
 
     @staticmethod
     def _stream_side(recorder: StreamRecorder, record: FlowRecord) -> None:
-        translator: ChatStreamTranslator = recorder.translator  # type: ignore[assignment]
+        translator = recorder.translator  # a ChatStreamTranslator or an AnthropicEventStream
         record.upstream_response = b"".join(recorder.upstream)
         record.upstream_response_cut = recorder.upstream_cut
         record.sent = recorder.sent
