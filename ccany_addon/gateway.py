@@ -9,6 +9,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
@@ -40,6 +41,7 @@ logger = logging.getLogger("ccany")
 _NO_CONFIG = ConfigSnapshot()
 
 USER_AGENT = "ccany-addon/0.1"
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
 REDACTED = "[redacted]"
 
 
@@ -53,6 +55,7 @@ class Upstream:
     missing_key: str  # what to tell a client when `key` is empty
     provider: str = "openai"
     kind: str = "openai"
+    api_version: str | None = None
 
     @property
     def name(self) -> str:
@@ -338,6 +341,7 @@ class Gateway:
             f"provider {provider.name} has no usable key: add one to the config DB",
             provider.name,
             provider.kind,
+            provider.api_version,
         )
         if route.upstream_model:
             return upstream, route.upstream_model
@@ -370,9 +374,17 @@ class Gateway:
             headers = {name: client_headers[name] for name in passthrough.FORWARDED_HEADERS if name in client_headers}
             headers.setdefault("anthropic-version", passthrough.DEFAULT_VERSION)
         else:
-            path, body, headers = f"{upstream.path_prefix}/chat/completions", self._chat_body(request, upstream_model,
-                                                                                             state), {}
+            path, body, headers = self._chat_path(upstream, upstream_model), self._chat_body(request, upstream_model,
+                                                                                            state), {}
         self._send_upstream(flow, state, upstream, path, body, headers)
+
+    @staticmethod
+    def _chat_path(upstream: Upstream, upstream_model: str) -> str:
+        if upstream.kind == "azure":  # the deployment is named in the URL, the API version in the query
+            deployment = quote(upstream_model, safe="")
+            version = quote(upstream.api_version or AZURE_DEFAULT_API_VERSION, safe="")
+            return f"{upstream.path_prefix}/openai/deployments/{deployment}/chat/completions?api-version={version}"
+        return f"{upstream.path_prefix}/chat/completions"
 
     def _chat_body(self, request: MessagesRequest, upstream_model: str, state: FlowState) -> bytes:
         target = ChatTarget(
@@ -502,11 +514,13 @@ class KeyInjector:
         if state is not None and state.upstream is not None and self.gateway.forwarded(flow):
             if state.upstream.kind == "anthropic":
                 flow.request.headers["x-api-key"] = state.upstream.key
+            elif state.upstream.kind == "azure":
+                flow.request.headers["api-key"] = state.upstream.key
             else:
                 flow.request.headers["authorization"] = f"Bearer {state.upstream.key}"
 
     @staticmethod
     def redact(flow: http.HTTPFlow) -> None:
-        for name in ("authorization", "x-api-key"):
+        for name in ("authorization", "x-api-key", "api-key"):
             if name in flow.request.headers:
                 flow.request.headers[name] = REDACTED

@@ -183,7 +183,11 @@ class FakeOpenAI:
         if method == "POST" and path.split("?")[0] == "/v1/messages":
             await self._anthropic(writer, headers, body)
             return True
-        if path.split("?")[0] != "/v1/chat/completions":
+        if re.fullmatch(r"/openai/deployments/[^/]+/chat/completions\?api-version=[\w.-]+", path) and \
+                not headers.get("api-key"):
+            await self._send_json(writer, 401, {"error": {"code": "401", "message": "Access denied: missing api-key"}})
+            return True
+        if path.split("?")[0] != "/v1/chat/completions" and "api-version=" not in path:
             error = {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}
             await self._send_json(writer, 404, error)
             return True

@@ -16,7 +16,7 @@ import sqlite_utils
 from ccany_addon.config.secrets import Cipher, hint
 from ccany_addon.migrations import migrate, sql_script
 
-PROVIDER_KINDS = ("openai", "anthropic")  # the dialects the gateway speaks today (checked by store, not SQL)
+PROVIDER_KINDS = ("openai", "azure", "anthropic")  # the dialects the gateway speaks today (checked by store, not SQL)
 ROLES = ("admin", "viewer")
 
 # Tunables a setting row may hold; each is also a `ccany_*` option, and an option set on the command line wins.
