@@ -14,7 +14,7 @@ from urllib.parse import quote
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
 
-from ccany_addon import endpoints, mitm_errors
+from ccany_addon import endpoints, mitm_errors, routing
 from ccany_addon.config.access import authenticate, authorize_model, presented_key
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot
@@ -34,6 +34,7 @@ from ccany_addon.metrics import Metrics
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.option_checks import require_bounds
 from ccany_addon.reachability import Reachability
+from ccany_addon.routing import Upstream
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
 
 logger = logging.getLogger("ccany")
@@ -43,23 +44,6 @@ _NO_CONFIG = ConfigSnapshot()
 USER_AGENT = "ccany-addon/0.1"
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
 REDACTED = "[redacted]"
-
-
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    scheme: str
-    host: str
-    port: int
-    path_prefix: str
-    key: str
-    missing_key: str  # what to tell a client when `key` is empty
-    provider: str = "openai"
-    kind: str = "openai"
-    api_version: str | None = None
-
-    @property
-    def name(self) -> str:
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(slots=True)
@@ -78,6 +62,7 @@ class FlowState:
     error: GatewayError | None = None
     notes: list[str] = field(default_factory=list)
     upstream: Upstream | None = None
+    route: str | None = None
     client: ClientKey | None = None
     client_key_id: int | None = None
     # What the flow log needs of what the gateway rewrites or replaces.
@@ -326,36 +311,12 @@ class Gateway:
         state.client = authenticate(self.snapshot, key, peer)
         state.client_key_id = state.client.id if state.client else None
 
-    def _choose_upstream(self, model: str) -> tuple[Upstream, str]:
-        """A config route for the model wins; otherwise the reverse-mode target with the tier mapping."""
-        route = self.snapshot.route(model)
-        if route is None:
-            if self.upstream is None:
-                raise GatewayError(500, "ccany has no upstream: start mitmproxy with --mode reverse:<upstream URL> "
-                                        "or add a provider and a route to the config DB")
-            return self.upstream, self.tiers.map(model)
-        provider = route.provider
-        upstream = Upstream(
-            provider.scheme, provider.host, provider.port, provider.path_prefix,
-            provider.keys[0] if provider.keys else "",
-            f"provider {provider.name} has no usable key: add one to the config DB",
-            provider.name,
-            provider.kind,
-            provider.api_version,
-        )
-        if route.upstream_model:
-            return upstream, route.upstream_model
-        if provider.kind == "anthropic" and not provider.models:
-            return upstream, model  # Claude names are the Anthropic API's own
-        tiers = ModelTiers(provider.models.get("big", self.tiers.big), provider.models.get("middle", ""),
-                           provider.models.get("small", self.tiers.small))
-        return upstream, tiers.map(model)
-
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
         request = self._body(flow, MessagesRequest)
         authorize_model(state.client, request.model)
-        upstream, upstream_model = self._choose_upstream(request.model)
-        state.upstream = upstream
+        choice = routing.choose(request.model, self.snapshot, self.upstream, self.tiers)
+        upstream, upstream_model = choice.upstream, choice.model
+        state.upstream, state.route = upstream, choice.rule
         if (reason := self.reachability.down_reason_for(upstream.host, upstream.port)) is not None:
             raise GatewayError(500, f"ccany: upstream {upstream.name} is unreachable: {reason}")
         if not upstream.key:

@@ -127,6 +127,7 @@ class FlowLog:
             client_request_headers=state.client_headers or request.headers.fields,
             client_model=state.client_model or None,
             client_key_id=state.client_key_id,
+            route=state.route,
             notes=state.notes,
             ended=time.time(),
         )

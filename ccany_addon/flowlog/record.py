@@ -75,6 +75,7 @@ class FlowRecord:
     client_request: bytes | None
     client_request_headers: HeaderFields
     client_key_id: int | None = None
+    route: str | None = None
     status_code: int | None = None
     client_response: bytes | None = None  # None for a stream: rebuilt from `events`
     client_response_headers: HeaderFields = ()
@@ -153,6 +154,7 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
         "client_model": record.client_model,
         "upstream_model": record.upstream_model,
         "provider": record.provider,
+        "route": record.route,
         "upstream_url": record.upstream_url,
         "client_addr": record.client_addr,
         "user_agent": user_agent,

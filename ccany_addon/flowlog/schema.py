@@ -53,7 +53,9 @@ FLOW_COLUMNS: dict[str, type] = {
     "notes": str,  # JSON list of conversion notes
     "truncated": str,  # names of bodies cut at the size cap
     "conversation": str,  # searchable text: the turn's new input and the answer
+    "route": str,  # the rule that chose the upstream: "route <pattern>", "provider,model", "tier", "default"
 }
+_ADDED_LATER = {"route"}  # columns of later migrations (v1 creates the rest)
 
 FLOW_INDEXES: list[list[str]] = [
     ["started_at"],
@@ -68,13 +70,17 @@ FLOW_INDEXES: list[list[str]] = [
 
 def _v1(db: sqlite_utils.Database) -> None:
     flows = db[FLOWS]
-    flows.create(FLOW_COLUMNS, pk="id")  # type: ignore[union-attr]
+    flows.create({name: kind for name, kind in FLOW_COLUMNS.items() if name not in _ADDED_LATER}, pk="id")  # type: ignore[union-attr]
     for columns in FLOW_INDEXES:
         flows.create_index(columns, if_not_exists=True)  # type: ignore[union-attr]
     flows.enable_fts(["conversation"], create_triggers=True, tokenize="porter")  # type: ignore[union-attr]
 
 
-MIGRATIONS: list[Migration] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    db[FLOWS].add_column("route", str)  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2]
 VERSION = len(MIGRATIONS)
 
 

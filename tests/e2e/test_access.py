@@ -77,7 +77,7 @@ def test_a_valid_key_is_routed_by_the_config_and_logged_by_id(gateway, fake_upst
     assert upstream["headers"]["authorization"] == f"Bearer {PROVIDER_KEY}"
     assert upstream["body"]["max_tokens"] == 50  # the DB setting, as the command line left it alone
     row = proxy.flow(response.headers["request-id"])
-    assert row["client_key_id"] == str(key_id) and row["provider"] == "routed"
+    assert row["client_key_id"] == str(key_id) and row["provider"] == "routed" and row["route"] == "route *haiku*"
     counted = httpx.post(f"{proxy.url}/v1/messages/count_tokens", headers={"x-api-key": keys["valid"][1]},
                          json={"model": "claude-opus-4-1", "messages": BODY["messages"]}, timeout=20)
     assert counted.status_code == 200
@@ -85,6 +85,11 @@ def test_a_valid_key_is_routed_by_the_config_and_logged_by_id(gateway, fake_upst
     fake_upstream.clear()
     assert post(proxy, keys["valid"][1], "claude-opus-4-1").status_code == 200
     assert fake_upstream.requests()[-1]["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    # `provider,model` picks both, whatever the routes say
+    fake_upstream.clear()
+    named = post(proxy, keys["valid"][1], "routed,named-model")
+    assert named.status_code == 200 and fake_upstream.requests()[-1]["body"]["model"] == "named-model"
+    assert proxy.flow(named.headers["request-id"])["route"] == "provider,model"
 
 
 def test_config_changes_apply_without_a_restart(gateway, fake_upstream):

@@ -32,7 +32,7 @@ def test_migrate_creates_the_schema_once_and_refuses_a_newer_db(tmp_path):
     assert {tuple(columns) for columns in schema.FLOW_INDEXES} <= indexed
     assert migrate(db, schema.MIGRATIONS, "flow DB") == schema.VERSION
     db.execute(f"PRAGMA user_version = {schema.VERSION + 1}")
-    with pytest.raises(RuntimeError, match="flow DB is at schema version 2, newer"):
+    with pytest.raises(RuntimeError, match=f"flow DB is at schema version {schema.VERSION + 1}, newer"):
         migrate(db, schema.MIGRATIONS, "flow DB")
 
 
