@@ -165,3 +165,11 @@ def no_secret_on_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
             data = path.read_bytes()
             leaks += [f"{path.relative_to(base)} holds {value[:12]}…" for value in SECRETS if value.encode() in data]
     assert not leaks, leaks
+
+
+def config_db(path: Path):
+    """A config DB with its master key beside it; tests fill it through ccany_addon.config.store."""
+    from ccany_addon.config.schema import open_config_db
+    from ccany_addon.config.secrets import Cipher, load_master_key
+
+    return open_config_db(path, Cipher(load_master_key(path)))

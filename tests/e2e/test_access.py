@@ -8,9 +8,7 @@ import httpx
 import pytest
 
 from ccany_addon.config import store
-from ccany_addon.config.schema import open_config_db
-from ccany_addon.config.secrets import Cipher, load_master_key
-from tests.conftest import UPSTREAM_KEY, secret, start_proxy, stop
+from tests.conftest import UPSTREAM_KEY, config_db, secret, start_proxy, stop
 
 PROVIDER_KEY = secret("sk-provider-KEY-for-access-tests-0042")
 BODY = {"max_tokens": 500, "messages": [{"role": "user", "content": "hi"}]}
@@ -20,7 +18,7 @@ BODY = {"max_tokens": 500, "messages": [{"role": "user", "content": "hi"}]}
 def gateway(fake_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("access")
     path = tmp / "data" / "config.db"
-    db = open_config_db(path, Cipher(load_master_key(path)))
+    db = config_db(path)
     store.add_provider(db, "test", "routed", f"{fake_upstream.url}/v1")
     store.set_provider_key(db, "test", "routed", PROVIDER_KEY)
     store.add_route(db, "test", "*haiku*", "routed", "routed-model")
@@ -116,7 +114,7 @@ def test_config_changes_apply_without_a_restart(gateway, fake_upstream):
 
 def test_command_line_options_win_over_the_db(fake_upstream, tmp_path):
     path = tmp_path / "config.db"
-    db = open_config_db(path, Cipher(load_master_key(path)))
+    db = config_db(path)
     store.set_setting(db, "test", "ccany_max_tokens_limit", "50")
     proxy = start_proxy(fake_upstream.url, tmp_path, f"ccany_config_db={path}", "ccany_max_tokens_limit=100")
     try:

@@ -10,10 +10,8 @@ import httpx
 import pytest
 
 from ccany_addon.config import store
-from ccany_addon.config.schema import open_config_db
-from ccany_addon.config.secrets import Cipher, load_master_key
 from ccany_addon.conformance import check_stream
-from tests.conftest import UPSTREAM_KEY, secret, start_proxy, stop
+from tests.conftest import UPSTREAM_KEY, config_db, secret, start_proxy, stop
 
 ANTHROPIC_KEY = secret("sk-ant-api03-PROVIDER-key-for-passthrough-77")
 
@@ -22,7 +20,7 @@ ANTHROPIC_KEY = secret("sk-ant-api03-PROVIDER-key-for-passthrough-77")
 def proxy(fake_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("anthropic-kind")
     path = tmp / "config.db"
-    db = open_config_db(path, Cipher(load_master_key(path)))
+    db = config_db(path)
     store.add_provider(db, "test", "claude-direct", f"{fake_upstream.url}/v1", kind="anthropic")
     store.set_provider_key(db, "test", "claude-direct", ANTHROPIC_KEY)
     store.add_route(db, "test", "claude-overloaded", "claude-direct", "scenario:overloaded", priority=1)

@@ -9,10 +9,8 @@ import httpx
 import pytest
 
 from ccany_addon.config import store
-from ccany_addon.config.schema import open_config_db
-from ccany_addon.config.secrets import Cipher, load_master_key
 from ccany_addon.conformance import check_stream
-from tests.conftest import secret, start_proxy, stop
+from tests.conftest import config_db, secret, start_proxy, stop
 
 AZURE_KEY = secret("azure-key-0123456789abcdef0123456789abcdef")
 
@@ -21,7 +19,7 @@ AZURE_KEY = secret("azure-key-0123456789abcdef0123456789abcdef")
 def proxy(fake_upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("azure-kind")
     path = tmp / "config.db"
-    db = open_config_db(path, Cipher(load_master_key(path)))
+    db = config_db(path)
     store.add_provider(db, "test", "azure-east", fake_upstream.url, kind="azure", api_version="2025-01-01-preview",
                        models={"big": "gpt-4o-prod", "small": "mini-deployment"})
     store.set_provider_key(db, "test", "azure-east", AZURE_KEY)
