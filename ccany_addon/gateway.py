@@ -34,7 +34,7 @@ from ccany_addon.metrics import Metrics
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.option_checks import require_bounds
 from ccany_addon.reachability import Reachability
-from ccany_addon.routing import Upstream
+from ccany_addon.routing import KEY_HEADERS, REDACTED, Upstream
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
 
 logger = logging.getLogger("ccany")
@@ -43,7 +43,6 @@ _NO_CONFIG = ConfigSnapshot()
 
 USER_AGENT = "ccany-addon/0.1"
 AZURE_DEFAULT_API_VERSION = "2024-10-21"
-REDACTED = "[redacted]"
 
 
 @dataclass(slots=True)
@@ -64,7 +63,6 @@ class FlowState:
     upstream: Upstream | None = None
     route: str | None = None
     client: ClientKey | None = None
-    client_key_id: int | None = None
     # What the flow log needs of what the gateway rewrites or replaces.
     handler: str = ""
     client_request: bytes | None = None
@@ -213,7 +211,8 @@ class Gateway:
             elif handler == "model":
                 self._answer(flow, state, 200, endpoints.model_info(self.tiers, path.rsplit("/", 1)[1]))
             elif handler == "metrics":
-                self._answer_text(flow, state, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+                text = b"" if flow.request.method == "HEAD" else self.metrics.render().encode()
+                flow.response = self._response(state, 200, text, "text/plain; version=0.0.4; charset=utf-8")
             elif handler == "ready":
                 ready = (self.upstream is not None and bool(self.upstream.key)) or any(
                     provider.keys for provider in self.snapshot.providers.values()
@@ -266,8 +265,7 @@ class Gateway:
                 raise GatewayError(502, f"{self._upstream_name(state)} upstream answered with non-JSON data") from None
             if state.upstream is not None and state.upstream.kind == "anthropic":
                 state.stop_reason, state.usage = passthrough.message_facts(body)
-                headers = {"content-type": "application/json", "request-id": state.request_id}
-                flow.response = http.Response.make(200, raw, headers)  # the upstream's answer, untouched
+                flow.response = self._response(state, 200, raw)  # the upstream's answer, untouched
                 return
             message = to_message(body, state.response_context)
         except GatewayError as error:
@@ -287,7 +285,7 @@ class Gateway:
         if state.response_context is not None and flow.response is None:
             failure = self._upstream_failure(flow, state, message)
             state.error = failure
-            mitm_errors.answer_failure(flow.request, self._error_response(state, failure))
+            mitm_errors.answer_failure(flow.request, self._response(state, failure.status, failure.body()))
             message = failure.message
         logger.info(f"ccany: {state.request_id} failed: {message}")
 
@@ -304,12 +302,9 @@ class Gateway:
 
     def _admit(self, flow: http.HTTPFlow, state: FlowState) -> None:
         """Client keys: when the config has any, every /v1 request needs a valid one."""
-        headers = flow.request.headers
-        key = presented_key({"x-api-key": headers.get("x-api-key", ""),
-                             "authorization": headers.get("authorization", "")})
+        key = presented_key(flow.request.headers)
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
         state.client = authenticate(self.snapshot, key, peer)
-        state.client_key_id = state.client.id if state.client else None
 
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
         request = self._body(flow, MessagesRequest)
@@ -418,28 +413,22 @@ class Gateway:
         limit = ctx.options.ccany_max_body_size
         return GatewayError(413, f"Request body is {size} bytes; this gateway accepts at most {limit} bytes")
 
-    def _answer(self, flow: http.HTTPFlow, state: FlowState, status: int, body: dict) -> None:
-        headers = {"content-type": "application/json", "request-id": state.request_id}
-        content = b"" if flow.request.method == "HEAD" else dumps(body)
-        flow.response = http.Response.make(status, content, headers)
-
-    def _answer_text(self, flow: http.HTTPFlow, state: FlowState, text: str, content_type: str) -> None:
+    @staticmethod
+    def _response(state: FlowState, status: int, content: bytes, content_type: str = "application/json",
+                  retry_after: str | None = None) -> http.Response:
+        """Every answer the gateway gives itself carries the flow's request-id."""
         headers = {"content-type": content_type, "request-id": state.request_id}
-        flow.response = http.Response.make(200, b"" if flow.request.method == "HEAD" else text.encode(), headers)
+        if retry_after:
+            headers["retry-after"] = retry_after
+        return http.Response.make(status, content, headers)
+
+    def _answer(self, flow: http.HTTPFlow, state: FlowState, status: int, body: dict) -> None:
+        flow.response = self._response(state, status, b"" if flow.request.method == "HEAD" else dumps(body))
 
     def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError,
                       retry_after: str | None = None) -> None:
         state.error = error
-        flow.response = self._error_response(state, error, retry_after)
-
-    @staticmethod
-    def _error_response(state: FlowState, error: GatewayError, retry_after: str | None = None) -> http.Response:
-        headers = {"retry-after": retry_after} if retry_after else {}
-        return http.Response.make(
-            error.status,
-            error.body(),
-            {"content-type": "application/json", "request-id": state.request_id, **headers},
-        )
+        flow.response = self._response(state, error.status, error.body(), retry_after=retry_after)
 
     @staticmethod
     def _upstream_name(state: FlowState) -> str:
@@ -473,15 +462,11 @@ class KeyInjector:
     def request(self, flow: http.HTTPFlow) -> None:
         state = self.gateway.state(flow)
         if state is not None and state.upstream is not None and self.gateway.forwarded(flow):
-            if state.upstream.kind == "anthropic":
-                flow.request.headers["x-api-key"] = state.upstream.key
-            elif state.upstream.kind == "azure":
-                flow.request.headers["api-key"] = state.upstream.key
-            else:
-                flow.request.headers["authorization"] = f"Bearer {state.upstream.key}"
+            name, value = state.upstream.key_header()
+            flow.request.headers[name] = value
 
     @staticmethod
     def redact(flow: http.HTTPFlow) -> None:
-        for name in ("authorization", "x-api-key", "api-key"):
+        for name in KEY_HEADERS:
             if name in flow.request.headers:
                 flow.request.headers[name] = REDACTED

@@ -12,6 +12,11 @@ from ccany_addon.config.snapshot import ConfigSnapshot, Provider
 from ccany_addon.errors import GatewayError
 from ccany_addon.models import ModelTiers
 
+REDACTED = "[redacted]"
+# Where each provider kind takes its key; these headers are redacted once a request has been sent.
+_KEY_HEADERS = {"openai": ("authorization", "Bearer {}"), "azure": ("api-key", "{}"), "anthropic": ("x-api-key", "{}")}
+KEY_HEADERS = frozenset(name for name, _ in _KEY_HEADERS.values())
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
@@ -28,6 +33,10 @@ class Upstream:
     @property
     def name(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def key_header(self) -> tuple[str, str]:
+        name, template = _KEY_HEADERS[self.kind]
+        return name, template.format(self.key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from ccany_addon.config.secrets import client_key_hash
@@ -10,7 +11,7 @@ from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot
 from ccany_addon.errors import GatewayError
 
 
-def presented_key(headers: dict[str, str]) -> str | None:
+def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key a client sent: `x-api-key` (SDK 0.x/1.x) or `Authorization: Bearer` (SDK 2.x, Claude Code)."""
     if key := headers.get("x-api-key", "").strip():
         return key

@@ -19,6 +19,7 @@ import yaml
 from ccany_addon.config import store
 from ccany_addon.config.schema import PROVIDER_KINDS, ROLES, SETTINGS, open_config_db
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
+from ccany_addon.config.snapshot import allowed_models
 
 ACTOR = "cli"
 
@@ -54,7 +55,7 @@ def export_config(db, cipher: Cipher | None, with_secrets: bool) -> dict[str, An
                "priority": row["priority"], "enabled": bool(row["enabled"])}
               for row in db["routes"].rows_where(order_by="priority, id")]
     client_keys = [{"name": row["name"], "prefix": row["prefix"], "expires_at": row["expires_at"],
-                    "allowed_models": json.loads(row["allowed_models"]) if row["allowed_models"] else None,
+                    "allowed_models": list(allowed_models(row["allowed_models"])) or None,
                     "enabled": bool(row["enabled"]), **({"key_hash": row["key_hash"]} if with_secrets else {})}
                    for row in db["client_keys"].rows_where(order_by="id")]
     users = [{"username": row["username"], "role": row["role"],

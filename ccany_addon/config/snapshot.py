@@ -102,12 +102,8 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
     )
     client_keys = {}
     for row in db["client_keys"].rows:
-        try:
-            allowed = tuple(json.loads(row["allowed_models"])) if row["allowed_models"] else ()
-        except ValueError:
-            allowed = tuple(part.strip() for part in row["allowed_models"].split(",") if part.strip())
-        client_keys[row["key_hash"]] = ClientKey(row["id"], row["name"], row["expires_at"], allowed,
-                                                 bool(row["enabled"]))
+        client_keys[row["key_hash"]] = ClientKey(row["id"], row["name"], row["expires_at"],
+                                                 allowed_models(row["allowed_models"]), bool(row["enabled"]))
     settings: dict[str, object] = {}
     for row in db["settings"].rows:
         kind = SETTINGS.get(row["name"])
@@ -118,6 +114,17 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
         except ValueError:
             problems.append(f"setting {row['name']}={row['value']!r} is not a {kind.__name__}")
     return ConfigSnapshot(providers, routes, client_keys, settings, tuple(problems))
+
+
+def allowed_models(stored: str | None) -> tuple[str, ...]:
+    """A client key's model patterns: a JSON list (as the CLI and admin page write them), or a comma list typed
+    into Datasette's row editor."""
+    if not stored:
+        return ()
+    try:
+        return tuple(json.loads(stored))
+    except ValueError:
+        return tuple(part.strip() for part in stored.split(",") if part.strip())
 
 
 def _typed(kind: type, value: str) -> object:

@@ -126,7 +126,7 @@ class FlowLog:
             client_request=state.client_request,
             client_request_headers=state.client_headers or request.headers.fields,
             client_model=state.client_model or None,
-            client_key_id=state.client_key_id,
+            client_key_id=state.client.id if state.client else None,
             route=state.route,
             notes=state.notes,
             ended=time.time(),

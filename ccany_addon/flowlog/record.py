@@ -13,14 +13,12 @@ from typing import Literal
 from ccany_addon.conformance import accumulate_message
 from ccany_addon.errors import mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
+from ccany_addon.routing import KEY_HEADERS, REDACTED
 
 BodyPolicy = Literal["all", "errors", "none"]
 BODY_POLICIES: tuple[str, ...] = ("all", "errors", "none")
 
-REDACTED = "[redacted]"
-SECRET_HEADERS = frozenset(
-    {"authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization", "cookie", "set-cookie"}
-)
+SECRET_HEADERS = KEY_HEADERS | {"x-goog-api-key", "proxy-authorization", "cookie", "set-cookie"}
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 
