@@ -9,7 +9,6 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.proxy import mode_specs
@@ -19,15 +18,10 @@ from ccany_addon.config.access import authenticate, authorize_model, presented_k
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot
 from ccany_addon.converters import anthropic_passthrough as passthrough
-from ccany_addon.converters.common import ResponseContext
-from ccany_addon.converters.openai_chat import (
-    ChatStreamTranslator,
-    ChatTarget,
-    to_chat_request,
-    to_message,
-    upstream_error,
-)
+from ccany_addon.converters.common import ResponseContext, UpstreamTarget
+from ccany_addon.converters.openai_chat import upstream_error
 from ccany_addon.count_tokens import count_tokens, rough_input_tokens
+from ccany_addon.dialects import DIALECTS, Dialect, StreamTranslator
 from ccany_addon.errors import GatewayError
 from ccany_addon.json_codec import dumps, loads
 from ccany_addon.metrics import Metrics
@@ -42,7 +36,6 @@ logger = logging.getLogger("ccany")
 _NO_CONFIG = ConfigSnapshot()
 
 USER_AGENT = "ccany-addon/0.1"
-AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 
 @dataclass(slots=True)
@@ -55,7 +48,7 @@ class FlowState:
     upstream_model: str = ""
     stream: bool = False
     response_context: ResponseContext | None = None
-    translator: ChatStreamTranslator | passthrough.AnthropicEventStream | None = None
+    translator: StreamTranslator | None = None
     timer: asyncio.TimerHandle | None = None
     timed_out: bool = False
     error: GatewayError | None = None
@@ -238,7 +231,7 @@ class Gateway:
             anthropic = state.upstream is not None and state.upstream.kind == "anthropic"
             state.translator = (
                 passthrough.AnthropicEventStream(name) if anthropic
-                else ChatStreamTranslator(state.response_context, name)
+                else DIALECTS[state.upstream.kind].translator(state.response_context, name)
             )
             response.headers = http.Headers(
                 content_type="text/event-stream; charset=utf-8",
@@ -267,7 +260,7 @@ class Gateway:
                 state.stop_reason, state.usage = passthrough.message_facts(body)
                 flow.response = self._response(state, 200, raw)  # the upstream's answer, untouched
                 return
-            message = to_message(body, state.response_context)
+            message = DIALECTS[state.upstream.kind].to_message(body, state.response_context)
         except GatewayError as error:
             retry_after = response.headers.get("retry-after")
             self._answer_error(flow, state, error, retry_after=retry_after)
@@ -330,28 +323,22 @@ class Gateway:
             headers = {name: client_headers[name] for name in passthrough.FORWARDED_HEADERS if name in client_headers}
             headers.setdefault("anthropic-version", passthrough.DEFAULT_VERSION)
         else:
-            path, body, headers = self._chat_path(upstream, upstream_model), self._chat_body(request, upstream_model,
-                                                                                            state), {}
+            dialect = DIALECTS[upstream.kind]
+            path = dialect.path(upstream.path_prefix, upstream_model, upstream.api_version, request.stream)
+            body, headers = self._converted_body(dialect, request, upstream_model, state), {}
         self._send_upstream(flow, state, upstream, path, body, headers)
 
-    @staticmethod
-    def _chat_path(upstream: Upstream, upstream_model: str) -> str:
-        if upstream.kind == "azure":  # the deployment is named in the URL, the API version in the query
-            deployment = quote(upstream_model, safe="")
-            version = quote(upstream.api_version or AZURE_DEFAULT_API_VERSION, safe="")
-            return f"{upstream.path_prefix}/openai/deployments/{deployment}/chat/completions?api-version={version}"
-        return f"{upstream.path_prefix}/chat/completions"
-
-    def _chat_body(self, request: MessagesRequest, upstream_model: str, state: FlowState) -> bytes:
-        target = ChatTarget(
+    def _converted_body(self, dialect: Dialect, request: MessagesRequest, upstream_model: str,
+                        state: FlowState) -> bytes:
+        target = UpstreamTarget(
             upstream_model,
             capabilities(upstream_model),
             ctx.options.ccany_max_tokens_limit,
             ctx.options.ccany_fold_system_messages,
         )
-        body, notes = to_chat_request(request, target)
         if self._temperature is not None:
-            body["temperature"] = self._temperature
+            request = request.model_copy(update={"temperature": self._temperature})
+        body, notes = dialect.to_request(request, target)
         for note in notes:
             logger.info(f"ccany: {state.request_id}: {note}")
         state.notes = notes

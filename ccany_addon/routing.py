@@ -14,7 +14,13 @@ from ccany_addon.models import ModelTiers
 
 REDACTED = "[redacted]"
 # Where each provider kind takes its key; these headers are redacted once a request has been sent.
-_KEY_HEADERS = {"openai": ("authorization", "Bearer {}"), "azure": ("api-key", "{}"), "anthropic": ("x-api-key", "{}")}
+_KEY_HEADERS = {
+    "openai": ("authorization", "Bearer {}"),
+    "azure": ("api-key", "{}"),
+    "responses": ("authorization", "Bearer {}"),
+    "gemini": ("x-goog-api-key", "{}"),
+    "anthropic": ("x-api-key", "{}"),
+}
 KEY_HEADERS = frozenset(name for name, _ in _KEY_HEADERS.values())
 
 

@@ -56,10 +56,12 @@ def claude_code_body(stream: bool) -> dict:
 
 
 def openai_body(stream: bool) -> dict:
-    from ccany_addon.converters.openai_chat import ChatTarget, to_chat_request
+    from ccany_addon.converters.common import UpstreamTarget
+    from ccany_addon.converters.openai_chat import to_chat_request
     from ccany_addon.schema import MessagesRequest
 
-    body, _ = to_chat_request(MessagesRequest.model_validate(claude_code_body(stream)), ChatTarget("scenario:bench"))
+    request = MessagesRequest.model_validate(claude_code_body(stream))
+    body, _ = to_chat_request(request, UpstreamTarget("scenario:bench"))
     return body
 
 

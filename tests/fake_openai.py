@@ -13,7 +13,13 @@ import argparse
 import asyncio
 import json
 import re
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script or imported from the tests package alike
+import fake_gemini  # noqa: E402
+import fake_responses  # noqa: E402
 
 Plan = list  # of ("chunk", dict) | ("raw", bytes) | ("sleep", seconds) | ("drop",)
 
@@ -183,6 +189,9 @@ class FakeOpenAI:
         if method == "POST" and path.split("?")[0] == "/v1/messages":
             await self._anthropic(writer, headers, body)
             return True
+        for dialect in (fake_responses, fake_gemini):
+            if await dialect.handle(writer, method, path, headers, body):
+                return True
         if re.fullmatch(r"/openai/deployments/[^/]+/chat/completions\?api-version=[\w.-]+", path) and \
                 not headers.get("api-key"):
             await self._send_json(writer, 401, {"error": {"code": "401", "message": "Access denied: missing api-key"}})

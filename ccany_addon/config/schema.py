@@ -16,7 +16,8 @@ import sqlite_utils
 from ccany_addon.config.secrets import Cipher, hint
 from ccany_addon.migrations import migrate, sql_script
 
-PROVIDER_KINDS = ("openai", "azure", "anthropic")  # the dialects the gateway speaks today (checked by store, not SQL)
+# The dialects the gateway speaks (checked by store, not SQL: the list grows).
+PROVIDER_KINDS = ("openai", "azure", "responses", "gemini", "anthropic")
 ROLES = ("admin", "viewer")
 
 # Tunables a setting row may hold; each is also a `ccany_*` option, and an option set on the command line wins.

@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from ccany_addon.json_codec import loads
+from ccany_addon.models import Capabilities
 from ccany_addon.schema import MessagesRequest
 
 MAX_TOOL_NAME = 64
@@ -38,6 +39,20 @@ def thinking_signature(thinking: str) -> str:
     """The gateway's own signature for thinking it relays; clients send it back in history untouched."""
     digest = hashlib.sha256(thinking.encode()).digest()[:24]
     return "ccany." + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where a converted request goes, and what that upstream accepts."""
+
+    model: str
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    max_tokens_limit: int = 0  # 0: only the model's own limit
+    fold_system_messages: bool = False
+
+    def max_tokens(self, requested: int) -> int:
+        limits = [n for n in (self.max_tokens_limit, self.capabilities.max_output_tokens) if n]
+        return min([requested, *limits])
 
 
 @dataclass(slots=True)

@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 
 from ccany_addon.converters.common import (
     ResponseContext,
-    estimate_output_tokens,
+    UpstreamTarget,
     message_id,
     parse_tool_arguments,
     short_tool_name,
     thinking_signature,
     tool_use_id,
 )
-from ccany_addon.errors import GatewayError, error_body, error_type, mask_secrets
+from ccany_addon.converters.message_stream import MessageStreamWriter
+from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.models import Capabilities
 from ccany_addon.schema import (
@@ -28,33 +29,22 @@ from ccany_addon.schema import (
     TextBlock,
     ToolResultBlock,
 )
-from ccany_addon.sse import SSEDecoder, encode_event
+from ccany_addon.sse import SSEDecoder
 
 MAX_STOP_SEQUENCES = 4
 MAX_USER_FIELD = 64
 
 
-@dataclass(frozen=True, slots=True)
-class ChatTarget:
-    """Where a converted request goes, and what that upstream accepts."""
-
-    model: str
-    capabilities: Capabilities = field(default_factory=Capabilities)
-    max_tokens_limit: int = 0  # 0: only the model's own limit
-    fold_system_messages: bool = False
-
-
 # ---------------------------------------------------------------- request
 
 
-def to_chat_request(request: MessagesRequest, target: ChatTarget) -> tuple[dict, list[str]]:
+def to_chat_request(request: MessagesRequest, target: UpstreamTarget) -> tuple[dict, list[str]]:
     """The Chat Completions body for `request`, and notes on what could not be carried over."""
     notes: list[str] = []
     caps = target.capabilities
     body: dict = {"model": target.model, "messages": _messages(request, target)}
 
-    limits = [n for n in (target.max_tokens_limit, caps.max_output_tokens) if n]
-    max_tokens = min([request.max_tokens, *limits])
+    max_tokens = target.max_tokens(request.max_tokens)
     body["max_completion_tokens" if caps.uses_max_completion_tokens else "max_tokens"] = max_tokens
 
     if not caps.reasoning:
@@ -93,7 +83,7 @@ def _system_text(system: str | list[TextBlock] | None) -> str:
     return "\n\n".join(block.text for block in system if block.text)
 
 
-def _messages(request: MessagesRequest, target: ChatTarget) -> list[dict]:
+def _messages(request: MessagesRequest, target: UpstreamTarget) -> list[dict]:
     out: list[dict] = []
     leading_system = [_system_text(request.system)]
     for message in request.messages:
@@ -387,7 +377,7 @@ def _error_text(value: object) -> str:
     return str(value or "")
 
 
-def _stream_error_status(error: dict) -> int:
+def stream_error_status(error: dict) -> int:
     code = error.get("code") or error.get("status")
     if isinstance(code, int) and 400 <= code < 600:
         return code
@@ -409,7 +399,7 @@ class _ToolCall:
     id: str | None = None
     name: str = ""
     arguments: list[str] = field(default_factory=list)
-    block: int | None = None  # the Anthropic index once started
+    started: bool = False
     closed: bool = False
 
 
@@ -423,64 +413,48 @@ class ChatStreamTranslator:
     def __init__(self, ctx: ResponseContext, upstream: str = "upstream") -> None:
         self.ctx = ctx
         self.upstream = upstream
-        self.message_id = message_id()
+        self.writer = MessageStreamWriter(ctx)
         self._decoder = SSEDecoder()
-        self._started = False
-        self.finished = False
-        self.error: str | None = None
-        self.error_type: str | None = None
-        self._next_index = 0
-        self._open_kind: str | None = None  # "text" | "thinking" | "tool"
         self._open_tool: _ToolCall | None = None
-        self._thinking: list[str] = []
         self._tools: dict[int, _ToolCall] = {}
         self._finish_reason: str | None = None
         self._matched_stop: object = None
         self._usage: dict | None = None
-        self._output_chars = 0
-        self.stop_reason: str | None = None
-        self.usage: dict = {}
+
+    # What the flow log reads once the stream has ended.
+    @property
+    def finished(self) -> bool:
+        return self.writer.finished
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.writer.stop_reason
+
+    @property
+    def usage(self) -> dict:
+        return self.writer.usage
+
+    @property
+    def error(self) -> str | None:
+        return self.writer.error
+
+    @property
+    def error_type(self) -> str | None:
+        return self.writer.error_type
 
     def __call__(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
-        if self.finished:
+        if self.writer.finished:
             return out
-        if not self._started:
-            self._start(out)
+        self.writer.start(out)
         events = self._decoder.feed(data) if data else self._decoder.close()
         for event in events:
             self._event(event.data, out)
-            if self.finished:
+            if self.writer.finished:
                 break
-        if not data and not self.finished:
+        if not data and not self.writer.finished:
             self._end_of_input(out)
         return [b"".join(out)] if out else []
-
-    @staticmethod
-    def _emit(event: dict, out: list[bytes]) -> None:
-        out.append(encode_event(event))
-
-    # -- events
-
-    def _start(self, out: list[bytes]) -> None:
-        self._started = True
-        message = {
-            "id": self.message_id,
-            "type": "message",
-            "role": "assistant",
-            "model": self.ctx.client_model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": self.ctx.estimated_input_tokens,
-                "output_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
-        }
-        self._emit({"type": "message_start", "message": message}, out)
-        self._emit({"type": "ping"}, out)
 
     def _event(self, data: str, out: list[bytes]) -> None:
         if data == "[DONE]":
@@ -489,14 +463,14 @@ class ChatStreamTranslator:
         try:
             chunk = loads(data)
         except ValueError:
-            self._fail(out, 500, f"{self.upstream} upstream sent malformed stream data: {data[:200]!r}")
+            self.writer.fail(500, f"{self.upstream} upstream sent malformed stream data: {data[:200]!r}", out)
             return
         if not isinstance(chunk, dict):
             return
         if isinstance(error := chunk.get("error"), dict | str):
             error = error if isinstance(error, dict) else {"message": error}
             message = str(error.get("message") or "stream error")
-            self._fail(out, _stream_error_status(error), mask_secrets(f"{self.upstream} upstream: {message}"))
+            self.writer.fail(stream_error_status(error), mask_secrets(f"{self.upstream} upstream: {message}"), out)
             return
         # Usage first: a chunk may carry both the finish reason and the final (or cumulative) usage.
         usage = chunk.get("usage")
@@ -512,10 +486,12 @@ class ChatStreamTranslator:
         delta = choice.get("delta") or {}
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
-            self._thinking_delta(reasoning, out)
+            self._leave_tool(out)
+            self.writer.thinking(reasoning, out)
         text = _text_of(delta.get("content"))
         if text:
-            self._text_delta(text, out)
+            self._leave_tool(out)
+            self.writer.text(text, out)
         for call in delta.get("tool_calls") or ():
             if isinstance(call, dict):
                 self._tool_fragment(call.get("index") or 0, call.get("id"), call.get("function") or {}, out)
@@ -524,49 +500,17 @@ class ChatStreamTranslator:
         if choice.get("finish_reason"):
             self._finish_reason = choice["finish_reason"]
             self._matched_stop = _matched_stop(choice)
-            if self._usage is not None and isinstance(choice, dict):
+            if self._usage is not None:
                 self._complete(out)
 
-    # -- blocks
+    # -- tool calls
 
-    def _open(self, kind: str, block: dict, out: list[bytes]) -> int:
-        self._close(out)
-        index = self._next_index
-        self._next_index += 1
-        self._open_kind = kind
-        self._emit({"type": "content_block_start", "index": index, "content_block": block}, out)
-        return index
-
-    def _close(self, out: list[bytes]) -> None:
-        if self._open_kind is None:
-            return
-        index = self._next_index - 1
-        if self._open_kind == "thinking":
-            signature = thinking_signature("".join(self._thinking))
-            self._thinking = []
-            self._delta(index, {"type": "signature_delta", "signature": signature}, out)
-        elif self._open_kind == "tool" and self._open_tool is not None:
-            self._finish_tool_arguments(self._open_tool, index, out)
+    def _leave_tool(self, out: list[bytes]) -> None:
+        """Another block is starting: the live tool call, if any, has ended."""
+        if self._open_tool is not None:
             self._open_tool.closed = True
             self._open_tool = None
-        self._emit({"type": "content_block_stop", "index": index}, out)
-        self._open_kind = None
-
-    def _delta(self, index: int, delta: dict, out: list[bytes]) -> None:
-        self._emit({"type": "content_block_delta", "index": index, "delta": delta}, out)
-
-    def _thinking_delta(self, text: str, out: list[bytes]) -> None:
-        if self._open_kind != "thinking":
-            self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
-        self._thinking.append(text)
-        self._output_chars += len(text)
-        self._delta(self._next_index - 1, {"type": "thinking_delta", "thinking": text}, out)
-
-    def _text_delta(self, text: str, out: list[bytes]) -> None:
-        if self._open_kind != "text":
-            self._open("text", {"type": "text", "text": ""}, out)
-        self._output_chars += len(text)
-        self._delta(self._next_index - 1, {"type": "text_delta", "text": text}, out)
+            self.writer.close(out)
 
     def _tool_fragment(self, position: int, call_id: str | None, function: dict, out: list[bytes]) -> None:
         call = self._tools.setdefault(position, _ToolCall())
@@ -578,75 +522,44 @@ class ChatStreamTranslator:
         if not isinstance(fragment, str):
             fragment = dumps_str(fragment)
         if call.closed:
-            self._fail(out, 500, f"{self.upstream} upstream sent arguments for a tool call that had ended")
+            self.writer.fail(500, f"{self.upstream} upstream sent arguments for a tool call that had ended", out)
             return
         call.arguments.append(fragment)
-        self._output_chars += len(fragment)
         if call is self._open_tool:
-            if fragment:
-                self._delta(call.block, {"type": "input_json_delta", "partial_json": fragment}, out)
+            self.writer.tool_arguments(fragment, out)
         elif self._open_tool is None and call.name and self._all_earlier_started(position):
             self._start_tool(call, out)
 
     def _all_earlier_started(self, position: int) -> bool:
-        return all(c.block is not None for p, c in self._tools.items() if p < position)
+        return all(c.started for p, c in self._tools.items() if p < position)
 
     def _start_tool(self, call: _ToolCall, out: list[bytes]) -> None:
-        block = {
-            "type": "tool_use",
-            "id": tool_use_id(call.id),
-            "name": self.ctx.client_tool_name(call.name),
-            "input": {},
-        }
-        call.block = self._open("tool", block, out)
+        self.writer.start_tool(call.id, call.name, out)
+        call.started = True
         self._open_tool = call
-        if arguments := "".join(call.arguments):
-            self._delta(call.block, {"type": "input_json_delta", "partial_json": arguments}, out)
-
-    def _finish_tool_arguments(self, call: _ToolCall, index: int, out: list[bytes]) -> None:
-        try:
-            _, closer = parse_tool_arguments("".join(call.arguments))
-        except ValueError:
-            return  # the client reports unusable arguments to the model; the gateway invents nothing
-        if closer:
-            self._delta(index, {"type": "input_json_delta", "partial_json": closer}, out)
+        self.writer.tool_arguments("".join(call.arguments), out)
 
     # -- the end
 
     def _complete(self, out: list[bytes]) -> None:
-        if self.finished:
+        if self.writer.finished:
             return
-        self._close(out)
+        self._leave_tool(out)
         for position in sorted(self._tools):
             call = self._tools[position]
-            if call.block is None:
+            if not call.started:
                 call.name = call.name or "unknown_tool"
                 self._start_tool(call, out)
-                self._close(out)
+                self._leave_tool(out)
         stop_reason, stop_sequence = _stop_reason(
             self._finish_reason, self._matched_stop, self.ctx, bool(self._tools)
         )
-        usage = usage_from_openai(self._usage)
-        if self._usage is None:
-            usage["input_tokens"] = self.ctx.estimated_input_tokens
-            usage["output_tokens"] = estimate_output_tokens(self._output_chars)
-        self.stop_reason, self.usage = stop_reason, usage
-        self._emit(
-            {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-             "usage": usage},
-            out,
-        )
-        self._emit({"type": "message_stop"}, out)
-        self.finished = True
+        usage = usage_from_openai(self._usage) if self._usage is not None else None
+        self.writer.finish(stop_reason, usage, out, stop_sequence)
 
     def _end_of_input(self, out: list[bytes]) -> None:
         if self._finish_reason is not None:
             self._complete(out)
         else:
-            self._fail(out, 500, f"{self.upstream} upstream ended the stream before the answer was complete")
-
-    def _fail(self, out: list[bytes], status: int, message: str) -> None:
-        """Never a clean end: the client gets `event: error` and no `message_stop`."""
-        self.error, self.error_type = message, error_type(status)
-        self._emit(error_body(status, message), out)
-        self.finished = True
+            message = f"{self.upstream} upstream ended the stream before the answer was complete"
+            self.writer.fail(500, message, out)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from ccany_addon.conformance import check_stream
-from ccany_addon.converters.common import MAX_TOOL_NAME, ResponseContext
-from ccany_addon.converters.openai_chat import ChatStreamTranslator, ChatTarget, to_chat_request, to_message
+from ccany_addon.converters.common import MAX_TOOL_NAME, ResponseContext, UpstreamTarget
+from ccany_addon.converters.openai_chat import ChatStreamTranslator, to_chat_request, to_message
 from ccany_addon.errors import GatewayError
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.schema import MessagesRequest, parse
@@ -18,8 +18,8 @@ PDF_B64 = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlIC9DYXRhbG9nPj4KZW5kb2JqCg=="
 LONG_NAME = "mcp__very_long_server_name_for_testing__and_an_even_longer_tool_name_that_goes_on"
 
 
-def target(model: str = "gpt-4o", **kwargs) -> ChatTarget:
-    return ChatTarget(model, capabilities(model), **kwargs)
+def target(model: str = "gpt-4o", **kwargs) -> UpstreamTarget:
+    return UpstreamTarget(model, capabilities(model), **kwargs)
 
 
 def request(**fields) -> MessagesRequest:
@@ -28,7 +28,7 @@ def request(**fields) -> MessagesRequest:
     return parse(MessagesRequest, json.dumps(body).encode())
 
 
-def convert(fields: dict, chat_target: ChatTarget | None = None) -> tuple[dict, list[str]]:
+def convert(fields: dict, chat_target: UpstreamTarget | None = None) -> tuple[dict, list[str]]:
     return to_chat_request(request(**fields), chat_target or target())
 
 

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from ccany_addon.converters.common import ResponseContext
-from ccany_addon.converters.openai_chat import ChatTarget, to_chat_request, to_message, upstream_error
+from ccany_addon.converters.common import ResponseContext, UpstreamTarget
+from ccany_addon.converters.openai_chat import to_chat_request, to_message, upstream_error
 from ccany_addon.errors import GatewayError
 from ccany_addon.models import capabilities
 from ccany_addon.schema import MessagesRequest, parse
@@ -71,7 +71,7 @@ def test_thinking_signature_is_accepted_back_in_history():
                          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_1",
                                                        "content": "a.py"}]}]}
     request = parse(MessagesRequest, json.dumps(body).encode())
-    chat, _ = to_chat_request(request, ChatTarget("deepseek-chat", capabilities("deepseek-chat")))
+    chat, _ = to_chat_request(request, UpstreamTarget("deepseek-chat", capabilities("deepseek-chat")))
     assert chat["messages"][1]["reasoning_content"] == "think"
     assert chat["messages"][1]["tool_calls"][0]["id"] == "call_1"
     assert chat["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "a.py"}

@@ -1,0 +1,179 @@
+"""The Anthropic side of every stream translator: one writer of the event grammar in shared/PROTOCOL.md.
+
+A dialect's translator decodes its upstream's events and calls this writer (text, thinking, tool calls,
+finish, fail); the writer opens and closes content blocks, numbers them, signs thinking, repairs a truncated
+tool-argument tail and keeps what the flow log needs (stop reason, usage, error). Pure: bytes out, no I/O.
+"""
+
+from __future__ import annotations
+
+from ccany_addon.converters.common import (
+    ResponseContext,
+    estimate_output_tokens,
+    message_id,
+    parse_tool_arguments,
+    thinking_signature,
+    tool_use_id,
+)
+from ccany_addon.errors import error_body, error_type
+from ccany_addon.sse import encode_event
+
+
+class MessageStreamWriter:
+    """Appends encoded Anthropic SSE events to `out` lists; one per client stream."""
+
+    def __init__(self, ctx: ResponseContext) -> None:
+        self.ctx = ctx
+        self.message_id = message_id()
+        self.started = False
+        self.finished = False
+        self.error: str | None = None
+        self.error_type: str | None = None
+        self.stop_reason: str | None = None
+        self.usage: dict = {}
+        self.output_chars = 0
+        self.tool_uses = 0
+        self._next_index = 0
+        self._open_kind: str | None = None  # "text" | "thinking" | "tool"
+        self._thinking: list[str] = []
+        self._signature: str | None = None  # an upstream's own signature for the open thinking block
+        self._arguments: list[str] = []
+
+    @property
+    def open_kind(self) -> str | None:
+        return self._open_kind
+
+    @staticmethod
+    def emit(event: dict, out: list[bytes]) -> None:
+        out.append(encode_event(event))
+
+    def start(self, out: list[bytes]) -> None:
+        if self.started:
+            return
+        self.started = True
+        message = {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.ctx.client_model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": self.ctx.estimated_input_tokens,
+                "output_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+        self.emit({"type": "message_start", "message": message}, out)
+        self.emit({"type": "ping"}, out)
+
+    # -- content
+
+    def text(self, text: str, out: list[bytes]) -> None:
+        if not text:
+            return
+        if self._open_kind != "text":
+            self._open("text", {"type": "text", "text": ""}, out)
+        self.output_chars += len(text)
+        self._delta({"type": "text_delta", "text": text}, out)
+
+    def thinking(self, text: str, out: list[bytes]) -> None:
+        if self._open_kind != "thinking":
+            self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
+        if text:
+            self._thinking.append(text)
+            self.output_chars += len(text)
+            self._delta({"type": "thinking_delta", "thinking": text}, out)
+
+    def sign_thinking(self, signature: str) -> None:
+        """The upstream's own signature for the open thinking block (sent when the block closes)."""
+        self._signature = signature
+
+    def redacted_thinking(self, data: str, out: list[bytes]) -> None:
+        self._open("redacted_thinking", {"type": "redacted_thinking", "data": data}, out)
+        self.close(out)
+
+    def start_tool(self, upstream_id: str | None, upstream_name: str, out: list[bytes]) -> int:
+        block = {
+            "type": "tool_use",
+            "id": tool_use_id(upstream_id),
+            "name": self.ctx.client_tool_name(upstream_name),
+            "input": {},
+        }
+        self.tool_uses += 1
+        return self._open("tool", block, out)
+
+    def tool_arguments(self, fragment: str, out: list[bytes]) -> None:
+        """Streams a fragment of the open tool call's JSON arguments (as `input_json_delta`)."""
+        if not fragment or self._open_kind != "tool":
+            return
+        self._arguments.append(fragment)
+        self.output_chars += len(fragment)
+        self._delta({"type": "input_json_delta", "partial_json": fragment}, out)
+
+    def close(self, out: list[bytes]) -> None:
+        """Closes the open block, if any: thinking gets its signature, tool arguments a repaired tail."""
+        if self._open_kind is None:
+            return
+        if self._open_kind == "thinking":
+            signature = self._signature or thinking_signature("".join(self._thinking))
+            self._thinking, self._signature = [], None
+            self._delta({"type": "signature_delta", "signature": signature}, out)
+        elif self._open_kind == "tool":
+            self._repair_arguments(out)
+        self.emit({"type": "content_block_stop", "index": self._next_index - 1}, out)
+        self._open_kind = None
+
+    # -- the end
+
+    def finish(self, stop_reason: str, usage: dict | None, out: list[bytes], stop_sequence: str | None = None) -> None:
+        """A clean end: `message_delta` with the stop reason and usage, then `message_stop`.
+
+        Without upstream usage the counts are estimates (the request's size, the characters streamed).
+        """
+        if self.finished:
+            return
+        self.start(out)
+        self.close(out)
+        if usage is None:
+            usage = {"input_tokens": self.ctx.estimated_input_tokens,
+                     "output_tokens": estimate_output_tokens(self.output_chars),
+                     "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        self.stop_reason, self.usage = stop_reason, usage
+        self.emit({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                   "usage": usage}, out)
+        self.emit({"type": "message_stop"}, out)
+        self.finished = True
+
+    def fail(self, status: int, message: str, out: list[bytes]) -> None:
+        """Never a clean end: the client gets `event: error` and no `message_stop`."""
+        if self.finished:
+            return
+        self.error, self.error_type = message, error_type(status)
+        self.emit(error_body(status, message), out)
+        self.finished = True
+
+    # -- blocks
+
+    def _open(self, kind: str, block: dict, out: list[bytes]) -> int:
+        self.start(out)
+        self.close(out)
+        index = self._next_index
+        self._next_index += 1
+        self._open_kind = kind
+        self._arguments = []
+        self.emit({"type": "content_block_start", "index": index, "content_block": block}, out)
+        return index
+
+    def _delta(self, delta: dict, out: list[bytes]) -> None:
+        self.emit({"type": "content_block_delta", "index": self._next_index - 1, "delta": delta}, out)
+
+    def _repair_arguments(self, out: list[bytes]) -> None:
+        try:
+            _, closer = parse_tool_arguments("".join(self._arguments))
+        except ValueError:
+            return  # the client reports unusable arguments to the model; the gateway invents nothing
+        if closer:
+            self._delta({"type": "input_json_delta", "partial_json": closer}, out)
