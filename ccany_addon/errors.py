@@ -52,11 +52,13 @@ def error_json(status: int, message: str) -> bytes:
 class GatewayError(Exception):
     """A failure that reaches the client as an Anthropic error."""
 
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
+    def __init__(self, status: int, message: str, retry_after: int | None = None,
+                 should_retry: bool | None = None) -> None:
         super().__init__(message)
         self.status = client_status(status)
         self.message = message
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # seconds, sent as `retry-after`
+        self.should_retry = should_retry  # sent as `x-should-retry`, which the Anthropic SDKs obey
 
     @property
     def error_type(self) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
@@ -16,7 +17,7 @@ from mitmproxy.proxy import mode_specs
 from ccany_addon import endpoints, mitm_errors, routing
 from ccany_addon.config.access import authenticate, authorize_model, presented_key
 from ccany_addon.config.addon import ConfigWatcher
-from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot
+from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot, Provider, ProviderKey
 from ccany_addon.converters import anthropic_passthrough as passthrough
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
 from ccany_addon.converters.openai_chat import upstream_error
@@ -24,6 +25,7 @@ from ccany_addon.count_tokens import count_tokens, rough_input_tokens
 from ccany_addon.dialects import DIALECTS, Dialect, StreamTranslator
 from ccany_addon.errors import GatewayError
 from ccany_addon.json_codec import dumps, loads
+from ccany_addon.key_pool import KeyPools, cooldown_from, is_key_failure
 from ccany_addon.metrics import Metrics
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.option_checks import require_bounds
@@ -56,6 +58,9 @@ class FlowState:
     upstream: Upstream | None = None
     route: str | None = None
     client: ClientKey | None = None
+    provider: Provider | None = None  # a config DB provider: its key pool chose `key`
+    key: ProviderKey | None = None
+    cache_hit: bool = False
     # What the flow log needs of what the gateway rewrites or replaces.
     handler: str = ""
     client_request: bytes | None = None
@@ -91,6 +96,7 @@ class Gateway:
         self.tiers = ModelTiers("", "", "")
         self._temperature: float | None = None
         self.reachability = Reachability()
+        self.pools = KeyPools()
         self.metrics = Metrics()
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
 
@@ -123,13 +129,18 @@ class Gateway:
             "Send every request upstream with this temperature (empty: the client's own).",
         )
         loader.add_option(
+            "ccany_long_context_threshold", int, 60_000,
+            "Estimated input tokens above which a request meets the long_context route scenario (0: never).",
+        )
+        loader.add_option(
             "ccany_fold_system_messages", bool, False,
             "Fold system messages from the conversation into the leading one (for strict backends).",
         )
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
-        require_bounds(updated, ("ccany_request_timeout", "ccany_max_body_size"), ("ccany_max_tokens_limit",))
+        require_bounds(updated, ("ccany_request_timeout", "ccany_max_body_size"),
+                       ("ccany_max_tokens_limit", "ccany_long_context_threshold"))
         if "ccany_upstream_path" in updated and not options.ccany_upstream_path.startswith("/"):
             raise exceptions.OptionsError("ccany_upstream_path must start with '/'")
         if "ccany_temperature_override" in updated:
@@ -251,7 +262,12 @@ class Gateway:
         state.upstream_body = response.raw_content
         try:
             if response.status_code != 200:
-                raise upstream_error(response.status_code, raw, self._upstream_name(state), self.known_secrets)
+                error = upstream_error(response.status_code, raw, self._upstream_name(state), self.known_secrets)
+                if state.key is not None and is_key_failure(response.status_code):
+                    error = self._key_failed(state, response, raw, error)
+                elif (wait := cooldown_from(response.headers, raw, time.time())) is not None:
+                    error.retry_after = max(0, math.ceil(wait))
+                raise error
             try:
                 body = loads(raw)
             except ValueError:
@@ -262,8 +278,7 @@ class Gateway:
                 return
             message = DIALECTS[state.upstream.kind].to_message(body, state.response_context)
         except GatewayError as error:
-            retry_after = response.headers.get("retry-after")
-            self._answer_error(flow, state, error, retry_after=retry_after)
+            self._answer_error(flow, state, error)
             return
         state.stop_reason, state.usage = message["stop_reason"], message["usage"]
         self._answer(flow, state, 200, message)
@@ -278,7 +293,8 @@ class Gateway:
         if state.response_context is not None and flow.response is None:
             failure = self._upstream_failure(flow, state, message)
             state.error = failure
-            mitm_errors.answer_failure(flow.request, self._response(state, failure.status, failure.body()))
+            answer = self._response(state, failure.status, failure.body(), error=failure)
+            mitm_errors.answer_failure(flow.request, answer)
             message = failure.message
         logger.info(f"ccany: {state.request_id} failed: {message}")
 
@@ -302,17 +318,25 @@ class Gateway:
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
         request = self._body(flow, MessagesRequest)
         authorize_model(state.client, request.model)
-        choice = routing.choose(request.model, self.snapshot, self.upstream, self.tiers)
+        estimated_tokens = rough_input_tokens(request, len(flow.request.raw_content or b""))
+        snapshot = self.snapshot
+        self.pools.forget_disabled(snapshot.key_ids)
+        scenarios = routing.request_scenarios(request, estimated_tokens, ctx.options.ccany_long_context_threshold)
+        choice = routing.choose(request.model, snapshot, self.upstream, self.tiers, scenarios,
+                                lambda provider: self.pools.ready_in(provider) == 0)
         upstream, upstream_model = choice.upstream, choice.model
-        state.upstream, state.route = upstream, choice.rule
+        state.upstream, state.route, state.provider = upstream, choice.rule, choice.provider
         if (reason := self.reachability.down_reason_for(upstream.host, upstream.port)) is not None:
             raise GatewayError(500, f"ccany: upstream {upstream.name} is unreachable: {reason}")
+        if choice.provider is not None:
+            state.key = self.pools.pick(choice.provider)
+            if state.key is None:
+                raise self._no_healthy_key(choice.provider)
+            upstream = state.upstream = replace(upstream, key=state.key.secret)
         if not upstream.key:
             raise GatewayError(401, upstream.missing_key)
         state.client_model, state.upstream_model, state.stream = request.model, upstream_model, request.stream
-        state.response_context = ResponseContext.for_request(
-            request, rough_input_tokens(request, len(flow.request.raw_content or b""))
-        )
+        state.response_context = ResponseContext.for_request(request, estimated_tokens)
         client_headers = flow.request.headers
         if upstream.kind == "anthropic":
             path = f"{upstream.path_prefix}/messages"
@@ -402,20 +426,59 @@ class Gateway:
 
     @staticmethod
     def _response(state: FlowState, status: int, content: bytes, content_type: str = "application/json",
-                  retry_after: str | None = None) -> http.Response:
-        """Every answer the gateway gives itself carries the flow's request-id."""
+                  error: GatewayError | None = None) -> http.Response:
+        """Every answer the gateway gives itself carries the flow's request-id; errors say when to retry."""
         headers = {"content-type": content_type, "request-id": state.request_id}
-        if retry_after:
-            headers["retry-after"] = retry_after
+        if error is not None and error.retry_after is not None:
+            headers["retry-after"] = str(error.retry_after)
+        if error is not None and error.should_retry is not None:
+            headers["x-should-retry"] = "true" if error.should_retry else "false"
         return http.Response.make(status, content, headers)
 
     def _answer(self, flow: http.HTTPFlow, state: FlowState, status: int, body: dict) -> None:
         flow.response = self._response(state, status, b"" if flow.request.method == "HEAD" else dumps(body))
 
-    def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError,
-                      retry_after: str | None = None) -> None:
+    def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError) -> None:
         state.error = error
-        flow.response = self._response(state, error.status, error.body(), retry_after=retry_after)
+        flow.response = self._response(state, error.status, error.body(), error=error)
+
+    # -- key pools
+
+    def _key_failed(self, state: FlowState, response: http.Response, raw: bytes,
+                    error: GatewayError) -> GatewayError:
+        """The key goes on cooldown (or is disabled); the client learns when a retry will find a healthy key."""
+        assert state.key is not None and state.provider is not None
+        failure = self.pools.failed(state.key, response.status_code, response.headers, raw, error.message)
+        if self.config is not None:
+            self.config.record_key_failure(failure)
+        what = f"disabled ({failure.disabled})" if failure.disabled else f"cooling down for {failure.cooldown:.0f} s"
+        logger.warning(f"ccany: {state.request_id}: key {state.key.label} of provider {state.provider.name} {what}")
+        wait = self._ready_in(state.provider)
+        if wait is None:
+            error.should_retry = False
+            return error
+        if failure.disabled:
+            message = (f"ccany: provider {state.provider.name} refused key {state.key.label} "
+                       f"(HTTP {response.status_code}); it is disabled until an admin re-enables it; "
+                       "a retry uses another key")
+            error = GatewayError(500, message)
+        error.retry_after, error.should_retry = math.ceil(wait), True
+        return error
+
+    def _ready_in(self, provider: Provider) -> float | None:
+        """Seconds until the provider, or one of its fallbacks, has a healthy key (None: never by itself)."""
+        candidates = [provider, *filter(None, map(self.snapshot.providers.get, provider.fallback))]
+        waits = [wait for candidate in candidates if (wait := self.pools.ready_in(candidate)) is not None]
+        return min(waits) if waits else None
+
+    def _no_healthy_key(self, provider: Provider) -> GatewayError:
+        wait = self._ready_in(provider)
+        if wait is None:
+            return GatewayError(401, f"provider {provider.name} has no usable key: every key is disabled or "
+                                     "missing; re-enable or add one in the config DB", should_retry=False)
+        return GatewayError(429, f"ccany: every key of provider {provider.name} is cooling down; "
+                                 f"one is ready in {math.ceil(wait)} s", retry_after=math.ceil(wait),
+                            should_retry=True)
 
     @staticmethod
     def _upstream_name(state: FlowState) -> str:

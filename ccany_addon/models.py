@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,34 +28,78 @@ class ModelTiers:
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     max_output_tokens: int | None = None
+    context_window: int | None = None
     reasoning: bool = False
+    vision: bool = True
+    tools: bool = True
     # OpenAI's reasoning models refuse `max_tokens` and want `max_completion_tokens`.
     uses_max_completion_tokens: bool = False
+    # Some chat templates (Qwen, Mistral on vLLM) reject a system message after the first turn.
+    late_system: bool = True
     # DeepSeek answers 400 on a tool turn whose assistant message lacks its `reasoning_content`.
     echo_reasoning: bool = False
     web_search: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class CapabilityOverride:
+    """A `model_capabilities` row of the config DB: a glob on the upstream model name, and the facts it sets
+    (None: keep the built-in)."""
+
+    pattern: str
+    max_output_tokens: int | None = None
+    context_window: int | None = None
+    vision: bool | None = None
+    tools: bool | None = None
+    reasoning: bool | None = None
+    uses_max_completion_tokens: bool | None = None
+    late_system: bool | None = None
+
+    @classmethod
+    def from_row(cls, row: dict) -> CapabilityOverride:
+        flag = {name: None if row[name] is None else bool(row[name]) for name in ("vision", "tools", "reasoning",
+                                                                                 "late_system")}
+        field_name = row["max_tokens_field"]
+        return cls(row["pattern"], row["max_output_tokens"], row["context_window"], **flag,
+                   uses_max_completion_tokens=None if field_name is None else field_name == "max_completion_tokens")
+
+    def matches(self, upstream_model: str) -> bool:
+        return fnmatch.fnmatchcase(upstream_model.lower(), self.pattern.lower())
+
+    def apply(self, caps: Capabilities) -> Capabilities:
+        changes = {f.name: value for f in fields(self) if f.name != "pattern" and (value := getattr(self, f.name))
+                   is not None}
+        return replace(caps, **changes)
+
+
 _FAMILIES: tuple[tuple[re.Pattern[str], Capabilities], ...] = tuple(
     (re.compile(pattern), caps)
     for pattern, caps in (
-        (r"^(o1|o3|o4)(-|$)", Capabilities(100_000, reasoning=True, uses_max_completion_tokens=True)),
-        (r"^gpt-5", Capabilities(128_000, reasoning=True, uses_max_completion_tokens=True)),
-        (r"^gpt-4\.1", Capabilities(32_768)),
-        (r"^gpt-4o.*search", Capabilities(16_384, web_search=True)),
-        (r"^gpt-4o", Capabilities(16_384)),
-        (r"^gpt-4-turbo", Capabilities(4_096)),
-        (r"^gpt-3\.5", Capabilities(4_096)),
-        (r"^deepseek-reasoner", Capabilities(65_536, reasoning=True, echo_reasoning=True)),
-        (r"^deepseek", Capabilities(8_192, echo_reasoning=True)),
+        (r"^(o1|o3|o4)(-|$)", Capabilities(100_000, 200_000, reasoning=True, uses_max_completion_tokens=True)),
+        (r"^gpt-5", Capabilities(128_000, 400_000, reasoning=True, uses_max_completion_tokens=True)),
+        (r"^codex", Capabilities(128_000, 400_000, reasoning=True, uses_max_completion_tokens=True)),
+        (r"^gpt-4\.1", Capabilities(32_768, 1_047_576)),
+        (r"^gpt-4o.*search", Capabilities(16_384, 128_000, web_search=True)),
+        (r"^gpt-4o", Capabilities(16_384, 128_000)),
+        (r"^gpt-4-turbo", Capabilities(4_096, 128_000)),
+        (r"^gpt-3\.5", Capabilities(4_096, 16_385, vision=False)),
+        (r"^deepseek-reasoner", Capabilities(65_536, 128_000, reasoning=True, vision=False, echo_reasoning=True)),
+        (r"^deepseek", Capabilities(8_192, 128_000, vision=False, echo_reasoning=True)),
+        (r"^gemini-(2\.5|3)", Capabilities(65_536, 1_048_576, reasoning=True)),
+        (r"^gemini", Capabilities(8_192, 1_048_576)),
+        (r"^claude", Capabilities(64_000, 200_000, reasoning=True)),
+        (r"^(qwen3?-coder|qwen3)", Capabilities(65_536, 262_144, late_system=False)),
+        (r"^qwen", Capabilities(8_192, 131_072, late_system=False)),
     )
 )
 
 
-def capabilities(upstream_model: str) -> Capabilities:
-    """Built-in facts for well-known families, matched on the name after any `vendor/` prefix."""
+def capabilities(upstream_model: str, overrides: tuple[CapabilityOverride, ...] = ()) -> Capabilities:
+    """Built-in facts for well-known families, matched on the name after any `vendor/` prefix, then the config
+    DB's overrides (every matching row, in order: a later row wins)."""
     name = upstream_model.lower().rsplit("/", 1)[-1]
-    for pattern, caps in _FAMILIES:
-        if pattern.search(name):
-            return caps
-    return Capabilities()
+    caps = next((caps for pattern, caps in _FAMILIES if pattern.search(name)), Capabilities())
+    for override in overrides:
+        if override.matches(upstream_model) or override.matches(name):
+            caps = override.apply(caps)
+    return caps

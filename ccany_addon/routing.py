@@ -1,16 +1,21 @@
 """Which upstream answers a requested model, and why (the rule is kept in the flow log).
 
-In order: `provider,model` named in the request; the config DB's routes (lowest priority first); then the
-reverse-mode upstream with the big/middle/small tier mapping.
+In order: `provider,model` named in the request; the config DB's routes (lowest priority first), each a glob
+on the client's model name, optionally limited to a scenario of the request (background, thinking, long
+context, web search, image); then the reverse-mode upstream with the big/middle/small tier mapping.
+A routed provider whose keys are all cooling down hands the request to the first usable provider of its
+fallback list.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider
 from ccany_addon.errors import GatewayError
 from ccany_addon.models import ModelTiers
+from ccany_addon.schema import ImageBlock, MessagesRequest, ToolResultBlock
 
 REDACTED = "[redacted]"
 # Where each provider kind takes its key; these headers are redacted once a request has been sent.
@@ -49,26 +54,52 @@ class Upstream:
 class Choice:
     upstream: Upstream
     model: str
-    rule: str  # e.g. "route *haiku*", "provider,model", "tier"
+    rule: str  # e.g. "route *haiku*", "provider,model", "tier", "route * [thinking] → fallback b"
+    provider: Provider | None = None  # a config DB provider, whose key pool gives the key
 
 
-def choose(model: str, snapshot: ConfigSnapshot, default: Upstream | None, tiers: ModelTiers) -> Choice:
+def request_scenarios(request: MessagesRequest, estimated_tokens: int, long_context_threshold: int) -> frozenset:
+    """The scenarios a route may ask for, as this request meets them."""
+    found = set()
+    if "haiku" in request.model.lower():
+        found.add("background")
+    if request.thinking is not None and request.thinking.type != "disabled":
+        found.add("thinking")
+    if long_context_threshold and estimated_tokens > long_context_threshold:
+        found.add("long_context")
+    if any((tool.type or "").startswith("web_search") for tool in request.tools or ()):
+        found.add("web_search")
+    if request.messages and _has_image(request.messages[-1].content):
+        found.add("image")
+    return frozenset(found)
+
+
+def _has_image(content: object) -> bool:
+    if not isinstance(content, list):
+        return False
+    return any(isinstance(block, ImageBlock) or (isinstance(block, ToolResultBlock) and _has_image(block.content))
+               for block in content)
+
+
+def choose(model: str, snapshot: ConfigSnapshot, default: Upstream | None, tiers: ModelTiers,
+           scenarios: frozenset = frozenset(), usable: Callable[[Provider], bool] = lambda provider: True) -> Choice:
     name, comma, named_model = model.partition(",")
     if comma and name in snapshot.providers:
-        return Choice(_upstream(snapshot.providers[name]), named_model, "provider,model")
+        provider = snapshot.providers[name]
+        return Choice(_upstream(provider), named_model, "provider,model", provider)
     if comma and snapshot.providers:
         raise GatewayError(400, f"model {model!r} names no known provider (known: {', '.join(snapshot.providers)})")
-    route = snapshot.route(model)
+    route = snapshot.route(model, scenarios)
     if route is not None:
-        provider = route.provider
-        rule = f"route {route.pattern}"
-        if route.upstream_model:
-            return Choice(_upstream(provider), route.upstream_model, rule)
-        if provider.kind == "anthropic" and not provider.models:
-            return Choice(_upstream(provider), model, rule)  # Claude names are the Anthropic API's own
-        own = ModelTiers(provider.models.get("big", tiers.big), provider.models.get("middle", ""),
-                         provider.models.get("small", tiers.small))
-        return Choice(_upstream(provider), own.map(model), rule)
+        rule = f"route {route.pattern}" + (f" [{route.scenario}]" if route.scenario else "")
+        if not usable(route.provider):
+            for fallback in route.provider.fallback:
+                provider = snapshot.providers.get(fallback)
+                if provider is not None and usable(provider):
+                    return Choice(_upstream(provider), _provider_model(provider, model, tiers),
+                                  f"{rule} → fallback {provider.name}", provider)
+        upstream_model = route.upstream_model or _provider_model(route.provider, model, tiers)
+        return Choice(_upstream(route.provider), upstream_model, rule, route.provider)
     if default is None:
         raise GatewayError(500, "ccany has no upstream: start mitmproxy with --mode reverse:<upstream URL> "
                                 "or add a provider and a route to the config DB")
@@ -76,10 +107,20 @@ def choose(model: str, snapshot: ConfigSnapshot, default: Upstream | None, tiers
     return Choice(default, mapped, "tier" if mapped != model else "default")
 
 
+def _provider_model(provider: Provider, model: str, tiers: ModelTiers) -> str:
+    """The provider's own tier mapping of a client model (the command-line tiers fill its gaps)."""
+    if provider.kind == "anthropic" and not provider.models:
+        return model  # Claude names are the Anthropic API's own
+    own = ModelTiers(provider.models.get("big", tiers.big), provider.models.get("middle", ""),
+                     provider.models.get("small", tiers.small))
+    return own.map(model)
+
+
 def _upstream(provider: Provider) -> Upstream:
+    """The provider's endpoint; its key comes from the key pool when the request is sent."""
     return Upstream(
-        provider.scheme, provider.host, provider.port, provider.path_prefix,
-        provider.keys[0] if provider.keys else "",
-        f"provider {provider.name} has no usable key: add one to the config DB",
+        provider.scheme, provider.host, provider.port, provider.path_prefix, "",
+        f"provider {provider.name} has no usable key: add one to the config DB, or re-enable a disabled one",
         provider.name, provider.kind, provider.api_version,
     )
+

@@ -153,6 +153,21 @@ def completion_from_plan(plan: Plan) -> dict:
             "choices": [{"index": 0, "message": message, "finish_reason": finish, **extra}], "usage": usage}
 
 
+def _key_failure(headers: dict[str, str]) -> tuple[int, dict, dict] | None:
+    """Keys that play a quota running out (`sk-limited-<seconds>-…`: 429, retry after that many seconds) or a
+    revoked key (`sk-revoked…`: 401)."""
+    token = headers.get("authorization", "").removeprefix("Bearer ")
+    if limited := re.match(r"sk-limited-(\d+)-", token):
+        error = {"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"}
+        return 429, {"error": error}, {"retry-after": limited.group(1), "x-ratelimit-remaining-requests": "0",
+                                       "x-ratelimit-reset-requests": f"{limited.group(1)}s"}
+    if token.startswith("sk-revoked"):
+        error = {"message": f"Incorrect API key provided: {token}", "type": "invalid_request_error",
+                 "code": "invalid_api_key"}
+        return 401, {"error": error}, {}
+    return None
+
+
 class FakeOpenAI:
     def __init__(self) -> None:
         self.requests: list[dict] = []
@@ -199,6 +214,9 @@ class FakeOpenAI:
         if path.split("?")[0] != "/v1/chat/completions" and "api-version=" not in path:
             error = {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}
             await self._send_json(writer, 404, error)
+            return True
+        if failure := _key_failure(headers):
+            await self._send_json(writer, *failure)
             return True
         status, error, plan = plan_for(body)
         if error is not None:

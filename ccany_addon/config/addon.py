@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
+import time
 from typing import Any
 
 from mitmproxy import ctx
 
+from ccany_addon.config import store
 from ccany_addon.config.schema import SETTINGS, open_config_db
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
 from ccany_addon.config.snapshot import ConfigSnapshot, read_snapshot
+from ccany_addon.key_pool import KeyFailure
 
 logger = logging.getLogger("ccany")
 
@@ -29,6 +33,7 @@ class ConfigWatcher:
         self._watch: asyncio.Task | None = None
         self._from_command_line: set[str] = set()
         self._applied: dict[str, object] = {}
+        self._writes: set[asyncio.Task] = set()
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -57,6 +62,26 @@ class ConfigWatcher:
     def done(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
+
+    def record_key_failure(self, failure: KeyFailure) -> None:
+        """Writes a key's cooldown or disabling to the config DB, off the event loop."""
+        if not self._path:
+            return
+        cooling_until = time.time() + failure.cooldown if failure.cooldown else None
+        write = functools.partial(self._write_key_failure, failure.key.id, failure.status, failure.message,
+                                  cooling_until, failure.disabled)
+        self._writes.add(task := asyncio.get_running_loop().create_task(asyncio.to_thread(write)))
+        task.add_done_callback(self._writes.discard)
+
+    def _write_key_failure(self, *args: Any) -> None:
+        try:
+            db = open_config_db(self._path, self._cipher)
+            try:
+                store.record_key_failure(db, *args)
+            finally:
+                db.close()
+        except sqlite3.Error as error:
+            logger.warning(f"ccany: could not record a key's health in {self._path}: {error}")
 
     def _read(self) -> ConfigSnapshot:
         db = open_config_db(self._path, self._cipher)

@@ -19,6 +19,9 @@ from ccany_addon.migrations import migrate, sql_script
 # The dialects the gateway speaks (checked by store, not SQL: the list grows).
 PROVIDER_KINDS = ("openai", "azure", "responses", "gemini", "anthropic")
 ROLES = ("admin", "viewer")
+KEY_STRATEGIES = ("round-robin", "fill-first")
+# Conditions a route may add to its model pattern (see ccany_addon/routing.py).
+SCENARIOS = ("background", "thinking", "long_context", "web_search", "image")
 
 # Tunables a setting row may hold; each is also a `ccany_*` option, and an option set on the command line wins.
 SETTINGS: dict[str, type] = {
@@ -37,6 +40,10 @@ SETTINGS: dict[str, type] = {
 # Tables whose columns a viewer may never read, and the columns an admin sees only masked.
 SECRET_TABLES = ("provider_keys", "client_keys", "users")
 SECRET_COLUMNS = {"provider_keys": ("secret",), "client_keys": ("key_hash",), "users": ("password_hash",)}
+
+def _listed(values: tuple[str, ...]) -> str:
+    return ", ".join(f"'{value}'" for value in values)
+
 
 _NOW = "strftime('%Y-%m-%d %H:%M:%S', 'now')"
 
@@ -94,7 +101,7 @@ CREATE TABLE users (
     id INTEGER PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
     password_hash TEXT NOT NULL,
-    role TEXT NOT NULL DEFAULT 'viewer' CHECK (role IN ({", ".join(f"'{r}'" for r in ROLES)})),
+    role TEXT NOT NULL DEFAULT 'viewer' CHECK (role IN ({_listed(ROLES)})),
     created_at TEXT NOT NULL DEFAULT ({_NOW})
 );
 CREATE TABLE settings (
@@ -137,7 +144,41 @@ DROP TABLE providers;
 ALTER TABLE providers_v3 RENAME TO providers;
 """
 
-MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3)]
+# Key pools and routing: how a provider picks among its keys, where it falls back when all of them are cooling
+# down, each key's health as the gateway saw it (re-enabling a key clears what disabled it), scenario routes,
+# and per-model capabilities that override the built-in ones (NULL: the built-in value).
+_V4 = f"""
+ALTER TABLE providers ADD COLUMN key_strategy TEXT NOT NULL DEFAULT 'round-robin'
+    CHECK (key_strategy IN ({_listed(KEY_STRATEGIES)}));
+ALTER TABLE providers ADD COLUMN fallback TEXT;
+ALTER TABLE provider_keys ADD COLUMN cooling_until TEXT;
+ALTER TABLE provider_keys ADD COLUMN disabled_reason TEXT;
+ALTER TABLE provider_keys ADD COLUMN last_status INTEGER;
+ALTER TABLE provider_keys ADD COLUMN last_error TEXT;
+ALTER TABLE provider_keys ADD COLUMN last_failure_at TEXT;
+CREATE TRIGGER provider_keys_reenabled AFTER UPDATE OF enabled ON provider_keys
+WHEN NEW.enabled AND NOT OLD.enabled
+BEGIN
+    UPDATE provider_keys SET disabled_reason = NULL, cooling_until = NULL WHERE id = NEW.id;
+END;
+ALTER TABLE routes ADD COLUMN scenario TEXT
+    CHECK (scenario IS NULL OR scenario IN ({_listed(SCENARIOS)}));
+CREATE TABLE model_capabilities (
+    id INTEGER PRIMARY KEY,
+    pattern TEXT NOT NULL UNIQUE,
+    max_output_tokens INTEGER,
+    context_window INTEGER,
+    vision INTEGER,
+    tools INTEGER,
+    reasoning INTEGER,
+    max_tokens_field TEXT
+        CHECK (max_tokens_field IS NULL OR max_tokens_field IN ('max_tokens', 'max_completion_tokens')),
+    late_system INTEGER,
+    notes TEXT
+);
+"""
+
+MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4)]
 VERSION = len(MIGRATIONS)
 
 

@@ -6,14 +6,28 @@ import fnmatch
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import sqlite_utils
 
 from ccany_addon.config.schema import SETTINGS
 from ccany_addon.config.secrets import Cipher, SecretError
+from ccany_addon.models import CapabilityOverride
 
 logger = logging.getLogger("ccany")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderKey:
+    id: int
+    name: str
+    secret: str
+    cooling_until: float = 0.0  # epoch seconds: a cooldown the gateway recorded (survives restarts)
+
+    @property
+    def label(self) -> str:
+        return f"{self.id}:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +41,13 @@ class Provider:
     path_prefix: str
     api_version: str | None
     models: dict[str, str]  # tier → upstream model
-    keys: tuple[str, ...]  # decrypted, enabled
+    keys: tuple[ProviderKey, ...]  # decrypted, enabled
+    key_strategy: str = "round-robin"
+    fallback: tuple[str, ...] = ()  # providers to use while every key of this one is cooling down
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(key.secret for key in self.keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +55,7 @@ class Route:
     pattern: str
     provider: Provider
     upstream_model: str | None
+    scenario: str | None = None  # a condition on the request besides the model pattern
 
     def matches(self, model: str) -> bool:
         return fnmatch.fnmatchcase(model.lower(), self.pattern.lower())
@@ -61,25 +82,34 @@ class ConfigSnapshot:
     client_keys: dict[str, ClientKey] = field(default_factory=dict)  # by key hash
     settings: dict[str, object] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+    capabilities: tuple[CapabilityOverride, ...] = ()
 
-    def route(self, model: str) -> Route | None:
-        return next((route for route in self.routes if route.matches(model)), None)
+    def route(self, model: str, scenarios: frozenset[str] = frozenset()) -> Route | None:
+        """The first route (by priority) whose pattern matches and whose scenario, if any, the request meets."""
+        return next((route for route in self.routes
+                     if route.matches(model) and (route.scenario is None or route.scenario in scenarios)), None)
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return tuple(key for provider in self.providers.values() for key in provider.keys)
+        return tuple(secret for provider in self.providers.values() for secret in provider.secrets)
+
+    @property
+    def key_ids(self) -> set[int]:
+        return {key.id for provider in self.providers.values() for key in provider.keys}
 
 
 def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSnapshot:
     problems: list[str] = []
-    keys: dict[int, list[str]] = {}
-    for row in db.execute("SELECT provider_id, secret FROM provider_keys WHERE enabled ORDER BY id").fetchall():
+    keys: dict[int, list[ProviderKey]] = {}
+    query = "SELECT id, provider_id, name, secret, cooling_until FROM provider_keys WHERE enabled ORDER BY id"
+    for key_id, provider_id, name, secret, cooling_until in db.execute(query).fetchall():
         try:
             if cipher is None:
                 raise SecretError("no master key")
-            keys.setdefault(row[0], []).append(cipher.decrypt(row[1]))
+            key = ProviderKey(key_id, name, cipher.decrypt(secret), utc_seconds(cooling_until))
+            keys.setdefault(provider_id, []).append(key)
         except SecretError as error:
-            problems.append(f"a key of provider {row[0]} cannot be used: {error}")
+            problems.append(f"a key of provider {provider_id} cannot be used: {error}")
     providers: dict[str, Provider] = {}
     by_id: dict[int, Provider] = {}
     for row in db["providers"].rows_where("enabled"):
@@ -93,10 +123,12 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
             api_version=row["api_version"],
             models={tier: row[f"{tier}_model"] for tier in ("big", "middle", "small") if row[f"{tier}_model"]},
             keys=tuple(keys.get(row["id"], ())),
+            key_strategy=row["key_strategy"],
+            fallback=tuple(name.strip() for name in (row["fallback"] or "").split(",") if name.strip()),
         )
         providers[provider.name] = by_id[provider.id] = provider
     routes = tuple(
-        Route(row["pattern"], by_id[row["provider_id"]], row["upstream_model"])
+        Route(row["pattern"], by_id[row["provider_id"]], row["upstream_model"], row["scenario"])
         for row in db["routes"].rows_where("enabled", order_by="priority, id")
         if row["provider_id"] in by_id
     )
@@ -113,7 +145,18 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
             settings[row["name"]] = _typed(kind, row["value"])
         except ValueError:
             problems.append(f"setting {row['name']}={row['value']!r} is not a {kind.__name__}")
-    return ConfigSnapshot(providers, routes, client_keys, settings, tuple(problems))
+    capabilities = tuple(CapabilityOverride.from_row(row) for row in db["model_capabilities"].rows_where(order_by="id"))
+    return ConfigSnapshot(providers, routes, client_keys, settings, tuple(problems), capabilities)
+
+
+def utc_seconds(text: str | None) -> float:
+    """Epoch seconds of the config DB's UTC `YYYY-MM-DD HH:MM:SS` text (0 for none)."""
+    if not text:
+        return 0.0
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def allowed_models(stored: str | None) -> tuple[str, ...]:

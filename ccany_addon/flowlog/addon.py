@@ -128,6 +128,8 @@ class FlowLog:
             client_model=state.client_model or None,
             client_key_id=state.client.id if state.client else None,
             route=state.route,
+            provider_key=state.key.label if state.key else None,
+            cache_hit=state.cache_hit,
             notes=state.notes,
             ended=time.time(),
         )

@@ -74,6 +74,8 @@ class FlowRecord:
     client_request_headers: HeaderFields
     client_key_id: int | None = None
     route: str | None = None
+    provider_key: str | None = None
+    cache_hit: bool = False
     status_code: int | None = None
     client_response: bytes | None = None  # None for a stream: rebuilt from `events`
     client_response_headers: HeaderFields = ()
@@ -153,6 +155,8 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
         "upstream_model": record.upstream_model,
         "provider": record.provider,
         "route": record.route,
+        "provider_key": record.provider_key,
+        "cache_hit": int(record.cache_hit),
         "upstream_url": record.upstream_url,
         "client_addr": record.client_addr,
         "user_agent": user_agent,

@@ -54,8 +54,10 @@ FLOW_COLUMNS: dict[str, type] = {
     "truncated": str,  # names of bodies cut at the size cap
     "conversation": str,  # searchable text: the turn's new input and the answer
     "route": str,  # the rule that chose the upstream: "route <pattern>", "provider,model", "tier", "default"
+    "provider_key": str,  # "<id>:<name>" of the provider key used (its id in the config DB), never the key
+    "cache_hit": int,  # 1: answered from the response cache, the upstream not asked
 }
-_ADDED_LATER = {"route"}  # columns of later migrations (v1 creates the rest)
+_ADDED_LATER = {"route", "provider_key", "cache_hit"}  # columns of later migrations (v1 creates the rest)
 
 FLOW_INDEXES: list[list[str]] = [
     ["started_at"],
@@ -80,7 +82,13 @@ def _v2(db: sqlite_utils.Database) -> None:
     db[FLOWS].add_column("route", str)  # type: ignore[union-attr]
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    db[FLOWS].add_column("provider_key", str)  # type: ignore[union-attr]
+    db[FLOWS].add_column("cache_hit", int)  # type: ignore[union-attr]
+    db[FLOWS].create_index(["provider_key", "started_at"], if_not_exists=True)  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 VERSION = len(MIGRATIONS)
 
 

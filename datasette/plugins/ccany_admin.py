@@ -53,7 +53,14 @@ from datasette.utils import await_me_maybe, baseconv
 from datasette.utils.asgi import Forbidden, NotFound, Response
 
 from ccany_addon.config import store
-from ccany_addon.config.schema import PROVIDER_KINDS, ROLES, SECRET_COLUMNS, SECRET_TABLES, register_functions
+from ccany_addon.config.schema import (
+    KEY_STRATEGIES,
+    PROVIDER_KINDS,
+    ROLES,
+    SECRET_COLUMNS,
+    SECRET_TABLES,
+    register_functions,
+)
 from ccany_addon.config.secrets import Cipher, SecretError, hash_password, load_master_key, verify_password
 
 logger = logging.getLogger("ccany")
@@ -603,14 +610,19 @@ async def admin_page(datasette, request):
 async def _providers_context(datasette) -> dict:
     db = await config_db(datasette)
     providers = [dict(row) for row in (await db.execute(
-        "SELECT id, name, kind, base_url, api_version, big_model, middle_model, small_model, enabled "
-        "FROM providers ORDER BY name")).rows]
+        "SELECT id, name, kind, base_url, api_version, big_model, middle_model, small_model, enabled, key_strategy, "
+        "fallback FROM providers ORDER BY name")).rows]
     keys = [dict(row) for row in (await db.execute(
-        "SELECT id, provider_id, name, hint, enabled, created_at FROM provider_keys ORDER BY provider_id, id")).rows]
+        "SELECT id, provider_id, name, hint, enabled, created_at, cooling_until, disabled_reason, last_status, "
+        "last_error, last_failure_at FROM provider_keys ORDER BY provider_id, id")).rows]
+    now = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    for key in keys:
+        key["health"] = ("disabled" if not key["enabled"] else
+                         "cooling" if (key["cooling_until"] or "") > now else "healthy")
     for provider in providers:
         provider["keys"] = [key for key in keys if key["provider_id"] == provider["id"]]
         provider["url"] = datasette.urls.row(db.name, "providers", str(provider["id"]))
-    return {"providers": providers, "kinds": PROVIDER_KINDS,
+    return {"providers": providers, "kinds": PROVIDER_KINDS, "strategies": KEY_STRATEGIES, "now": now,
             "providers_url": datasette.urls.table(db.name, "providers"),
             "keys_url": datasette.urls.table(db.name, "provider_keys"),
             "routes_url": datasette.urls.table(db.name, "routes")}
@@ -628,10 +640,16 @@ async def providers_page(datasette, request):
                 name = form.get("name", "").strip()
                 if not name:
                     raise store.ConfigError("the provider needs a name")
+                fallback = [part.strip() for part in form.get("fallback", "").split(",") if part.strip()]
                 await write_config(datasette, request, lambda db: store.add_provider(
                     db, actor["id"], name, form.get("base_url", "").strip(), form.get("kind", "openai"),
-                    form.get("api_version", "").strip() or None, {k: v for k, v in models.items() if v}))
+                    form.get("api_version", "").strip() or None, {k: v for k, v in models.items() if v},
+                    form.get("key_strategy", "round-robin"), fallback))
                 message = f"Added provider {name}"
+            elif action == "enable-key":
+                key_id = int(form.get("key_id", "0"))
+                await write_config(datasette, request, lambda db: store.set_key_enabled(db, actor["id"], key_id, True))
+                message = "Re-enabled the key: the gateway uses it again within a second"
             elif action == "set-key":
                 message = await _set_key(datasette, request, actor, form)
             elif action == "test":

@@ -7,11 +7,13 @@ import asyncio
 import json
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from ccany_addon.config import store
 from ccany_addon.config.schema import open_config_db
 from ccany_addon.config.secrets import client_key_hash, is_encrypted
 from tests.conftest import secret
@@ -345,3 +347,30 @@ async def test_api_tokens_act_with_their_users_current_role(flow_log: FlowLog, t
     assert inserted.status_code == 201, inserted.text
     assert_only_ciphertext(config, API_KEY, PROVIDER_KEY)
     assert audit_rows(config)[-1]["actor"] == ADMIN[0] and audit_rows(config)[-1]["action"] == "insert-rows"
+
+
+async def test_key_health_is_shown_and_a_disabled_key_can_be_re_enabled(flow_log: FlowLog, tmp_path: Path) -> None:
+    config = make_config(tmp_path / "config.db")
+    db = open_config_db(config.path, config.cipher)
+    cooling_id = store.set_provider_key(db, "cli", "openai", secret("sk-live-second-key-for-the-pool-77a1"), "second")
+    disabled_id = store.set_provider_key(db, "cli", "openai", secret("sk-live-third-key-for-the-pool-88b2"), "third")
+    # what the gateway writes when an upstream answers 429 for one key and 401 for another
+    store.record_key_failure(db, cooling_id, 429, "slow down", time.time() + 600, None)
+    store.record_key_failure(db, disabled_id, 401, "invalid api key", None, "upstream answered 401: invalid api key")
+    db.close()
+    ds = datasette_for(flow_log.path, config)
+    admin = await session(ds, *ADMIN)
+    page = await ds.client.get("/-/admin/providers", cookies=admin)
+    rows = re.findall(r'<tr class="ccany-key-(\w+)">(.*?)</tr>', page.text, re.S)
+    health = {re.search(r"ccany-secret\">(\w+)", cells).group(1): state for state, cells in rows}
+    assert health == {"default": "healthy", "second": "cooling", "third": "disabled"}
+    assert "upstream answered 401: invalid api key" in page.text and "(HTTP 429)" in page.text
+    assert not leaks(page.text, config)
+    enabled = await ds.client.post("/-/admin/providers", cookies=admin,
+                                   data={"action": "enable-key", "key_id": str(disabled_id)})
+    assert enabled.status_code == 200 and "Re-enabled the key" in enabled.text
+    row = open_config_db(config.path, None)["provider_keys"].get(disabled_id)
+    assert (row["enabled"], row["disabled_reason"]) == (1, None)
+    assert ("alice", "enable provider key", f"provider_keys/{disabled_id}") in [
+        (r["actor"], r["action"], r["target"]) for r in audit_rows(config)]
+    assert ("gateway", "disable provider key") in [(r["actor"], r["action"]) for r in audit_rows(config)]

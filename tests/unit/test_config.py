@@ -64,7 +64,7 @@ def test_snapshot_routes_client_keys_and_settings(config):
     store.set_setting(db, "t", "ccany_request_timeout", "30")
     snapshot = read_snapshot(db, cipher)
     provider = snapshot.providers["local"]
-    assert (provider.scheme, provider.host, provider.port, provider.path_prefix, provider.keys) == (
+    assert (provider.scheme, provider.host, provider.port, provider.path_prefix, provider.secrets) == (
         "http", "127.0.0.1", 9, "/v1", (KEY,))
     assert snapshot.route("claude-haiku-4-5").upstream_model is None
     assert snapshot.route("claude-sonnet-4-5").upstream_model == "big-one"
@@ -146,7 +146,7 @@ def test_cli_round_trip_export_without_and_with_secrets(tmp_path, monkeypatch, c
     assert config_main(["--db", other, "import", str(tmp_path / "all.yaml")]) == 0
     db = open_config_db(other, Cipher(load_master_key(other)))
     snapshot = read_snapshot(db, Cipher(load_master_key(other)))
-    assert snapshot.providers["openai"].keys == (KEY,)
+    assert snapshot.providers["openai"].secrets == (KEY,)
     assert authenticate(snapshot, printed_key, "10.1.1.1").name == "laptop"
     assert verify_password("correct horse battery", next(db["users"].rows)["password_hash"])
     assert snapshot.settings == {"ccany_max_tokens_limit": 8192}

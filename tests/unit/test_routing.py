@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from ccany_addon.config.snapshot import ConfigSnapshot, Provider, Route
+from ccany_addon.config.snapshot import ConfigSnapshot, Provider, ProviderKey, Route
 from ccany_addon.errors import GatewayError
 from ccany_addon.models import ModelTiers
-from ccany_addon.routing import Upstream, choose
+from ccany_addon.routing import Upstream, choose, request_scenarios
+from ccany_addon.schema import MessagesRequest
 
 TIERS = ModelTiers("gpt-4o", "", "gpt-4o-mini")
 DEFAULT = Upstream("https", "api.openai.com", 443, "/v1", "sk-env", "set OPENAI_API_KEY")
 
 
-def provider(name: str, kind: str = "openai", models: dict | None = None) -> Provider:
-    return Provider(1, name, kind, "http", "127.0.0.1", 9000, "/v1", None, models or {}, ("k1", "k2"))
+def provider(name: str, kind: str = "openai", models: dict | None = None, fallback: tuple[str, ...] = ()) -> Provider:
+    keys = (ProviderKey(1, "k1", "secret-1"), ProviderKey(2, "k2", "secret-2"))
+    return Provider(1, name, kind, "http", "127.0.0.1", 9000, "/v1", None, models or {}, keys, fallback=fallback)
 
 
-def snapshot(*routes: Route) -> ConfigSnapshot:
-    providers = {route.provider.name: route.provider for route in routes}
+def snapshot(*routes: Route, extra: tuple[Provider, ...] = ()) -> ConfigSnapshot:
+    providers = {p.name: p for p in (*(route.provider for route in routes), *extra)}
     return ConfigSnapshot(providers=providers, routes=routes)
 
 
@@ -32,8 +34,9 @@ def test_routes_in_priority_order_with_their_model_or_the_providers_tiers():
     local = provider("local", models={"small": "qwen-small"})
     config = snapshot(Route("*haiku*", local, None), Route("claude-*", local, "qwen-big"))
     haiku = choose("claude-haiku-4-5", config, DEFAULT, TIERS)
-    assert (haiku.upstream.provider, haiku.model, haiku.rule, haiku.upstream.key) == (
-        "local", "qwen-small", "route *haiku*", "k1")
+    assert (haiku.upstream.provider, haiku.model, haiku.rule, haiku.provider) == (
+        "local", "qwen-small", "route *haiku*", local)
+    assert haiku.upstream.key == ""  # the key pool gives the key when the request is sent
     assert choose("claude-opus-4-1", config, DEFAULT, TIERS).model == "qwen-big"
     assert choose("gpt-4o", config, DEFAULT, TIERS).upstream is DEFAULT
 
@@ -55,3 +58,52 @@ def test_anthropic_kind_keeps_claude_names():
 def test_no_upstream_at_all_is_a_clear_error():
     with pytest.raises(GatewayError, match="no upstream"):
         choose("claude-haiku-4-5", ConfigSnapshot(), None, TIERS)
+
+
+def request(**fields) -> MessagesRequest:
+    return MessagesRequest.model_validate({"model": "claude-sonnet-4-5", "max_tokens": 10,
+                                           "messages": [{"role": "user", "content": "hi"}], **fields})
+
+
+IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+
+
+@pytest.mark.parametrize(("fields", "tokens", "expected"), [
+    ({}, 100, set()),
+    ({"model": "claude-haiku-4-5"}, 100, {"background"}),
+    ({"thinking": {"type": "enabled", "budget_tokens": 2000}}, 100, {"thinking"}),
+    ({"thinking": {"type": "adaptive"}}, 100, {"thinking"}),
+    ({"thinking": {"type": "disabled"}}, 100, set()),
+    ({}, 70_000, {"long_context"}),
+    ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, 100, {"web_search"}),
+    ({"messages": [{"role": "user", "content": [IMAGE, {"type": "text", "text": "what is it?"}]}]}, 100, {"image"}),
+    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [IMAGE]}]}]},
+     100, {"image"}),
+    # an image earlier in the conversation is not this turn's
+    ({"messages": [{"role": "user", "content": [IMAGE]}, {"role": "assistant", "content": "a cat"},
+                   {"role": "user", "content": "thanks"}]}, 100, set()),
+])
+def test_request_scenarios(fields, tokens, expected):
+    assert request_scenarios(request(**fields), tokens, 60_000) == expected
+
+
+def test_scenario_routes_apply_only_when_the_request_meets_them():
+    main, thinker = provider("main"), provider("thinker")
+    config = snapshot(Route("*", thinker, "deep-reasoner", "thinking"), Route("claude-*", main, "plain"))
+    thinking = choose("claude-sonnet-4-5", config, DEFAULT, TIERS, frozenset({"thinking"}))
+    assert (thinking.upstream.provider, thinking.model, thinking.rule) == ("thinker", "deep-reasoner",
+                                                                          "route * [thinking]")
+    plain = choose("claude-sonnet-4-5", config, DEFAULT, TIERS, frozenset({"image"}))
+    assert (plain.upstream.provider, plain.model, plain.rule) == ("main", "plain", "route claude-*")
+
+
+def test_a_provider_without_a_healthy_key_falls_back_in_list_order():
+    backup = provider("backup", models={"big": "backup-big"})
+    spare = provider("spare")
+    main = provider("main", fallback=("missing", "backup", "spare"))
+    config = snapshot(Route("claude-*", main, "main-model"), extra=(backup, spare))
+    choice = choose("claude-opus-4-1", config, DEFAULT, TIERS, usable=lambda p: p.name != "main")
+    assert (choice.provider, choice.model, choice.rule) == (backup, "backup-big", "route claude-* → fallback backup")
+    # nothing usable: the routed provider stays, and the gateway tells the client when to retry
+    stuck = choose("claude-opus-4-1", config, DEFAULT, TIERS, usable=lambda p: False)
+    assert (stuck.provider, stuck.rule) == (main, "route claude-*")
