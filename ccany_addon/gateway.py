@@ -19,6 +19,7 @@ from ccany_addon.config.access import authenticate, authorize_model, presented_k
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot, Provider, ProviderKey
 from ccany_addon.converters import anthropic_passthrough as passthrough
+from ccany_addon.converters.capability_fit import fit_request
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
 from ccany_addon.converters.openai_chat import upstream_error
 from ccany_addon.count_tokens import count_tokens, rough_input_tokens
@@ -354,15 +355,18 @@ class Gateway:
 
     def _converted_body(self, dialect: Dialect, request: MessagesRequest, upstream_model: str,
                         state: FlowState) -> bytes:
+        caps = capabilities(upstream_model, self.snapshot.capabilities)
         target = UpstreamTarget(
             upstream_model,
-            capabilities(upstream_model),
+            caps,
             ctx.options.ccany_max_tokens_limit,
-            ctx.options.ccany_fold_system_messages,
+            ctx.options.ccany_fold_system_messages or not caps.late_system,
         )
         if self._temperature is not None:
             request = request.model_copy(update={"temperature": self._temperature})
+        request, fitted = fit_request(request, caps)
         body, notes = dialect.to_request(request, target)
+        notes = fitted + notes
         for note in notes:
             logger.info(f"ccany: {state.request_id}: {note}")
         state.notes = notes
