@@ -31,6 +31,7 @@ from ccany_addon.metrics import Metrics
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.option_checks import require_bounds
 from ccany_addon.reachability import Reachability
+from ccany_addon.response_cache import ResponseCache, cache_key
 from ccany_addon.routing import KEY_HEADERS, REDACTED, Upstream
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
 
@@ -62,6 +63,7 @@ class FlowState:
     provider: Provider | None = None  # a config DB provider: its key pool chose `key`
     key: ProviderKey | None = None
     cache_hit: bool = False
+    cache_key: bytes | None = None  # set when the answer may be cached
     # What the flow log needs of what the gateway rewrites or replaces.
     handler: str = ""
     client_request: bytes | None = None
@@ -98,6 +100,7 @@ class Gateway:
         self._temperature: float | None = None
         self.reachability = Reachability()
         self.pools = KeyPools()
+        self.cache = ResponseCache()
         self.metrics = Metrics()
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
 
@@ -130,6 +133,12 @@ class Gateway:
             "Send every request upstream with this temperature (empty: the client's own).",
         )
         loader.add_option(
+            "ccany_cache_ttl", int, 0,
+            "Seconds a non-streamed answer is reused for an identical request (0: no response cache).",
+        )
+        loader.add_option("ccany_cache_max_entries", int, 1000, "Most answers the response cache keeps.")
+        loader.add_option("ccany_cache_max_mb", int, 64, "Most megabytes of answers the response cache keeps.")
+        loader.add_option(
             "ccany_long_context_threshold", int, 60_000,
             "Estimated input tokens above which a request meets the long_context route scenario (0: never).",
         )
@@ -141,7 +150,10 @@ class Gateway:
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
         require_bounds(updated, ("ccany_request_timeout", "ccany_max_body_size"),
-                       ("ccany_max_tokens_limit", "ccany_long_context_threshold"))
+                       ("ccany_max_tokens_limit", "ccany_long_context_threshold", "ccany_cache_ttl",
+                        "ccany_cache_max_entries", "ccany_cache_max_mb"))
+        self.cache.resize(options.ccany_cache_ttl, options.ccany_cache_max_entries,
+                          options.ccany_cache_max_mb * 1024 * 1024)
         if "ccany_upstream_path" in updated and not options.ccany_upstream_path.startswith("/"):
             raise exceptions.OptionsError("ccany_upstream_path must start with '/'")
         if "ccany_temperature_override" in updated:
@@ -276,6 +288,8 @@ class Gateway:
             if state.upstream is not None and state.upstream.kind == "anthropic":
                 state.stop_reason, state.usage = passthrough.message_facts(body)
                 flow.response = self._response(state, 200, raw)  # the upstream's answer, untouched
+                if state.cache_key is not None:
+                    self.cache.put(state.cache_key, raw)
                 return
             message = DIALECTS[state.upstream.kind].to_message(body, state.response_context)
         except GatewayError as error:
@@ -283,6 +297,8 @@ class Gateway:
             return
         state.stop_reason, state.usage = message["stop_reason"], message["usage"]
         self._answer(flow, state, 200, message)
+        if state.cache_key is not None:
+            self.cache.put(state.cache_key, flow.response.raw_content or b"")
 
     def error(self, flow: http.HTTPFlow) -> None:
         KeyInjector.redact(flow)
@@ -327,6 +343,15 @@ class Gateway:
                                 lambda provider: self.pools.ready_in(provider) == 0)
         upstream, upstream_model = choice.upstream, choice.model
         state.upstream, state.route, state.provider = upstream, choice.rule, choice.provider
+        state.client_model, state.upstream_model, state.stream = request.model, upstream_model, request.stream
+        if not request.stream and self.cache.enabled:
+            client = str(state.client.id) if state.client else ""
+            state.cache_key = cache_key(client, upstream.provider, upstream_model, flow.request.raw_content or b"")
+            if (cached := self.cache.get(state.cache_key)) is not None:
+                state.cache_hit = True
+                state.stop_reason, state.usage = passthrough.message_facts(loads(cached))
+                flow.response = self._response(state, 200, cached)
+                return
         if (reason := self.reachability.down_reason_for(upstream.host, upstream.port)) is not None:
             raise GatewayError(500, f"ccany: upstream {upstream.name} is unreachable: {reason}")
         if choice.provider is not None:
@@ -336,7 +361,6 @@ class Gateway:
             upstream = state.upstream = replace(upstream, key=state.key.secret)
         if not upstream.key:
             raise GatewayError(401, upstream.missing_key)
-        state.client_model, state.upstream_model, state.stream = request.model, upstream_model, request.stream
         state.response_context = ResponseContext.for_request(request, estimated_tokens)
         client_headers = flow.request.headers
         if upstream.kind == "anthropic":

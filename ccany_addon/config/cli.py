@@ -17,7 +17,14 @@ from typing import Any
 import yaml
 
 from ccany_addon.config import store
-from ccany_addon.config.schema import PROVIDER_KINDS, ROLES, SETTINGS, open_config_db
+from ccany_addon.config.schema import (
+    KEY_STRATEGIES,
+    PROVIDER_KINDS,
+    ROLES,
+    SCENARIOS,
+    SETTINGS,
+    open_config_db,
+)
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
 from ccany_addon.config.snapshot import allowed_models
 
@@ -42,6 +49,8 @@ def export_config(db, cipher: Cipher | None, with_secrets: bool) -> dict[str, An
             "name": row["name"], "kind": row["kind"], "base_url": row["base_url"], "api_version": row["api_version"],
             "enabled": bool(row["enabled"]),
             "models": {tier: row[f"{tier}_model"] for tier in ("big", "middle", "small") if row[f"{tier}_model"]},
+            "key_strategy": row["key_strategy"],
+            "fallback": [name for name in (row["fallback"] or "").split(",") if name] or None,
         }
         if with_secrets:
             if cipher is None:
@@ -52,8 +61,11 @@ def export_config(db, cipher: Cipher | None, with_secrets: bool) -> dict[str, An
         providers.append(entry)
     names = {row["id"]: row["name"] for row in db["providers"].rows}
     routes = [{"pattern": row["pattern"], "provider": names.get(row["provider_id"]), "model": row["upstream_model"],
-               "priority": row["priority"], "enabled": bool(row["enabled"])}
+               "priority": row["priority"], "enabled": bool(row["enabled"]),
+               **({"scenario": row["scenario"]} if row["scenario"] else {})}
               for row in db["routes"].rows_where(order_by="priority, id")]
+    capabilities = [{name: value for name, value in row.items() if name != "id" and value is not None}
+                    for row in db["model_capabilities"].rows_where(order_by="id")]
     client_keys = [{"name": row["name"], "prefix": row["prefix"], "expires_at": row["expires_at"],
                     "allowed_models": list(allowed_models(row["allowed_models"])) or None,
                     "enabled": bool(row["enabled"]), **({"key_hash": row["key_hash"]} if with_secrets else {})}
@@ -63,7 +75,7 @@ def export_config(db, cipher: Cipher | None, with_secrets: bool) -> dict[str, An
              for row in db["users"].rows_where(order_by="id")]
     settings = {row["name"]: row["value"] for row in db["settings"].rows_where(order_by="name")}
     return {"providers": providers, "routes": routes, "client_keys": client_keys, "users": users,
-            "settings": settings}
+            "settings": settings, "model_capabilities": capabilities}
 
 
 def import_config(db, data: dict[str, Any]) -> list[str]:
@@ -74,7 +86,8 @@ def import_config(db, data: dict[str, Any]) -> list[str]:
         existing = db.execute("SELECT id FROM providers WHERE name = ?", [entry["name"]]).fetchone()
         if existing is None:
             store.add_provider(db, ACTOR, entry["name"], entry["base_url"], entry.get("kind", "openai"),
-                               entry.get("api_version"), entry.get("models"))
+                               entry.get("api_version"), entry.get("models"),
+                               entry.get("key_strategy", "round-robin"), entry.get("fallback"))
             done.append(f"provider {entry['name']} added")
         for key in entry.get("keys") or []:
             store.set_provider_key(db, ACTOR, entry["name"], key["key"], key.get("name", "default"))
@@ -83,7 +96,8 @@ def import_config(db, data: dict[str, Any]) -> list[str]:
         pid = store.provider_id(db, route["provider"])
         if db.execute("SELECT 1 FROM routes WHERE pattern = ? AND provider_id = ?", [route["pattern"], pid]).fetchone():
             continue
-        store.add_route(db, ACTOR, route["pattern"], route["provider"], route.get("model"), route.get("priority", 100))
+        store.add_route(db, ACTOR, route["pattern"], route["provider"], route.get("model"), route.get("priority", 100),
+                        route.get("scenario"))
         done.append(f"route {route['pattern']} → {route['provider']} added")
     for key in data.get("client_keys") or []:
         if not key.get("key_hash") or db.execute("SELECT 1 FROM client_keys WHERE key_hash = ?",
@@ -105,6 +119,10 @@ def import_config(db, data: dict[str, Any]) -> list[str]:
                                 "role": user.get("role", "viewer")})
             store.audit(db, ACTOR, "import user", "users", {"username": user["username"]})
         done.append(f"user {user['username']} imported")
+    for entry in data.get("model_capabilities") or []:
+        facts = {name: value for name, value in entry.items() if name != "pattern"}
+        store.set_capabilities(db, ACTOR, entry["pattern"], **facts)
+        done.append(f"capabilities of {entry['pattern']} set")
     for name, value in (data.get("settings") or {}).items():
         store.set_setting(db, ACTOR, name, value)
         done.append(f"setting {name} set")
@@ -124,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     provider.add_argument("--api-version")
     for tier in ("big", "middle", "small"):
         provider.add_argument(f"--{tier}-model")
+    provider.add_argument("--key-strategy", default="round-robin", choices=KEY_STRATEGIES)
+    provider.add_argument("--fallback", help="comma-separated providers to use while every key cools down")
 
     key = commands.add_parser("key-set", help="store an upstream key for a provider (encrypted)")
     key.add_argument("provider")
@@ -135,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("provider")
     route.add_argument("--model", help="upstream model (default: the provider's tier models)")
     route.add_argument("--priority", type=int, default=100, help="lower wins (default 100)")
+    route.add_argument("--scenario", choices=SCENARIOS, help="apply only to requests in this scenario")
 
     client = commands.add_parser("client-key-create", help="create a client access key (printed once)")
     client.add_argument("name")
@@ -181,14 +202,17 @@ def _run(args: argparse.Namespace, db, cipher: Cipher) -> str:
     match args.command:
         case "provider-add":
             models = {tier: getattr(args, f"{tier}_model") for tier in ("big", "middle", "small")}
+            fallback = [name.strip() for name in args.fallback.split(",")] if args.fallback else None
             pid = store.add_provider(db, ACTOR, args.name, args.base_url, args.kind, args.api_version,
-                                     {tier: model for tier, model in models.items() if model})
+                                     {tier: model for tier, model in models.items() if model}, args.key_strategy,
+                                     fallback)
             return f"provider {args.name} added (id {pid})"
         case "key-set":
             key_id = store.set_provider_key(db, ACTOR, args.provider, _secret(args, "upstream key"), args.name)
             return f"key {args.name} of {args.provider} stored encrypted (id {key_id})"
         case "route-add":
-            route_id = store.add_route(db, ACTOR, args.pattern, args.provider, args.model, args.priority)
+            route_id = store.add_route(db, ACTOR, args.pattern, args.provider, args.model, args.priority,
+                                       args.scenario)
             return f"route {args.pattern} → {args.provider} added (id {route_id})"
         case "client-key-create":
             models = [part.strip() for part in args.models.split(",")] if args.models else None

@@ -35,6 +35,10 @@ SETTINGS: dict[str, type] = {
     "ccany_log_bodies": str,
     "ccany_log_body_cap": int,
     "ccany_log_retention_days": int,
+    "ccany_long_context_threshold": int,
+    "ccany_cache_ttl": int,
+    "ccany_cache_max_entries": int,
+    "ccany_cache_max_mb": int,
 }
 
 # Tables whose columns a viewer may never read, and the columns an admin sees only masked.

@@ -66,7 +66,8 @@ from ccany_addon.config.secrets import Cipher, SecretError, hash_password, load_
 logger = logging.getLogger("ccany")
 
 MARKER_TABLES = ("provider_keys", "client_keys", "users")  # a database with all three is the config DB
-CONFIG_TABLES = ("providers", "provider_keys", "routes", "client_keys", "users", "settings", "audit")
+CONFIG_TABLES = ("providers", "provider_keys", "routes", "model_capabilities", "client_keys", "users", "settings",
+                 "audit")
 SECRET_READS = frozenset((table, column) for table, columns in SECRET_COLUMNS.items() for column in columns)
 ENCRYPT_TRIGGERS = frozenset({"provider_keys_encrypt_insert", "provider_keys_encrypt_update"})
 # What an admin may do with Datasette's own row editor / JSON write API. Users (passwords must be hashed) are
@@ -76,6 +77,7 @@ ADMIN_ROW_WRITES = {
     "providers": ("insert-row", "update-row", "delete-row"),
     "provider_keys": ("insert-row", "update-row", "delete-row"),
     "routes": ("insert-row", "update-row", "delete-row"),
+    "model_capabilities": ("insert-row", "update-row", "delete-row"),
     "settings": ("insert-row", "update-row", "delete-row"),
     "client_keys": ("update-row", "delete-row"),
 }
@@ -589,14 +591,8 @@ async def password_page(datasette, request):
 async def admin_page(datasette, request):
     require_admin(request)
     db = await config_db(datasette)
-    counts = dict(
-        (await db.execute(
-            "SELECT 'providers', count(*) FROM providers UNION ALL SELECT 'provider_keys', count(*) FROM provider_keys "
-            "UNION ALL SELECT 'routes', count(*) FROM routes UNION ALL SELECT 'client_keys', count(*) FROM client_keys "
-            "UNION ALL SELECT 'users', count(*) FROM users UNION ALL SELECT 'settings', count(*) FROM settings "
-            "UNION ALL SELECT 'audit', count(*) FROM audit"
-        )).rows
-    )
+    count_all = " UNION ALL ".join(f"SELECT '{table}', count(*) FROM {table}" for table in CONFIG_TABLES)
+    counts = dict((await db.execute(count_all)).rows)
     audit = [dict(row) for row in (await db.execute(
         "SELECT at, actor, action, target, details FROM audit ORDER BY id DESC LIMIT 15")).rows]
     tables = [{"name": table, "count": counts.get(table, 0), "url": datasette.urls.table(db.name, table),

@@ -128,6 +128,9 @@ def test_cli_round_trip_export_without_and_with_secrets(tmp_path, monkeypatch, c
     for argv in (["provider-add", "openai", "--base-url", "https://api.openai.com/v1", "--small-model", "gpt-4.1-mini"],
                  ["key-set", "openai", "--from-env", "UPSTREAM"],
                  ["route-add", "*haiku*", "openai", "--model", "gpt-4.1-mini"],
+                 ["provider-add", "pool", "--base-url", "https://pool.example/v1", "--key-strategy", "fill-first",
+                  "--fallback", "openai"],
+                 ["route-add", "*", "pool", "--model", "o3", "--priority", "10", "--scenario", "thinking"],
                  ["user-add", "ada", "--role", "admin", "--from-env", "PASSWORD"],
                  ["setting", "ccany_max_tokens_limit", "8192"]):
         assert config_main(["--db", db_path, *argv]) == 0
@@ -137,9 +140,18 @@ def test_cli_round_trip_export_without_and_with_secrets(tmp_path, monkeypatch, c
     assert config_main(["--db", db_path, "export", str(tmp_path / "plain.yaml")]) == 0
     plain = (tmp_path / "plain.yaml").read_text()
     assert KEY not in plain and "scrypt$" not in plain and "key_hash" not in plain
-    assert yaml.safe_load(plain)["routes"][0] == {"pattern": "*haiku*", "provider": "openai",
+    assert yaml.safe_load(plain)["routes"][1] == {"pattern": "*haiku*", "provider": "openai",
                                                   "model": "gpt-4.1-mini", "priority": 100, "enabled": True}
+    exported = yaml.safe_load(plain)
+    assert exported["providers"][1]["key_strategy"] == "fill-first" and exported["providers"][1]["fallback"] == [
+        "openai"]
+    assert exported["routes"][0]["scenario"] == "thinking"
+    db = open_config_db(db_path, None)
+    store.set_capabilities(db, "t", "o3*", max_output_tokens=5000, vision=False)
+    db.close()
     assert config_main(["--db", db_path, "export", str(tmp_path / "all.yaml"), "--with-secrets"]) == 0
+    assert yaml.safe_load((tmp_path / "all.yaml").read_text())["model_capabilities"] == [
+        {"pattern": "o3*", "max_output_tokens": 5000, "vision": 0}]
     assert oct((tmp_path / "all.yaml").stat().st_mode & 0o777) == "0o600"
     # a second installation, with its own master key, imports everything and the keys still work
     other = str(tmp_path / "b" / "config.db")
@@ -150,8 +162,10 @@ def test_cli_round_trip_export_without_and_with_secrets(tmp_path, monkeypatch, c
     assert authenticate(snapshot, printed_key, "10.1.1.1").name == "laptop"
     assert verify_password("correct horse battery", next(db["users"].rows)["password_hash"])
     assert snapshot.settings == {"ccany_max_tokens_limit": 8192}
+    assert snapshot.providers["pool"].fallback == ("openai",) and snapshot.routes[0].scenario == "thinking"
+    assert snapshot.capabilities[0].max_output_tokens == 5000 and snapshot.capabilities[0].vision is False
     assert config_main(["--db", other, "import", str(tmp_path / "all.yaml")]) == 0  # idempotent except keys
-    assert db["routes"].count == 1 and db["client_keys"].count == 1
+    assert db["routes"].count == 2 and db["client_keys"].count == 1 and db["model_capabilities"].count == 1
 
 
 def test_cli_refuses_bad_input_with_a_message(tmp_path, capsys):
