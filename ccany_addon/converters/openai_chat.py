@@ -60,11 +60,11 @@ def to_chat_request(request: MessagesRequest, target: UpstreamTarget) -> tuple[d
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
     if request.metadata and request.metadata.user_id:
-        body["user"] = _user_field(request.metadata.user_id)
-    if caps.reasoning and (effort := _reasoning_effort(request)):
+        body["user"] = user_field(request.metadata.user_id)
+    if caps.reasoning and (effort := reasoning_effort(request)):
         body["reasoning_effort"] = effort
 
-    tools = _tools(request, caps, notes, body)
+    tools = function_tools(request, caps, notes, body)
     if tools:
         body["tools"] = tools
         choice = request.tool_choice
@@ -75,7 +75,7 @@ def to_chat_request(request: MessagesRequest, target: UpstreamTarget) -> tuple[d
     return body, notes
 
 
-def _system_text(system: str | list[TextBlock] | None) -> str:
+def system_text(system: str | list[TextBlock] | None) -> str:
     if system is None:
         return ""
     if isinstance(system, str):
@@ -85,7 +85,7 @@ def _system_text(system: str | list[TextBlock] | None) -> str:
 
 def _messages(request: MessagesRequest, target: UpstreamTarget) -> list[dict]:
     out: list[dict] = []
-    leading_system = [_system_text(request.system)]
+    leading_system = [system_text(request.system)]
     for message in request.messages:
         blocks = [TextBlock(type="text", text=message.content)] if isinstance(message.content, str) else message.content
         if message.role == "system":
@@ -120,11 +120,11 @@ def _user_messages(blocks: list) -> list[dict]:
     parts: list[dict] = []
     for block in blocks:
         if isinstance(block, ToolResultBlock):
-            text, extra = _tool_result_content(block)
+            text, extra = tool_result_content(block)
             tool_messages.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": text})
             result_parts.extend(extra)
         elif isinstance(block, TextBlock | ImageBlock | DocumentBlock | SearchResultBlock):
-            parts.extend(_user_part(block))
+            parts.extend(user_part(block))
         # thinking and server-tool blocks in a user turn carry nothing an OpenAI model can use
     parts = result_parts + parts
     if not parts:
@@ -134,7 +134,7 @@ def _user_messages(blocks: list) -> list[dict]:
     return [*tool_messages, {"role": "user", "content": parts}]
 
 
-def _tool_result_content(block: ToolResultBlock) -> tuple[str, list[dict]]:
+def tool_result_content(block: ToolResultBlock) -> tuple[str, list[dict]]:
     """The text of a tool result, and the images or files in it (which go in a following user message)."""
     texts: list[str] = []
     extra: list[dict] = []
@@ -142,7 +142,7 @@ def _tool_result_content(block: ToolResultBlock) -> tuple[str, list[dict]]:
         texts.append(block.content)
     else:
         for item in block.content or ():
-            for part in _user_part(item):
+            for part in user_part(item):
                 if part["type"] == "text":
                     texts.append(part["text"])
                 else:
@@ -153,7 +153,7 @@ def _tool_result_content(block: ToolResultBlock) -> tuple[str, list[dict]]:
     return text, extra
 
 
-def _user_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock) -> list[dict]:
+def user_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock) -> list[dict]:
     if isinstance(block, TextBlock):
         return [{"type": "text", "text": block.text}] if block.text else []
     if isinstance(block, SearchResultBlock):
@@ -218,7 +218,7 @@ def _assistant_message(blocks: list, caps: Capabilities) -> dict:
     return message
 
 
-def _tools(request: MessagesRequest, caps: Capabilities, notes: list[str], body: dict) -> list[dict]:
+def function_tools(request: MessagesRequest, caps: Capabilities, notes: list[str], body: dict) -> list[dict]:
     tools: list[dict] = []
     for tool in request.tools or ():
         if not tool.is_custom:
@@ -244,13 +244,13 @@ def _tool_choice(kind: str, name: str | None) -> str | dict:
     return {"auto": "auto", "any": "required", "none": "none"}.get(kind, "auto")
 
 
-def _user_field(user_id: str) -> str:
+def user_field(user_id: str) -> str:
     if len(user_id) <= MAX_USER_FIELD:
         return user_id
     return "user_" + hashlib.sha256(user_id.encode()).hexdigest()[:40]
 
 
-def _reasoning_effort(request: MessagesRequest) -> str | None:
+def reasoning_effort(request: MessagesRequest) -> str | None:
     thinking = request.thinking
     if thinking is None or thinking.type == "disabled":
         return None
@@ -356,6 +356,8 @@ def upstream_error(status: int, raw: bytes, upstream: str, secrets: tuple[str, .
         parsed = loads(raw)
     except ValueError:
         parsed = None
+    if isinstance(parsed, list) and len(parsed) == 1:  # Gemini's streamGenerateContent without alt=sse
+        parsed = parsed[0]
     if isinstance(parsed, dict):
         error = parsed.get("error", parsed)
         if isinstance(error, dict):
