@@ -272,6 +272,8 @@ class FakeOpenAI:
             await self._send_json(writer, 529, error)
             return
         text = ["Hello ", "from the ", "Anthropic fake."]
+        if body.get("model") == "scenario:bench":  # 51 events, as the chat fake's bench stream has 50 chunks
+            text = ["abcdefg"] * 44
         usage = {"input_tokens": 12, "output_tokens": 7, "cache_read_input_tokens": 3,
                  "cache_creation_input_tokens": 0}
         message = {"id": "msg_fake_anthropic", "type": "message", "role": "assistant", "model": body.get("model"),
@@ -295,7 +297,8 @@ class FakeOpenAI:
             for part in (data[: len(data) // 2], data[len(data) // 2 :]):
                 writer.write(b"%x\r\n%s\r\n" % (len(part), part))
                 await writer.drain()
-                await asyncio.sleep(0.002)
+                if body.get("model") != "scenario:bench":
+                    await asyncio.sleep(0.002)
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 

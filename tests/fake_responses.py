@@ -110,6 +110,9 @@ def _last_user_text(body: dict) -> str:
 
 
 def _answer(body: dict, plan: _Plan) -> None:
+    if plan.model == "scenario:bench":  # 50 events, as the chat fake's bench stream has 50 chunks
+        plan.message("abcdefg" * 42)
+        return
     if plan.model == "scenario:tools":
         for call in TOOL_CALLS:
             plan.function_call(*call)

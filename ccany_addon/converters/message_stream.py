@@ -177,3 +177,30 @@ class MessageStreamWriter:
             return  # the client reports unusable arguments to the model; the gateway invents nothing
         if closer:
             self._delta({"type": "input_json_delta", "partial_json": closer}, out)
+
+
+class WrittenStream:
+    """Base of the dialect translators: what the flow log reads of a stream is kept by its writer."""
+
+    writer: MessageStreamWriter
+
+    # What the flow log reads once the stream has ended.
+    @property
+    def finished(self) -> bool:
+        return self.writer.finished
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.writer.stop_reason
+
+    @property
+    def usage(self) -> dict:
+        return self.writer.usage
+
+    @property
+    def error(self) -> str | None:
+        return self.writer.error
+
+    @property
+    def error_type(self) -> str | None:
+        return self.writer.error_type

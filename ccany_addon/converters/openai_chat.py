@@ -17,7 +17,7 @@ from ccany_addon.converters.common import (
     thinking_signature,
     tool_use_id,
 )
-from ccany_addon.converters.message_stream import MessageStreamWriter
+from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.models import Capabilities
@@ -405,7 +405,7 @@ class _ToolCall:
     closed: bool = False
 
 
-class ChatStreamTranslator:
+class ChatStreamTranslator(WrittenStream):
     """OpenAI chat.completion.chunk bytes in, Anthropic SSE bytes out (the `flow.response.stream` callable).
 
     The first tool call streams live; later calls are held until the live one is closed, so calls that
@@ -422,27 +422,6 @@ class ChatStreamTranslator:
         self._finish_reason: str | None = None
         self._matched_stop: object = None
         self._usage: dict | None = None
-
-    # What the flow log reads once the stream has ended.
-    @property
-    def finished(self) -> bool:
-        return self.writer.finished
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self.writer.stop_reason
-
-    @property
-    def usage(self) -> dict:
-        return self.writer.usage
-
-    @property
-    def error(self) -> str | None:
-        return self.writer.error
-
-    @property
-    def error_type(self) -> str | None:
-        return self.writer.error_type
 
     def __call__(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []

@@ -20,7 +20,7 @@ from ccany_addon.converters.common import (
     thinking_signature,
     tool_use_id,
 )
-from ccany_addon.converters.message_stream import MessageStreamWriter
+from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.schema import (
@@ -270,7 +270,7 @@ class _Item:
     done: bool = False
 
 
-class ResponsesStreamTranslator:
+class ResponsesStreamTranslator(WrittenStream):
     """Responses API stream events in, Anthropic SSE bytes out (the `flow.response.stream` callable).
 
     Each upstream output item becomes one content block. The API streams items one after another (added,
@@ -288,27 +288,6 @@ class ResponsesStreamTranslator:
         self._last: int | None = None
         self._writing: _Item | None = None  # the item whose block is open
         self._refused = False
-
-    # What the flow log reads once the stream has ended.
-    @property
-    def finished(self) -> bool:
-        return self.writer.finished
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self.writer.stop_reason
-
-    @property
-    def usage(self) -> dict:
-        return self.writer.usage
-
-    @property
-    def error(self) -> str | None:
-        return self.writer.error
-
-    @property
-    def error_type(self) -> str | None:
-        return self.writer.error_type
 
     def __call__(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
