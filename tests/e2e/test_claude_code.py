@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -10,7 +11,8 @@ import httpx
 import pytest
 
 from ccany_addon.conformance import check_stream
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop
+from tests.e2e.test_responses_kind import start_responses_proxy
 
 CLAUDE = ROOT / "tests" / "clients" / "node_modules" / ".bin" / "claude"
 
@@ -79,3 +81,29 @@ def test_write_tool_stream_bytes_conform(proxy):
     report = check_stream(data)
     assert report.complete, report.violations
     assert report.message()["content"][0]["input"] == {"file_path": "/tmp/x", "content": "y"}
+
+
+def test_claude_writes_a_file_through_the_responses_kind(fake_upstream, tmp_path):
+    """The same Write turn with `claude-*` routed to a provider of kind `responses` (the OpenAI Responses API)."""
+    fake_upstream.clear()
+    (tmp_path / "proxy").mkdir()
+    responses_proxy = start_responses_proxy(fake_upstream.url, tmp_path / "proxy")
+    try:
+        target = tmp_path / "codex.txt"
+        content = 'Written via the Responses API: "quotes", \\backslashes\\ and ünïcödé'
+        result = run_claude(responses_proxy, tmp_path, f"Create the file {target} containing exactly: {content}",
+                            "--allowedTools", "Write")
+    finally:
+        stop(responses_proxy.process)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == content
+    assert "The file is written." in result.stdout
+    sent = [r for r in fake_upstream.requests() if r["path"] == "/v1/responses"]
+    assert sent and all(r["body"]["model"] in ("gpt-5-codex", "gpt-5-mini") for r in sent)
+    # the tool result went back as a `function_call_output` answering the Write call
+    follow_up = [r["body"]["input"] for r in sent if r["body"]["input"][-1]["type"] == "function_call_output"]
+    assert len(follow_up) == 1
+    call, output = follow_up[0][-2:]
+    assert call["type"] == "function_call" and call["name"] == "Write"
+    assert json.loads(call["arguments"]) == {"file_path": str(target), "content": content}
+    assert output["call_id"] == call["call_id"]
