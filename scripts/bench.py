@@ -8,7 +8,10 @@ user + system time (/proc/PID/stat) over the measured requests; the client and t
 other processes and are not counted. The addon's log writer thread is in the proxy process and is counted:
 each round waits until the log queue is empty.
 
-    scripts/bench [--requests N] [--rounds R] [--rss-flows N] [--set ccany_option=value ...]
+Then, per provider kind (openai, azure, responses, gemini, anthropic), one 50-event stream through the addon
+(routed by the config DB to a provider of that kind) against the bare proxy sent the same upstream request.
+
+    scripts/bench [--requests N] [--rounds R] [--kind-requests N] [--rss-flows N] [--set ccany_option=value ...]
 """
 
 from __future__ import annotations
@@ -65,6 +68,43 @@ def openai_body(stream: bool) -> dict:
     return body
 
 
+KINDS = ("openai", "azure", "responses", "gemini", "anthropic")
+BENCH_MODEL = {"gemini": "gemini-2.5-scenario-bench"}  # in the URL; a model that signs its function calls
+
+
+def bench_config(path: Path, upstream: str) -> None:
+    """A config DB routing `bench-<kind>` to a provider of each kind, all served by the fake upstream."""
+    from ccany_addon.config import store
+    from ccany_addon.config.schema import open_config_db
+    from ccany_addon.config.secrets import Cipher, load_master_key
+
+    db = open_config_db(path, Cipher(load_master_key(path)))
+    prefixes = {"azure": "", "gemini": "/v1beta"}
+    for kind in KINDS:
+        store.add_provider(db, "bench", kind, upstream + prefixes.get(kind, "/v1"), kind=kind)
+        store.set_provider_key(db, "bench", kind, "sk-bench-key")
+        store.add_route(db, "bench", f"bench-{kind}", kind, BENCH_MODEL.get(kind, "scenario:bench"))
+    db.close()
+
+
+def bare_request(kind: str) -> tuple[str, bytes, dict[str, str]]:
+    """The path, body and key header the addon sends upstream for a `bench-<kind>` stream."""
+    from ccany_addon.converters.common import UpstreamTarget
+    from ccany_addon.dialects import DIALECTS
+    from ccany_addon.schema import MessagesRequest
+
+    model = BENCH_MODEL.get(kind, "scenario:bench")
+    client_body = claude_code_body(True)
+    if kind == "anthropic":
+        return "/v1/messages", json.dumps(client_body).encode(), {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+    dialect = DIALECTS[kind]
+    prefixes = {"azure": "", "gemini": "/v1beta"}
+    path = dialect.path(prefixes.get(kind, "/v1"), model, None, True)
+    body, _ = dialect.to_request(MessagesRequest.model_validate(client_body), UpstreamTarget(model))
+    key = {"azure": {"api-key": "k"}, "gemini": {"x-goog-api-key": "k"}}.get(kind, {"authorization": "Bearer k"})
+    return path, json.dumps(body).encode(), key
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
@@ -95,9 +135,9 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def send(client: httpx.Client, url: str, body: bytes, stream: bool) -> None:
+def send(client: httpx.Client, url: str, body: bytes, stream: bool, headers: dict | None = None) -> None:
     if stream:
-        with client.stream("POST", url, content=body) as response:
+        with client.stream("POST", url, content=body, headers=headers) as response:
             for _ in response.iter_raw():
                 pass
             assert response.status_code == 200, response.status_code
@@ -115,13 +155,13 @@ def wait_for_log(client: httpx.Client, url: str | None) -> None:
 
 
 def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool, requests: int,
-            metrics_url: str | None) -> float:
+            metrics_url: str | None, headers: dict | None = None) -> float:
     for _ in range(20):  # warm-up: imports, connection, caches
-        send(client, url, body, stream)
+        send(client, url, body, stream, headers)
     wait_for_log(client, metrics_url)
     before = cpu_seconds(pid)
     for _ in range(requests):
-        send(client, url, body, stream)
+        send(client, url, body, stream, headers)
     wait_for_log(client, metrics_url)
     return (cpu_seconds(pid) - before) * 1000 / requests
 
@@ -147,15 +187,18 @@ def main() -> None:
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="OPTION=VALUE",
                         help="an option for the addon's mitmdump, e.g. --set ccany_log_bodies=none")
     parser.add_argument("--rss-flows", type=int, default=20_000, help="flows for the memory check (0: skip it)")
+    parser.add_argument("--kind-requests", type=int, default=500,
+                        help="streams per provider kind, over the same rounds (0: skip the kinds)")
     args = parser.parse_args()
 
     import tempfile
 
     tmp = Path(tempfile.mkdtemp(prefix="ccany-bench-"))
     upstream = start_fake_upstream()
+    bench_config(tmp / "config.db", upstream.url)
     bare, bare_port = start_mitmdump(upstream.url, ROOT / "scripts" / "passthrough.py", tmp / "bare.log")
     addon, addon_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "addon.log",
-                                       args.options)
+                                       [f"ccany_config_db={tmp / 'config.db'}", *args.options])
     sizes = {True: len(json.dumps(claude_code_body(True))), False: len(json.dumps(claude_code_body(False)))}
     rounds: dict[tuple[str, bool], list[float]] = {}
     try:
@@ -172,6 +215,18 @@ def main() -> None:
                         ms = measure(client, process.pid, url, body, stream, args.requests // args.rounds,
                                      metrics_url)
                         rounds.setdefault((name, stream), []).append(ms)
+            for kind in KINDS if args.kind_requests else ():
+                path, bare_body, key = bare_request(kind)
+                addon_body = json.dumps({**claude_code_body(True), "model": f"bench-{kind}"}).encode()
+                for _round in range(args.rounds):
+                    for name, process, url, body, metrics_url, headers in (
+                        ("bare", bare, f"http://127.0.0.1:{bare_port}{path}", bare_body, None, key),
+                        ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", addon_body,
+                         f"http://127.0.0.1:{addon_port}/metrics", None),
+                    ):
+                        ms = measure(client, process.pid, url, body, True, args.kind_requests // args.rounds,
+                                     metrics_url, headers)
+                        rounds.setdefault((f"{name} {kind}", True), []).append(ms)
             memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows) if args.rss_flows else []
     finally:
         for process in (bare, addon, upstream.process):
@@ -180,8 +235,10 @@ def main() -> None:
     print(f"CPU ms per request, {args.requests} requests each in {args.rounds} alternating rounds, "
           f"client body ≈ {sizes[False] // 1024} KB")
     print(f"{'kind':<20}{'bare mitmdump':>15}{'ccany addon':>13}{'ratio (median)':>16}{'ratio range':>14}")
-    for stream, label in ((False, "non-streaming"), (True, "stream, 50 chunks")):
-        bare_ms, addon_ms = rounds[("bare", stream)], rounds[("addon", stream)]
+    rows = [("", False, "non-streaming"), ("", True, "stream, 50 chunks")]
+    rows += [(f" {kind}", True, f"{kind} stream") for kind in KINDS if args.kind_requests]
+    for kind, stream, label in rows:
+        bare_ms, addon_ms = rounds[("bare" + kind, stream)], rounds[("addon" + kind, stream)]
         ratios = sorted(a / b for a, b in zip(addon_ms, bare_ms, strict=True))
         print(f"{label:<20}{statistics.median(bare_ms):>15.3f}{statistics.median(addon_ms):>13.3f}"
               f"{statistics.median(ratios):>16.2f}{f'{ratios[0]:.2f}–{ratios[-1]:.2f}':>14}")

@@ -1,22 +1,473 @@
-"""Placeholder: being written."""
+"""Anthropic Messages ⇄ Google Gemini (`generateContent`, `streamGenerateContent?alt=sse`).
+
+Pure functions and a small state machine; no I/O. The general rules are in shared/PROTOCOL.md.
+
+Thought signatures: Gemini 2.5/3 attach an opaque `thoughtSignature` to the functionCall parts they emit, and
+Gemini 3 answers 400 when the next request's history lacks it. The one place in Anthropic history where an
+upstream's opaque state survives the client's round trip is a thinking block's `signature`; so a signed
+functionCall becomes a thinking block signed `gemini.<signature>` right before its tool_use, and on the way
+back that signature goes onto the next functionCall of the same model turn. Thought text is shown to the
+client but never sent back (Gemini does not take it).
+"""
 
 from __future__ import annotations
 
+import mimetypes
+import re
 
-def to_responses_request(request, target):
-    raise NotImplementedError
+from ccany_addon.converters.common import (
+    ResponseContext,
+    UpstreamTarget,
+    message_id,
+    short_tool_name,
+    thinking_signature,
+    tool_use_id,
+)
+from ccany_addon.converters.gemini_schema import clean_schema
+from ccany_addon.converters.message_stream import MessageStreamWriter
+from ccany_addon.converters.openai_chat import system_text
+from ccany_addon.errors import GatewayError, mask_secrets
+from ccany_addon.json_codec import dumps_str, loads
+from ccany_addon.schema import (
+    DocumentBlock,
+    ImageBlock,
+    MessagesRequest,
+    SearchResultBlock,
+    TextBlock,
+    ToolResultBlock,
+)
+from ccany_addon.sse import SSEDecoder
+
+SIGNATURE_PREFIX = "gemini."
+# The Gemini docs' value for a functionCall whose signature was never issued (history begun on another model).
+DUMMY_SIGNATURE = "skip_thought_signature_validator"
+MAX_STOP_SEQUENCES = 5
+# Gemini 1.x/2.0 neither think nor sign; every later model (2.5, 3, the `-latest` aliases) does.
+_THINKING_MODEL = re.compile(r"^gemini-(?!1\.|2\.0|embedding)")
+_OLD_MODEL = re.compile(r"^gemini-(1\.|2\.0)")  # 8,192 output tokens; later models take 65,536
 
 
-to_gemini_request = to_responses_request
+# ---------------------------------------------------------------- request
 
 
-def to_message(body, ctx):
-    raise NotImplementedError
+def to_gemini_request(request: MessagesRequest, target: UpstreamTarget) -> tuple[dict, list[str]]:
+    """The GenerateContentRequest body for `request`, and notes on what could not be carried over."""
+    notes: list[str] = []
+    model = _model_name(target.model)
+    contents, system = _contents(request, bool(_THINKING_MODEL.match(model)), notes)
+    body: dict = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+
+    config: dict = {"maxOutputTokens": min(target.max_tokens(request.max_tokens),
+                                           8_192 if _OLD_MODEL.match(model) else 65_536)}
+    if request.temperature is not None:
+        config["temperature"] = request.temperature
+    if request.top_p is not None:
+        config["topP"] = request.top_p
+    if request.top_k is not None:
+        config["topK"] = request.top_k
+    if request.stop_sequences:
+        config["stopSequences"] = request.stop_sequences[:MAX_STOP_SEQUENCES]
+        if len(request.stop_sequences) > MAX_STOP_SEQUENCES:
+            notes.append(f"kept the first {MAX_STOP_SEQUENCES} of {len(request.stop_sequences)} stop sequences")
+    if thinking := _thinking_config(request, model):
+        config["thinkingConfig"] = thinking
+    body["generationConfig"] = config
+
+    declarations = _function_declarations(request, notes)
+    if declarations:
+        body["tools"] = [{"functionDeclarations": declarations}]
+        if (choice := request.tool_choice) is not None:
+            calling: dict = {"mode": {"any": "ANY", "tool": "ANY", "none": "NONE"}.get(choice.type, "AUTO")}
+            if choice.type == "tool" and choice.name:
+                calling["allowedFunctionNames"] = [short_tool_name(choice.name)]
+            body["toolConfig"] = {"functionCallingConfig": calling}
+            if choice.disable_parallel_tool_use:
+                notes.append("Gemini has no switch for parallel function calls: disable_parallel_tool_use ignored")
+    return body, notes
 
 
-class ResponsesStreamTranslator:
-    def __init__(self, ctx, upstream="upstream"):
-        raise NotImplementedError
+def _model_name(model: str) -> str:
+    return model.lower().removeprefix("models/").rsplit("/", 1)[-1]
 
 
-GeminiStreamTranslator = ResponsesStreamTranslator
+def _thinking_config(request: MessagesRequest, model: str) -> dict | None:
+    """Anthropic thinking → thinkingConfig. The rule, chosen so no setting can cause a 4xx:
+
+    - 1.x/2.0 models: never a thinkingConfig (they reject it).
+    - Gemini 3 (thinks always; `thinkingLevel` is its knob, a budget is only tolerated): thinking asked for →
+      `includeThoughts`, plus level low (budget ≤ 8k) or high; adaptive keeps the model's own dynamic level.
+    - Gemini 2.5 and aliases: thinking asked for → `includeThoughts` with the budget clamped to the family's
+      maximum (Pro 32,768, others 24,576), adaptive → -1 (dynamic). Not asked for → Flash models get
+      budget 0 (Anthropic semantics: no thinking, and no thinking cost); Pro cannot stop thinking, so nothing.
+    """
+    if not _THINKING_MODEL.match(model):
+        return None
+    thinking = request.thinking
+    wanted = thinking is not None and thinking.type != "disabled"
+    if model.startswith("gemini-3"):
+        if not wanted:
+            return None
+        config: dict = {"includeThoughts": True}
+        if thinking.type == "enabled":
+            config["thinkingLevel"] = "low" if (thinking.budget_tokens or 0) <= 8192 else "high"
+        return config
+    if not wanted:
+        return {"thinkingBudget": 0} if "flash" in model else None
+    if thinking.type == "adaptive":
+        return {"includeThoughts": True, "thinkingBudget": -1}
+    ceiling = 32_768 if "pro" in model else 24_576
+    return {"includeThoughts": True, "thinkingBudget": min(thinking.budget_tokens or 1024, ceiling)}
+
+
+def _contents(request: MessagesRequest, signs: bool, notes: list[str]) -> tuple[list[dict], str]:
+    """Gemini `contents` (user/model turns, same-role neighbours merged) and the system instruction text."""
+    system = [system_text(request.system)]
+    contents: list[dict] = []
+    names: dict[str, str] = {}  # tool_use id → the function name sent upstream (tool_result carries only the id)
+    for message in request.messages:
+        blocks = [TextBlock(type="text", text=message.content)] if isinstance(message.content, str) else message.content
+        if message.role == "system":  # Gemini has no system turns: fold into the instruction
+            system.append("\n\n".join(b.text for b in blocks if isinstance(b, TextBlock)))
+            continue
+        role = "model" if message.role == "assistant" else "user"
+        parts = _model_parts(blocks, names, signs) if role == "model" else _user_parts(blocks, names, notes)
+        if not parts:
+            continue  # Gemini rejects a turn without parts
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    return contents, "\n\n".join(text for text in system if text)
+
+
+def _model_parts(blocks: list, names: dict[str, str], signs: bool) -> list[dict]:
+    parts: list[dict] = []
+    signature: str | None = None
+    first_call: dict | None = None
+    for block in blocks:
+        if block.type == "text" and block.text:
+            parts.append({"text": block.text})
+        elif block.type == "thinking" and (block.signature or "").startswith(SIGNATURE_PREFIX):
+            signature = block.signature.removeprefix(SIGNATURE_PREFIX)
+        elif block.type == "tool_use":
+            name = names[block.id] = short_tool_name(block.name)
+            call = {"id": block.id, "name": name, "args": block.input if isinstance(block.input, dict) else {}}
+            part: dict = {"functionCall": call}
+            if signature:
+                part["thoughtSignature"], signature = signature, None
+            first_call = first_call or part
+            parts.append(part)
+        # other thinking, redacted thinking and server-tool blocks mean nothing to Gemini
+    if signs and first_call is not None and "thoughtSignature" not in first_call:
+        # Gemini 3 validates the first functionCall of each step; a call it never signed gets the documented dummy.
+        first_call["thoughtSignature"] = DUMMY_SIGNATURE
+    return parts
+
+
+def _user_parts(blocks: list, names: dict[str, str], notes: list[str]) -> list[dict]:
+    """Function responses first (Gemini pairs them with the previous turn's calls), then the other content."""
+    responses: list[dict] = []
+    media: list[dict] = []
+    parts: list[dict] = []
+    for block in blocks:
+        if isinstance(block, ToolResultBlock):
+            text, extra = _tool_result(block)
+            name = names.get(block.tool_use_id)
+            if name is None:  # its call is not in the history (trimmed): plain text keeps the content
+                notes.append(f"tool_result {block.tool_use_id!r} answers no tool_use in the history: sent as text")
+                parts.append({"text": f"[result of tool call {block.tool_use_id}]\n{text}"})
+                parts.extend(extra)
+                continue
+            response = {"error": text} if block.is_error else {"result": text}
+            responses.append({"functionResponse": {"id": block.tool_use_id, "name": name, "response": response}})
+            media.extend(extra)
+        elif isinstance(block, TextBlock | ImageBlock | DocumentBlock | SearchResultBlock):
+            parts.extend(_content_part(block))
+    return responses + media + parts
+
+
+def _tool_result(block: ToolResultBlock) -> tuple[str, list[dict]]:
+    """A tool result's text, and its images or documents as parts of their own."""
+    if isinstance(block.content, str):
+        return block.content, []
+    texts: list[str] = []
+    extra: list[dict] = []
+    for item in block.content or ():
+        for part in _content_part(item):
+            if "text" in part:
+                texts.append(part["text"])
+            else:
+                extra.append(part)
+    return "\n".join(texts), extra
+
+
+def _content_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock) -> list[dict]:
+    if isinstance(block, TextBlock):
+        return [{"text": block.text}] if block.text else []
+    if isinstance(block, SearchResultBlock):
+        body = "\n".join(item.text for item in block.content)
+        return [{"text": f"{block.title} ({block.source})\n{body}"}]
+    source = block.source
+    title = f"{block.title}\n" if isinstance(block, DocumentBlock) and block.title else ""
+    if source.type == "base64":
+        return [{"inlineData": {"mimeType": source.media_type, "data": source.data}}]
+    if source.type == "url":
+        fallback = "image/jpeg" if isinstance(block, ImageBlock) else "application/pdf"
+        mime = mimetypes.guess_type(source.url.split("?", 1)[0])[0] or fallback
+        return [{"fileData": {"mimeType": mime, "fileUri": source.url}}]
+    if source.type == "text":
+        return [{"text": title + source.data}]
+    if source.type == "content":
+        if isinstance(source.content, str):
+            return [{"text": title + source.content}]
+        return [{"text": title + "\n".join(i.get("text", "") for i in source.content if i.get("type") == "text")}]
+    raise GatewayError(400, f"{block.type} source type '{source.type}' (Anthropic Files API) cannot be sent to "
+                            "Gemini; send it as base64, a URL or text")
+
+
+def _function_declarations(request: MessagesRequest, notes: list[str]) -> list[dict]:
+    declarations: list[dict] = []
+    for tool in request.tools or ():
+        if not tool.is_custom:
+            notes.append(f"left out server tool {tool.name!r} ({tool.type}): no Gemini equivalent here")
+            continue
+        if tool.defer_loading:
+            notes.append(f"left out deferred tool {tool.name!r}")
+            continue
+        declaration: dict = {"name": short_tool_name(tool.name)}
+        if tool.description:
+            declaration["description"] = tool.description
+        parameters = clean_schema(tool.input_schema or {})
+        if parameters.get("properties"):  # an object without properties is a 400: no parameters at all instead
+            declaration["parameters"] = parameters
+        declarations.append(declaration)
+    return declarations
+
+
+# ---------------------------------------------------------------- response
+
+
+_FINISH_REASONS = {"STOP": "end_turn", "MAX_TOKENS": "max_tokens"}
+_REFUSALS = {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
+# The model produced a function call Gemini itself could not deliver: nothing usable reaches the client.
+_BROKEN_CALLS = {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"}
+# google.rpc status names → HTTP, for error objects that carry no numeric code.
+_RPC_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
+               "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "INTERNAL": 500, "UNAVAILABLE": 503,
+               "DEADLINE_EXCEEDED": 504}
+
+
+def _stop_reason(finish_reason: str, has_calls: bool, candidate: dict, upstream: str) -> str:
+    if finish_reason in _BROKEN_CALLS:
+        detail = candidate.get("finishMessage") or "the model produced a function call that could not be parsed"
+        raise GatewayError(502, mask_secrets(f"{upstream} upstream: {finish_reason}: {detail}"))
+    if finish_reason in _REFUSALS:
+        return "refusal"
+    stop = _FINISH_REASONS.get(finish_reason, "end_turn")
+    return "tool_use" if has_calls and stop == "end_turn" else stop
+
+
+def usage_from_gemini(meta: dict | None) -> dict:
+    meta = meta or {}
+    cached = meta.get("cachedContentTokenCount") or 0
+    prompt = (meta.get("promptTokenCount") or 0) + (meta.get("toolUsePromptTokenCount") or 0)
+    return {
+        "input_tokens": max(prompt - cached, 0),
+        "output_tokens": (meta.get("candidatesTokenCount") or 0) + (meta.get("thoughtsTokenCount") or 0),
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+    }
+
+
+def _error_status(error: dict) -> int:
+    code = error.get("code")
+    if isinstance(code, int) and 400 <= code < 600:
+        return code
+    return _RPC_STATUS.get(str(error.get("status")), 500)
+
+
+def _parts(candidate: dict) -> list[dict]:
+    parts = (candidate.get("content") or {}).get("parts") or ()
+    return [part for part in parts if isinstance(part, dict)]
+
+
+def to_message(body: dict, ctx: ResponseContext, upstream: str = "upstream") -> dict:
+    """An Anthropic message from a GenerateContentResponse body."""
+    if not isinstance(body, dict):
+        raise GatewayError(502, f"{upstream} upstream answered with something other than a GenerateContentResponse")
+    if isinstance(error := body.get("error"), dict):
+        message = str(error.get("message") or "error")
+        raise GatewayError(_error_status(error), mask_secrets(f"{upstream} upstream: {message}"))
+    candidates = [c for c in body.get("candidates") or () if isinstance(c, dict)]
+    blocked = (body.get("promptFeedback") or {}).get("blockReason")
+    if not candidates and not blocked:
+        raise GatewayError(502, f"{upstream} upstream answered without any candidates")
+    content: list[dict] = []
+    for part in _parts(candidates[0]) if candidates else ():
+        _add_part(content, part, ctx)
+    for block in content:
+        if block["type"] == "thinking" and block["signature"] is None:
+            block["signature"] = thinking_signature(block["thinking"])
+    has_calls = any(block["type"] == "tool_use" for block in content)
+    if blocked or not candidates:
+        stop_reason = "refusal"
+    else:
+        stop_reason = _stop_reason(candidates[0].get("finishReason") or "STOP", has_calls, candidates[0], upstream)
+    return {
+        "id": message_id(),
+        "type": "message",
+        "role": "assistant",
+        "model": ctx.client_model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": usage_from_gemini(body.get("usageMetadata")),
+    }
+
+
+def _add_part(content: list[dict], part: dict, ctx: ResponseContext) -> None:
+    """Appends one Gemini part to a message's blocks; an unsigned thinking block has `signature: None`."""
+    last = content[-1] if content else None
+    open_thinking = last is not None and last["type"] == "thinking" and last["signature"] is None
+    signature = part.get("thoughtSignature")
+    if part.get("thought"):
+        if not open_thinking:
+            content.append(last := {"type": "thinking", "thinking": "", "signature": None})
+        last["thinking"] += part.get("text") or ""
+        if signature:
+            last["signature"] = SIGNATURE_PREFIX + signature
+    elif isinstance(call := part.get("functionCall"), dict):
+        if signature:
+            if not open_thinking:
+                content.append(last := {"type": "thinking", "thinking": "", "signature": None})
+            last["signature"] = SIGNATURE_PREFIX + signature
+        args = call.get("args")
+        content.append({"type": "tool_use", "id": tool_use_id(call.get("id")),
+                        "name": ctx.client_tool_name(str(call.get("name") or "")),
+                        "input": args if isinstance(args, dict) else {}})
+    elif isinstance(text := part.get("text"), str) and text:
+        # A signature on a text part is not validated by Gemini; it is not carried.
+        if last is not None and last["type"] == "text":
+            last["text"] += text
+        else:
+            content.append({"type": "text", "text": text})
+
+
+# ---------------------------------------------------------------- stream
+
+
+class GeminiStreamTranslator:
+    """Gemini SSE bytes in (`data: {GenerateContentResponse}` per event), Anthropic SSE bytes out.
+
+    Gemini sends each functionCall whole, in one part; its arguments go out as one `input_json_delta`.
+    Every chunk repeats the usage so far (the last one counts); the chunk with a finishReason ends the message.
+    """
+
+    def __init__(self, ctx: ResponseContext, upstream: str = "upstream") -> None:
+        self.ctx = ctx
+        self.upstream = upstream
+        self.writer = MessageStreamWriter(ctx)
+        self._decoder = SSEDecoder()
+        self._usage: dict | None = None
+        self._signed = False  # the open thinking block already carries a Gemini signature
+        self._calls = 0
+
+    # What the flow log reads once the stream has ended.
+    @property
+    def finished(self) -> bool:
+        return self.writer.finished
+
+    @property
+    def stop_reason(self) -> str | None:
+        return self.writer.stop_reason
+
+    @property
+    def usage(self) -> dict:
+        return self.writer.usage
+
+    @property
+    def error(self) -> str | None:
+        return self.writer.error
+
+    @property
+    def error_type(self) -> str | None:
+        return self.writer.error_type
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        if self.writer.finished:
+            return out
+        self.writer.start(out)
+        for event in self._decoder.feed(data) if data else self._decoder.close():
+            self._event(event.data, out)
+            if self.writer.finished:
+                break
+        if not data and not self.writer.finished:
+            self.writer.fail(500, f"{self.upstream} upstream ended the stream before the answer was complete", out)
+        return [b"".join(out)] if out else []
+
+    def _event(self, data: str, out: list[bytes]) -> None:
+        try:
+            chunk = loads(data)
+        except ValueError:
+            self.writer.fail(500, f"{self.upstream} upstream sent malformed stream data: {data[:200]!r}", out)
+            return
+        if isinstance(chunk, list) and len(chunk) == 1:  # the non-SSE framing wraps objects in an array
+            chunk = chunk[0]
+        if not isinstance(chunk, dict):
+            return
+        if isinstance(error := chunk.get("error"), dict):
+            message = mask_secrets(f"{self.upstream} upstream: {error.get('message') or 'stream error'}")
+            self.writer.fail(_error_status(error), message, out)
+            return
+        if isinstance(chunk.get("usageMetadata"), dict):
+            self._usage = chunk["usageMetadata"]
+        candidates = [c for c in chunk.get("candidates") or () if isinstance(c, dict)]
+        if not candidates:
+            if (chunk.get("promptFeedback") or {}).get("blockReason"):
+                self._finish("refusal", out)
+            return
+        candidate = candidates[0]
+        for part in _parts(candidate):
+            self._part(part, out)
+        if finish_reason := candidate.get("finishReason"):
+            try:
+                stop_reason = _stop_reason(finish_reason, self._calls > 0, candidate, self.upstream)
+            except GatewayError as failure:
+                self.writer.fail(failure.status, failure.message, out)
+                return
+            self._finish(stop_reason, out)
+
+    def _part(self, part: dict, out: list[bytes]) -> None:
+        writer = self.writer
+        signature = part.get("thoughtSignature")
+        if part.get("thought"):
+            if writer.open_kind == "thinking" and self._signed:
+                writer.close(out)  # a signed block belongs to the call it preceded; new thoughts start anew
+            self._thinking(part.get("text") or "", signature, out)
+        elif isinstance(call := part.get("functionCall"), dict):
+            if signature and not (writer.open_kind == "thinking" and not self._signed):
+                writer.close(out)
+            if signature:
+                self._thinking("", signature, out)
+            args = call.get("args")
+            writer.start_tool(call.get("id"), str(call.get("name") or ""), out)
+            writer.tool_arguments(dumps_str(args if isinstance(args, dict) else {}), out)
+            writer.close(out)
+            self._calls += 1
+        elif isinstance(text := part.get("text"), str) and text:
+            writer.text(text, out)
+
+    def _thinking(self, text: str, signature: str | None, out: list[bytes]) -> None:
+        if self.writer.open_kind != "thinking":
+            self._signed = False
+        self.writer.thinking(text, out)
+        if signature:
+            self.writer.sign_thinking(SIGNATURE_PREFIX + signature)
+            self._signed = True
+
+    def _finish(self, stop_reason: str, out: list[bytes]) -> None:
+        usage = usage_from_gemini(self._usage) if self._usage is not None else None
+        self.writer.finish(stop_reason, usage, out)
