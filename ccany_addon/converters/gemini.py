@@ -24,7 +24,7 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.converters.gemini_schema import clean_schema
-from ccany_addon.converters.message_stream import MessageStreamWriter
+from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
 from ccany_addon.converters.openai_chat import system_text
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
@@ -358,7 +358,7 @@ def _add_part(content: list[dict], part: dict, ctx: ResponseContext) -> None:
 # ---------------------------------------------------------------- stream
 
 
-class GeminiStreamTranslator:
+class GeminiStreamTranslator(WrittenStream):
     """Gemini SSE bytes in (`data: {GenerateContentResponse}` per event), Anthropic SSE bytes out.
 
     Gemini sends each functionCall whole, in one part; its arguments go out as one `input_json_delta`.
@@ -373,27 +373,6 @@ class GeminiStreamTranslator:
         self._usage: dict | None = None
         self._signed = False  # the open thinking block already carries a Gemini signature
         self._calls = 0
-
-    # What the flow log reads once the stream has ended.
-    @property
-    def finished(self) -> bool:
-        return self.writer.finished
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self.writer.stop_reason
-
-    @property
-    def usage(self) -> dict:
-        return self.writer.usage
-
-    @property
-    def error(self) -> str | None:
-        return self.writer.error
-
-    @property
-    def error_type(self) -> str | None:
-        return self.writer.error_type
 
     def __call__(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []

@@ -22,6 +22,7 @@ from ccany_addon.converters.openai_chat import upstream_error
 from ccany_addon.errors import GatewayError
 from ccany_addon.schema import MessagesRequest, parse
 from tests.fake_gemini import schema_problems
+from tests.unit.splits import byte_by_byte, draw_split
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 LONG_NAME = "mcp__very_long_server_name_for_testing__and_an_even_longer_tool_name_that_goes_on"
@@ -625,17 +626,12 @@ def whole(which: int) -> list[dict]:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_splitting_anywhere_gives_the_same_events(data):
-    which = data.draw(st.integers(0, len(GOOD_STREAMS) - 1), label="stream")
-    stream = GOOD_STREAMS[which]
-    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40), label="cuts")
-    bounds = [0, *sorted(cuts), len(stream)]
-    pieces = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    which, pieces = draw_split(data, GOOD_STREAMS)
     out, _ = feed(pieces)
     assert _events(out) == whole(which)
 
 
 @pytest.mark.parametrize("which", range(len(GOOD_STREAMS)))
 def test_byte_by_byte_worst_case(which):
-    stream = GOOD_STREAMS[which]
-    out, _ = feed([stream[i:i + 1] for i in range(len(stream))])
+    out, _ = feed(byte_by_byte(GOOD_STREAMS[which]))
     assert _events(out) == whole(which)

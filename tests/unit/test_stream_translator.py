@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ccany_addon.conformance import StreamReport, check_stream
 from ccany_addon.converters.common import ResponseContext
 from ccany_addon.converters.openai_chat import ChatStreamTranslator
+from tests.unit.splits import byte_by_byte, draw_split
 
 CTX = ResponseContext(client_model="claude-sonnet-4-5", stop_sequences=("###",), estimated_input_tokens=321)
 DONE = b"data: [DONE]\n\n"
@@ -424,18 +425,12 @@ def test_good_streams_complete(which):
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_splitting_anywhere_gives_the_same_events(data):
-    which = data.draw(st.integers(0, len(GOOD_STREAMS) - 1), label="stream")
-    stream = GOOD_STREAMS[which]
-    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=40), label="cuts")
-    bounds = [0, *sorted(cuts), len(stream)]
-    pieces = [stream[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-    assert b"".join(pieces) == stream
+    which, pieces = draw_split(data, GOOD_STREAMS)
     out, _ = feed(pieces)
     assert _events(out) == whole(which)
 
 
 @pytest.mark.parametrize("which", range(len(GOOD_STREAMS)))
 def test_byte_by_byte_worst_case(which):
-    stream = GOOD_STREAMS[which]
-    out, _ = feed([stream[i:i + 1] for i in range(len(stream))])
+    out, _ = feed(byte_by_byte(GOOD_STREAMS[which]))
     assert _events(out) == whole(which)
