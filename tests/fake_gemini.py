@@ -7,10 +7,11 @@ without parts; function responses that do not match the previous turn's calls; a
 functionCall lacks its `thoughtSignature`, or carries another one than the fake issued for that call. Every
 functionCall the fake emits gets a signature (only the first of parallel calls, like Gemini 3).
 
-Scenarios by the model in the URL: `scenario-tools` (two parallel calls), `scenario-error` (429
-RESOURCE_EXHAUSTED with RetryInfo), `scenario-truncated` (the stream ends without a finishReason); any other
-model plays Claude Code: `Create the file X containing exactly: Y` → a `Write` call, a functionResponse →
-"The file is written.", anything else → a short text. Thought parts come when `includeThoughts` is set.
+Scenarios by the model in the URL: `scenario-error` (429 RESOURCE_EXHAUSTED with RetryInfo),
+`scenario-truncated` (the stream ends without a finishReason); otherwise contents ending in a functionResponse
+get "The file is written.", `scenario-tools` gets two parallel calls, and any other model plays Claude Code:
+`Create the file X containing exactly: Y` → a `Write` call, anything else → a short text. Thought parts come
+when `includeThoughts` is set.
 """
 
 from __future__ import annotations
@@ -220,13 +221,13 @@ def plan(model: str, body: dict) -> list[dict]:
     """The response chunks a request gets."""
     if model.endswith("scenario-bench"):  # 50 text chunks, as the chat fake's bench stream has
         return _text(body, "abcdefghi" * 50)
-    if model == "scenario-tools":
-        return _calls(body, [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "London"})])
     if model == "scenario-truncated":
         return _text(body, "This answer never ends properly.", finish=None)
     last = body["contents"][-1]
     if last["role"] == "user" and any("functionResponse" in part for part in last["parts"]):
         return _text(body, "The file is written.")
+    if model == "scenario-tools":
+        return _calls(body, [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "London"})])
     match = re.search(r"Create the file (\S+) containing exactly: (.+)$", _last_user_text(body), re.S)
     names = {d["name"] for tool in body.get("tools") or () for d in tool.get("functionDeclarations") or ()}
     if match and "Write" in names:

@@ -21,7 +21,8 @@ _PLAIN_KEYWORDS: dict[str, type | tuple[type, ...]] = {
 _TYPES = {"string", "number", "integer", "boolean", "array", "object"}
 # Gemini (the Developer API, unlike Vertex) rejects other formats.
 _FORMATS = {"string": {"enum", "date-time"}, "integer": {"int32", "int64"}, "number": {"float", "double"}}
-MAX_DEPTH = 40  # deeper schemas are cut (a self-referencing `$ref` chain that is not caught as a cycle)
+MAX_DEPTH = 40  # deeper schemas are cut
+MAX_NODES = 5000  # inlining `$ref`s can multiply a schema; past this size the rest is cut
 
 
 def clean_schema(schema: dict) -> dict:
@@ -37,9 +38,11 @@ def clean_schema(schema: dict) -> dict:
 class _Cleaner:
     def __init__(self, defs: dict[str, object]) -> None:
         self.defs = defs
+        self.nodes = 0
 
     def clean(self, node: object, refs: tuple[str, ...], depth: int) -> dict:
-        if not isinstance(node, dict) or depth > MAX_DEPTH:
+        self.nodes += 1
+        if not isinstance(node, dict) or depth > MAX_DEPTH or self.nodes > MAX_NODES:
             return {"type": "string"}  # `true`/`{}`-like "anything" schemas: a string is a valid anything
         if isinstance(ref := node.get("$ref"), str):
             target = self.defs.get(ref)
@@ -48,7 +51,7 @@ class _Cleaner:
                 return {"type": "object", "description": _join(node.get("description"), f"(see {ref})")}
             merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}} if isinstance(target, dict) else {}
             return self.clean(merged, (*refs, ref), depth + 1)
-        node = self._merge_all_of(node, refs, depth)
+        node, refs = self._merge_all_of(node, refs, depth)
         hints: list[str] = []
         types, nullable = _types(node)
         variants = node.get("anyOf") or node.get("oneOf")
@@ -109,19 +112,20 @@ class _Cleaner:
         # Gemini rejects an array without `items`.
         return self.clean(items, refs, depth + 1) if isinstance(items, dict) else {"type": "string"}
 
-    def _merge_all_of(self, node: dict, refs: tuple[str, ...], depth: int) -> dict:
-        """`allOf` (no Gemini equivalent) as one schema: properties and required lists united, first value wins."""
+    def _merge_all_of(self, node: dict, refs: tuple[str, ...], depth: int) -> tuple[dict, tuple[str, ...]]:
+        """`allOf` (no Gemini equivalent) as one schema: properties and required lists united, first value wins.
+        Also returns the references it followed, so the merged schema cannot follow them again (a cycle)."""
         parts = node.get("allOf")
         if not isinstance(parts, list) or depth > MAX_DEPTH:
-            return node
+            return node, refs
         merged: dict = {k: v for k, v in node.items() if k != "allOf"}
         for part in parts:
-            seen = refs
             if isinstance(part, dict) and isinstance(ref := part.get("$ref"), str):
-                part, seen = (None, refs) if ref in refs else (self.defs.get(ref), (*refs, ref))
+                part, refs = (None, refs) if ref in refs else (self.defs.get(ref), (*refs, ref))
             if not isinstance(part, dict):
                 continue
-            for key, value in self._merge_all_of(part, seen, depth + 1).items():
+            part, refs = self._merge_all_of(part, refs, depth + 1)
+            for key, value in part.items():
                 if key == "properties" and isinstance(value, dict):
                     known = merged.get("properties") or {}
                     merged["properties"] = known | {k: v for k, v in value.items() if k not in known}
@@ -129,8 +133,7 @@ class _Cleaner:
                     merged["required"] = [*_list(merged.get("required")), *value]
                 else:
                     merged.setdefault(key, value)
-        return merged
-
+        return merged, refs
 
 def _types(node: dict) -> tuple[list[str], bool]:
     """The node's non-null types and whether null is allowed (`type: ["string", "null"]`)."""

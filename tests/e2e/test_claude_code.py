@@ -12,6 +12,7 @@ import pytest
 
 from ccany_addon.conformance import check_stream
 from tests.conftest import ROOT, stop
+from tests.e2e.test_gemini_kind import GEMINI_KEY, start_gemini_proxy
 from tests.e2e.test_responses_kind import start_responses_proxy
 
 CLAUDE = ROOT / "tests" / "clients" / "node_modules" / ".bin" / "claude"
@@ -107,3 +108,34 @@ def test_claude_writes_a_file_through_the_responses_kind(fake_upstream, tmp_path
     assert call["type"] == "function_call" and call["name"] == "Write"
     assert json.loads(call["arguments"]) == {"file_path": str(target), "content": content}
     assert output["call_id"] == call["call_id"]
+
+
+def test_claude_writes_a_file_through_the_gemini_kind(fake_upstream, tmp_path):
+    """The same Write turn with `claude-*` routed to a provider of kind `gemini`. The fake Gemini answers 400
+    unless Claude Code's tool schemas were cleaned and the Write call comes back with the thought signature it
+    issued, so success proves both."""
+    fake_upstream.clear()
+    (tmp_path / "proxy").mkdir()
+    gemini_proxy = start_gemini_proxy(fake_upstream.url, tmp_path / "proxy")
+    try:
+        target = tmp_path / "gemini.txt"
+        content = 'Written via Gemini: "quotes", \\backslashes\\ and ünïcödé'
+        result = run_claude(gemini_proxy, tmp_path, f"Create the file {target} containing exactly: {content}",
+                            "--allowedTools", "Write")
+    finally:
+        stop(gemini_proxy.process)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == content
+    assert "The file is written." in result.stdout
+    sent = [r for r in fake_upstream.requests() if r["path"].startswith("/v1beta/models/gemini-2.5-")]
+    assert sent and all(r["headers"]["x-goog-api-key"] == GEMINI_KEY for r in sent)
+    # the tool result went back as a functionResponse, after the Write call with its thought signature echoed
+    follow_up = [r["body"]["contents"] for r in sent
+                 if any("functionResponse" in part for part in r["body"]["contents"][-1]["parts"])]
+    assert len(follow_up) == 1
+    call = next(part for part in follow_up[0][-2]["parts"] if "functionCall" in part)
+    assert call["functionCall"]["name"] == "Write"
+    assert call["functionCall"]["args"] == {"file_path": str(target), "content": content}
+    assert call.get("thoughtSignature") not in (None, "skip_thought_signature_validator")
+    response = next(part["functionResponse"] for part in follow_up[0][-1]["parts"] if "functionResponse" in part)
+    assert (response["id"], response["name"]) == (call["functionCall"]["id"], "Write")
