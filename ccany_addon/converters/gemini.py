@@ -44,7 +44,6 @@ DUMMY_SIGNATURE = "skip_thought_signature_validator"
 MAX_STOP_SEQUENCES = 5
 # Gemini 1.x/2.0 neither think nor sign; every later model (2.5, 3, the `-latest` aliases) does.
 _THINKING_MODEL = re.compile(r"^gemini-(?!1\.|2\.0|embedding)")
-_OLD_MODEL = re.compile(r"^gemini-(1\.|2\.0)")  # 8,192 output tokens; later models take 65,536
 
 
 # ---------------------------------------------------------------- request
@@ -59,8 +58,7 @@ def to_gemini_request(request: MessagesRequest, target: UpstreamTarget) -> tuple
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
 
-    config: dict = {"maxOutputTokens": min(target.max_tokens(request.max_tokens),
-                                           8_192 if _OLD_MODEL.match(model) else 65_536)}
+    config: dict = {"maxOutputTokens": target.max_tokens(request.max_tokens)}  # the model's limit: models.py
     if request.temperature is not None:
         config["temperature"] = request.temperature
     if request.top_p is not None:
@@ -427,9 +425,9 @@ class GeminiStreamTranslator(WrittenStream):
                 writer.close(out)  # a signed block belongs to the call it preceded; new thoughts start anew
             self._thinking(part.get("text") or "", signature, out)
         elif isinstance(call := part.get("functionCall"), dict):
-            if signature and not (writer.open_kind == "thinking" and not self._signed):
-                writer.close(out)
-            if signature:
+            if signature:  # signs the open thinking block (its thoughts led to this call), else an empty one
+                if writer.open_kind != "thinking" or self._signed:
+                    writer.close(out)
                 self._thinking("", signature, out)
             args = call.get("args")
             writer.start_tool(call.get("id"), str(call.get("name") or ""), out)

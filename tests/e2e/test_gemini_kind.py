@@ -169,7 +169,7 @@ def test_a_call_from_another_models_history_gets_the_dummy_signature(client, fak
                    {"type": "tool_use", "id": "toolu_from_claude", "name": "get_weather", "input": {"city": "Rome"}}]},
                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_from_claude",
                                              "content": "rainy"}]}]
-    answer = client.messages.create(model="claude-sonnet-4-5", max_tokens=100, tools=CLAUDE_CODE_TOOLS,
+    answer = client.messages.create(model="claude-sonnet-4-6", max_tokens=100, tools=CLAUDE_CODE_TOOLS,
                                     messages=history)
     assert answer.content[0].text == "The file is written."
     call = fake_upstream.requests()[-1]["body"]["contents"][1]["parts"][0]

@@ -20,6 +20,7 @@ from ccany_addon.converters.gemini import (
 from ccany_addon.converters.gemini_schema import clean_schema
 from ccany_addon.converters.openai_chat import upstream_error
 from ccany_addon.errors import GatewayError
+from ccany_addon.models import capabilities
 from ccany_addon.schema import MessagesRequest, parse
 from tests.fake_gemini import schema_problems
 from tests.unit.splits import byte_by_byte, draw_split
@@ -35,8 +36,12 @@ def request(**fields) -> MessagesRequest:
     return parse(MessagesRequest, json.dumps(body).encode())
 
 
+def target(model: str, **kwargs) -> UpstreamTarget:
+    return UpstreamTarget(model, capabilities(model), **kwargs)
+
+
 def convert(model: str = "gemini-2.5-pro", **fields) -> tuple[dict, list[str]]:
-    return to_gemini_request(request(**fields), UpstreamTarget(model))
+    return to_gemini_request(request(**fields), target(model))
 
 
 def tool_use(call_id: str, name: str, arguments: dict) -> dict:
@@ -211,7 +216,7 @@ def test_generation_config():
     ("gemini-2.5-pro", 16000, 32000, 16000),
 ])
 def test_max_output_tokens_is_clamped(model, limit, requested, expected):
-    body, _ = to_gemini_request(request(max_tokens=requested), UpstreamTarget(model, max_tokens_limit=limit))
+    body, _ = to_gemini_request(request(max_tokens=requested), target(model, max_tokens_limit=limit))
     assert body["generationConfig"]["maxOutputTokens"] == expected
 
 
