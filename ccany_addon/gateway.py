@@ -337,7 +337,7 @@ class Gateway:
         authorize_model(state.client, request.model)
         estimated_tokens = rough_input_tokens(request, len(flow.request.raw_content or b""))
         snapshot = self.snapshot
-        self.pools.forget_disabled(snapshot.key_ids)
+        self.pools.forget_disabled(snapshot)
         scenarios = routing.request_scenarios(request, estimated_tokens, ctx.options.ccany_long_context_threshold)
         choice = routing.choose(request.model, snapshot, self.upstream, self.tiers, scenarios,
                                 lambda provider: self.pools.ready_in(provider) == 0)

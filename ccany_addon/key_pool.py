@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 
-from ccany_addon.config.snapshot import Provider, ProviderKey
+from ccany_addon.config.snapshot import ConfigSnapshot, Provider, ProviderKey
 from ccany_addon.json_codec import loads
 
 DEFAULT_COOLDOWN = {429: 60.0, 500: 15.0}  # seconds, when the upstream does not say (5xx share 500's)
@@ -79,9 +79,12 @@ class KeyPools:
         self._cooling_until[key.id] = max(self._cooling_until.get(key.id, 0.0), now + cooldown)
         return KeyFailure(key, status, cooldown=cooldown, message=message)
 
-    def forget_disabled(self, enabled: set[int]) -> None:
+    def forget_disabled(self, snapshot: ConfigSnapshot) -> None:
         """A disabled key is usable again once the config DB has listed it as disabled and then as enabled
         (an admin re-enabled it); until the gateway's own write reaches the DB, it stays disabled."""
+        if not self._disabled:  # the usual case: nothing to look up, on every request
+            return
+        enabled = snapshot.key_ids
         for key_id, seen_disabled in list(self._disabled.items()):
             if key_id not in enabled:
                 self._disabled[key_id] = True

@@ -32,7 +32,6 @@ class MessageStreamWriter:
         self.stop_reason: str | None = None
         self.usage: dict = {}
         self.output_chars = 0
-        self.tool_uses = 0
         self._next_index = 0
         self._open_kind: str | None = None  # "text" | "thinking" | "tool"
         self._thinking: list[str] = []
@@ -91,10 +90,6 @@ class MessageStreamWriter:
         """The upstream's own signature for the open thinking block (sent when the block closes)."""
         self._signature = signature
 
-    def redacted_thinking(self, data: str, out: list[bytes]) -> None:
-        self._open("redacted_thinking", {"type": "redacted_thinking", "data": data}, out)
-        self.close(out)
-
     def start_tool(self, upstream_id: str | None, upstream_name: str, out: list[bytes]) -> int:
         block = {
             "type": "tool_use",
@@ -102,7 +97,6 @@ class MessageStreamWriter:
             "name": self.ctx.client_tool_name(upstream_name),
             "input": {},
         }
-        self.tool_uses += 1
         return self._open("tool", block, out)
 
     def tool_arguments(self, fragment: str, out: list[bytes]) -> None:

@@ -135,9 +135,8 @@ class FlowLog:
         )
         if state.response_context is not None:
             self._upstream_side(flow, state, record)
-        elif state.cache_hit:
-            record.provider, record.upstream_model = state.upstream.provider if state.upstream else None, \
-                state.upstream_model
+        elif state.cache_hit and state.upstream is not None:
+            record.provider, record.upstream_model = state.upstream.provider, state.upstream_model
         if response is not None:
             record.status_code = response.status_code
             record.client_response_headers = response.headers.fields

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
 from ccany_addon.conformance import check_stream
-from tests.conftest import ROOT, stop
+from tests.conftest import ROOT, Proxy, stop
 from tests.e2e.test_gemini_kind import GEMINI_KEY, start_gemini_proxy
 from tests.e2e.test_responses_kind import start_responses_proxy
 
@@ -84,21 +85,27 @@ def test_write_tool_stream_bytes_conform(proxy):
     assert report.message()["content"][0]["input"] == {"file_path": "/tmp/x", "content": "y"}
 
 
-def test_claude_writes_a_file_through_the_responses_kind(fake_upstream, tmp_path):
-    """The same Write turn with `claude-*` routed to a provider of kind `responses` (the OpenAI Responses API)."""
+def write_through(start: Callable[[str, Path], Proxy], fake_upstream, tmp_path: Path, target: Path,
+                  content: str) -> None:
+    """The Write turn through a proxy of its own (`start` gives it a config DB routing to one provider kind)."""
     fake_upstream.clear()
     (tmp_path / "proxy").mkdir()
-    responses_proxy = start_responses_proxy(fake_upstream.url, tmp_path / "proxy")
+    kind_proxy = start(fake_upstream.url, tmp_path / "proxy")
     try:
-        target = tmp_path / "codex.txt"
-        content = 'Written via the Responses API: "quotes", \\backslashes\\ and ünïcödé'
-        result = run_claude(responses_proxy, tmp_path, f"Create the file {target} containing exactly: {content}",
+        result = run_claude(kind_proxy, tmp_path, f"Create the file {target} containing exactly: {content}",
                             "--allowedTools", "Write")
     finally:
-        stop(responses_proxy.process)
+        stop(kind_proxy.process)
     assert result.returncode == 0, result.stderr
     assert target.read_text() == content
     assert "The file is written." in result.stdout
+
+
+def test_claude_writes_a_file_through_the_responses_kind(fake_upstream, tmp_path):
+    """The same Write turn with `claude-*` routed to a provider of kind `responses` (the OpenAI Responses API)."""
+    target = tmp_path / "codex.txt"
+    content = 'Written via the Responses API: "quotes", \\backslashes\\ and ünïcödé'
+    write_through(start_responses_proxy, fake_upstream, tmp_path, target, content)
     sent = [r for r in fake_upstream.requests() if r["path"] == "/v1/responses"]
     assert sent and all(r["body"]["model"] in ("gpt-5-codex", "gpt-5-mini") for r in sent)
     # the tool result went back as a `function_call_output` answering the Write call
@@ -114,19 +121,9 @@ def test_claude_writes_a_file_through_the_gemini_kind(fake_upstream, tmp_path):
     """The same Write turn with `claude-*` routed to a provider of kind `gemini`. The fake Gemini answers 400
     unless Claude Code's tool schemas were cleaned and the Write call comes back with the thought signature it
     issued, so success proves both."""
-    fake_upstream.clear()
-    (tmp_path / "proxy").mkdir()
-    gemini_proxy = start_gemini_proxy(fake_upstream.url, tmp_path / "proxy")
-    try:
-        target = tmp_path / "gemini.txt"
-        content = 'Written via Gemini: "quotes", \\backslashes\\ and ünïcödé'
-        result = run_claude(gemini_proxy, tmp_path, f"Create the file {target} containing exactly: {content}",
-                            "--allowedTools", "Write")
-    finally:
-        stop(gemini_proxy.process)
-    assert result.returncode == 0, result.stderr
-    assert target.read_text() == content
-    assert "The file is written." in result.stdout
+    target = tmp_path / "gemini.txt"
+    content = 'Written via Gemini: "quotes", \\backslashes\\ and ünïcödé'
+    write_through(start_gemini_proxy, fake_upstream, tmp_path, target, content)
     sent = [r for r in fake_upstream.requests() if r["path"].startswith("/v1beta/models/gemini-2.5-")]
     assert sent and all(r["headers"]["x-goog-api-key"] == GEMINI_KEY for r in sent)
     # the tool result went back as a functionResponse, after the Write call with its thought signature echoed

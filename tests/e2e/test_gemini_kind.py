@@ -16,7 +16,7 @@ import pytest
 from ccany_addon.config import store
 from ccany_addon.converters.gemini import DUMMY_SIGNATURE
 from tests.conftest import Proxy, config_db, secret, start_proxy, stop
-from tests.e2e.test_responses_kind import RecordingTransport
+from tests.e2e.recording import RecordingTransport
 
 GEMINI_KEY = secret("AIzaSyFake-gemini-provider-key-0123456789")
 LIMITED_KEY = secret("AIzaSyFake-gemini-limited-key-9876543210")

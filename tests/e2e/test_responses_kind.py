@@ -4,7 +4,6 @@ the official anthropic SDK. Every stream the SDK reads is also checked byte for 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
@@ -12,9 +11,9 @@ import httpx2
 import pytest
 
 from ccany_addon.config import store
-from ccany_addon.conformance import StreamReport, check_stream
 from tests import fake_responses
 from tests.conftest import Proxy, config_db, secret, start_proxy, stop
+from tests.e2e.recording import RecordingTransport
 
 CODEX_KEY = secret("sk-proj-codex-provider-key-0123456789abcdef")
 LIMITED_KEY = secret("sk-proj-codex-limited-key-fedcba9876543210")
@@ -47,36 +46,6 @@ def proxy(fake_upstream, tmp_path_factory):
     yield running
     stop(running.process)
     assert CODEX_KEY not in running.log() and LIMITED_KEY not in running.log()
-
-
-class _Recorder(httpx2.SyncByteStream):
-    """Keeps a copy of the bytes the SDK reads (anthropic 2.x reads through httpx2)."""
-
-    def __init__(self, stream: httpx2.SyncByteStream, sink: list[bytes]) -> None:
-        self.stream, self.sink = stream, sink
-
-    def __iter__(self) -> Iterator[bytes]:
-        for chunk in self.stream:
-            self.sink.append(chunk)
-            yield chunk
-
-    def close(self) -> None:
-        self.stream.close()
-
-
-class RecordingTransport(httpx2.HTTPTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.bodies: list[list[bytes]] = []
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = super().handle_request(request)
-        self.bodies.append([])
-        response.stream = _Recorder(response.stream, self.bodies[-1])
-        return response
-
-    def last_stream(self) -> StreamReport:
-        return check_stream(b"".join(self.bodies[-1]))
 
 
 @pytest.fixture

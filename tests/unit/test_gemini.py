@@ -23,7 +23,7 @@ from ccany_addon.errors import GatewayError
 from ccany_addon.models import capabilities
 from ccany_addon.schema import MessagesRequest, parse
 from tests.fake_gemini import schema_problems
-from tests.unit.splits import byte_by_byte, draw_split
+from tests.unit.streams import byte_by_byte, comparable_events, draw_split, feed_chunks
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 LONG_NAME = "mcp__very_long_server_name_for_testing__and_an_even_longer_tool_name_that_goes_on"
@@ -477,16 +477,8 @@ def sse(*chunks: dict) -> bytes:
 
 
 def feed(pieces: list[bytes]) -> tuple[bytes, GeminiStreamTranslator]:
-    """Feed the pieces, then the end (b""); every returned chunk must be non-empty whole events."""
     translator = GeminiStreamTranslator(CTX, upstream="gemini")
-    out: list[bytes] = []
-    for piece in [*pieces, b""]:
-        returned = translator(piece)
-        assert isinstance(returned, list)
-        for item in returned:
-            assert isinstance(item, bytes) and item and item.endswith(b"\n\n")
-        out.extend(returned)
-    return b"".join(out), translator
+    return feed_chunks(translator, pieces), translator
 
 
 def run(stream: bytes):
@@ -614,13 +606,7 @@ GOOD_STREAMS = [TEXT_STREAM, THINKING_STREAM, TOOL_STREAM,
 
 
 def _events(out: bytes) -> list[dict]:
-    report = check_stream(out)
-    assert report.complete, report.violations
-    events = json.loads(json.dumps(report.events))
-    events[0]["message"].pop("id")
-    for event in events:
-        event.get("content_block", {}).pop("id", None)
-    return events
+    return comparable_events(out, generated_block_ids=True)
 
 
 @functools.cache

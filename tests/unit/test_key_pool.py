@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ccany_addon.config.snapshot import Provider, ProviderKey
+from ccany_addon.config.snapshot import ConfigSnapshot, Provider, ProviderKey
 from ccany_addon.key_pool import DEFAULT_COOLDOWN, KeyPools, cooldown_from, duration
 
 NOW = 1_800_000_000.0
@@ -23,6 +23,11 @@ class Clock:
 
 def provider(strategy: str = "round-robin", keys: tuple[ProviderKey, ...] = KEYS) -> Provider:
     return Provider(7, "p", "openai", "http", "127.0.0.1", 1, "/v1", None, {}, keys, key_strategy=strategy)
+
+
+def listing(*key_ids: int) -> ConfigSnapshot:
+    """A config snapshot whose enabled keys are these."""
+    return ConfigSnapshot(providers={"p": provider(keys=tuple(key for key in KEYS if key.id in key_ids))})
 
 
 def test_round_robin_takes_turns_and_fill_first_sticks_to_the_first_healthy_key():
@@ -71,11 +76,11 @@ def test_an_auth_failure_disables_the_key_until_the_config_db_lists_it_disabled_
     failure = pools.failed(KEYS[0], 401, {}, b"", "invalid api key")
     assert failure.disabled and "401" in failure.disabled
     assert pools.ready_in(provider(keys=KEYS[:1])) is None
-    pools.forget_disabled({1, 2, 3})  # the gateway's own write has not reached the DB yet: still disabled
+    pools.forget_disabled(listing(1, 2, 3))  # the gateway's own write has not reached the DB yet: still disabled
     assert pools.pick(provider(keys=KEYS[:1])) is None
-    pools.forget_disabled({2, 3})  # the DB now lists it as disabled
+    pools.forget_disabled(listing(2, 3))  # the DB now lists it as disabled
     assert pools.pick(provider(keys=KEYS[:1])) is None
-    pools.forget_disabled({1, 2, 3})  # an admin re-enabled it
+    pools.forget_disabled(listing(1, 2, 3))  # an admin re-enabled it
     assert pools.pick(provider(keys=KEYS[:1])).name == "a"
 
 

@@ -16,7 +16,7 @@ from ccany_addon.errors import GatewayError
 from ccany_addon.models import capabilities
 from ccany_addon.schema import MessagesRequest, parse
 from tests import fake_responses
-from tests.unit.splits import byte_by_byte, draw_split
+from tests.unit.streams import byte_by_byte, comparable_events, draw_split, feed_chunks
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 PDF_B64 = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlIC9DYXRhbG9nPj4KZW5kb2JqCg=="
@@ -385,17 +385,8 @@ def call_events(index: int, call_id: str, name: str, fragments: list[str]) -> li
 
 
 def feed(pieces: list[bytes], ctx: ResponseContext = CTX) -> tuple[bytes, ResponsesStreamTranslator]:
-    """Feed the pieces one by one, then the end (b""); every returned chunk must be non-empty whole events."""
     translator = ResponsesStreamTranslator(ctx, upstream="codex")
-    out: list[bytes] = []
-    for piece in [*pieces, b""]:
-        returned = translator(piece)
-        assert isinstance(returned, list)
-        for item in returned:
-            assert isinstance(item, bytes) and item, "an empty chunk would end the client's stream"
-            assert item.endswith(b"\n\n")
-        out.extend(returned)
-    return b"".join(out), translator
+    return feed_chunks(translator, pieces), translator
 
 
 def run(stream: bytes) -> tuple[StreamReport, ResponsesStreamTranslator]:
@@ -657,11 +648,7 @@ GOOD_STREAMS = [
 
 
 def _events(out: bytes) -> list[dict]:
-    report = check_stream(out)
-    assert report.complete, report.violations
-    events = json.loads(json.dumps(report.events))
-    events[0]["message"].pop("id")
-    return events
+    return comparable_events(out)
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ccany_addon.conformance import StreamReport, check_stream
 from ccany_addon.converters.common import ResponseContext
 from ccany_addon.converters.openai_chat import ChatStreamTranslator
-from tests.unit.splits import byte_by_byte, draw_split
+from tests.unit.streams import byte_by_byte, comparable_events, draw_split, feed_chunks
 
 CTX = ResponseContext(client_model="claude-sonnet-4-5", stop_sequences=("###",), estimated_input_tokens=321)
 DONE = b"data: [DONE]\n\n"
@@ -45,17 +45,8 @@ def sse(*chunks: dict, done: bool = True) -> bytes:
 
 
 def feed(pieces: list[bytes], ctx: ResponseContext = CTX) -> tuple[bytes, ChatStreamTranslator]:
-    """Feed the pieces one by one, then the end (b""); every returned chunk must be non-empty whole events."""
     translator = ChatStreamTranslator(ctx, upstream="openai")
-    out: list[bytes] = []
-    for piece in [*pieces, b""]:
-        returned = translator(piece)
-        assert isinstance(returned, list)
-        for item in returned:
-            assert isinstance(item, bytes) and item, "an empty chunk would end the client's stream"
-            assert item.endswith(b"\n\n")
-        out.extend(returned)
-    return b"".join(out), translator
+    return feed_chunks(translator, pieces), translator
 
 
 def run(stream: bytes, ctx: ResponseContext = CTX) -> tuple[StreamReport, bytes]:
@@ -404,11 +395,7 @@ GOOD_STREAMS = [TEXT_STREAM, REASONING_STREAM, TOOL_STREAM, INTERLEAVED_STREAM,
 
 
 def _events(out: bytes) -> list[dict]:
-    report = check_stream(out)
-    assert report.complete, report.violations
-    events = json.loads(json.dumps(report.events))
-    events[0]["message"].pop("id")
-    return events
+    return comparable_events(out)
 
 
 @functools.cache
