@@ -33,7 +33,7 @@ from ccany_addon.option_checks import require_bounds
 from ccany_addon.reachability import Reachability
 from ccany_addon.response_cache import ResponseCache, cache_key
 from ccany_addon.routing import KEY_HEADERS, REDACTED, Upstream
-from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
+from ccany_addon.schema import CountTokensRequest, Message, MessagesRequest, parse
 
 logger = logging.getLogger("ccany")
 
@@ -67,6 +67,7 @@ class FlowState:
     # What the flow log needs of what the gateway rewrites or replaces.
     handler: str = ""
     client_request: bytes | None = None
+    last_message: Message | None = None  # the turn's newest input, for the log's full-text search
     client_headers: tuple = ()
     client_path: str = ""
     forwarded_at: float | None = None
@@ -334,6 +335,7 @@ class Gateway:
 
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
         request = self._body(flow, MessagesRequest)
+        state.last_message = request.messages[-1] if request.messages else None
         authorize_model(state.client, request.model)
         estimated_tokens = rough_input_tokens(request, len(flow.request.raw_content or b""))
         snapshot = self.snapshot

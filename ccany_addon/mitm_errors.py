@@ -7,7 +7,7 @@ chose for the flow in its `error` hook when there is one, else a generic one.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Generator
+from collections.abc import Iterator
 from typing import Any
 
 from mitmproxy import http
@@ -42,20 +42,20 @@ def _anthropic_error_response(status_code: int, message: str = "") -> bytes:
     return http1.assemble_response(response)
 
 
-def _send(self: _http1.Http1Server, event: Any) -> Generator[commands.Command, Any, None]:
-    chosen = None
+def _send(self: _http1.Http1Server, event: Any) -> Iterator[commands.Command]:
+    # A plain function handing back mitmproxy's own generator: this runs for every chunk of every stream,
+    # and a wrapping generator would add a frame to each of them.
     if isinstance(event, ResponseProtocolError) and self.request is not None:
         chosen = _chosen.pop(self.request, None)
-    if (
-        chosen is not None
-        and not self.response
-        and self.conn.state & ConnectionState.CAN_WRITE
-    ):
-        chosen.headers["connection"] = "close"
-        yield commands.SendData(self.conn, http1.assemble_response(chosen))
-        yield commands.CloseConnection(self.conn)
-        return
-    yield from _ORIGINAL_SEND(self, event)
+        if chosen is not None and not self.response and self.conn.state & ConnectionState.CAN_WRITE:
+            return _send_chosen(self, chosen)
+    return _ORIGINAL_SEND(self, event)
+
+
+def _send_chosen(self: _http1.Http1Server, chosen: http.Response) -> Iterator[commands.Command]:
+    chosen.headers["connection"] = "close"
+    yield commands.SendData(self.conn, http1.assemble_response(chosen))
+    yield commands.CloseConnection(self.conn)
 
 
 def install() -> None:

@@ -12,6 +12,16 @@ def encode_event(data: dict) -> bytes:
     return b"event: " + data["type"].encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
+_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+          b'"delta":{"type":"%s","%s":%s}}\n\n')
+
+
+def encode_delta(index: int, delta_type: bytes, field: bytes, value: str) -> bytes:
+    """`encode_event` of a one-field content_block_delta, byte for byte, without building the dict: most of
+    a stream's events are these."""
+    return _DELTA % (index, delta_type, field, dumps(value))
+
+
 @dataclass(slots=True)
 class ServerSentEvent:
     event: str | None
@@ -52,6 +62,9 @@ class SSEDecoder:
 
     @staticmethod
     def _block(block: bytes, events: list[ServerSentEvent]) -> None:
+        if block.startswith(b"data: ") and b"\n" not in block:  # most events: one data line and nothing else
+            events.append(ServerSentEvent(None, block[6:].decode("utf-8", errors="replace")))
+            return
         event: str | None = None
         data: list[bytes] = []
         for line in block.split(b"\n"):

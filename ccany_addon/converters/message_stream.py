@@ -16,7 +16,7 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.errors import error_body, error_type
-from ccany_addon.sse import encode_event
+from ccany_addon.sse import encode_delta, encode_event
 
 
 class MessageStreamWriter:
@@ -76,7 +76,7 @@ class MessageStreamWriter:
         if self._open_kind != "text":
             self._open("text", {"type": "text", "text": ""}, out)
         self.output_chars += len(text)
-        self._delta({"type": "text_delta", "text": text}, out)
+        out.append(encode_delta(self._next_index - 1, b"text_delta", b"text", text))
 
     def thinking(self, text: str, out: list[bytes]) -> None:
         if self._open_kind != "thinking":
@@ -84,7 +84,7 @@ class MessageStreamWriter:
         if text:
             self._thinking.append(text)
             self.output_chars += len(text)
-            self._delta({"type": "thinking_delta", "thinking": text}, out)
+            out.append(encode_delta(self._next_index - 1, b"thinking_delta", b"thinking", text))
 
     def sign_thinking(self, signature: str) -> None:
         """The upstream's own signature for the open thinking block (sent when the block closes)."""
@@ -105,7 +105,7 @@ class MessageStreamWriter:
             return
         self._arguments.append(fragment)
         self.output_chars += len(fragment)
-        self._delta({"type": "input_json_delta", "partial_json": fragment}, out)
+        out.append(encode_delta(self._next_index - 1, b"input_json_delta", b"partial_json", fragment))
 
     def close(self, out: list[bytes]) -> None:
         """Closes the open block, if any: thinking gets its signature, tool arguments a repaired tail."""
@@ -114,7 +114,7 @@ class MessageStreamWriter:
         if self._open_kind == "thinking":
             signature = self._signature or thinking_signature("".join(self._thinking))
             self._thinking, self._signature = [], None
-            self._delta({"type": "signature_delta", "signature": signature}, out)
+            out.append(encode_delta(self._next_index - 1, b"signature_delta", b"signature", signature))
         elif self._open_kind == "tool":
             self._repair_arguments(out)
         self.emit({"type": "content_block_stop", "index": self._next_index - 1}, out)
@@ -161,16 +161,13 @@ class MessageStreamWriter:
         self.emit({"type": "content_block_start", "index": index, "content_block": block}, out)
         return index
 
-    def _delta(self, delta: dict, out: list[bytes]) -> None:
-        self.emit({"type": "content_block_delta", "index": self._next_index - 1, "delta": delta}, out)
-
     def _repair_arguments(self, out: list[bytes]) -> None:
         try:
             _, closer = parse_tool_arguments("".join(self._arguments))
         except ValueError:
             return  # the client reports unusable arguments to the model; the gateway invents nothing
         if closer:
-            self._delta({"type": "input_json_delta", "partial_json": closer}, out)
+            out.append(encode_delta(self._next_index - 1, b"input_json_delta", b"partial_json", closer))
 
 
 class WrittenStream:

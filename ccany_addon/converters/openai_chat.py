@@ -435,7 +435,8 @@ class ChatStreamTranslator(WrittenStream):
                 break
         if not data and not self.writer.finished:
             self._end_of_input(out)
-        return [b"".join(out)] if out else []
+        # One chunk per upstream read: mitmproxy writes each list item to the socket on its own.
+        return out if len(out) < 2 else [b"".join(out)]
 
     def _event(self, data: str, out: list[bytes]) -> None:
         if data == "[DONE]":
@@ -448,7 +449,7 @@ class ChatStreamTranslator(WrittenStream):
             return
         if not isinstance(chunk, dict):
             return
-        if isinstance(error := chunk.get("error"), dict | str):
+        if isinstance(error := chunk.get("error"), (dict, str)):
             error = error if isinstance(error, dict) else {"message": error}
             message = str(error.get("message") or "stream error")
             self.writer.fail(stream_error_status(error), mask_secrets(f"{self.upstream} upstream: {message}"), out)
@@ -465,19 +466,22 @@ class ChatStreamTranslator(WrittenStream):
 
     def _choice(self, choice: dict, out: list[bytes]) -> None:
         delta = choice.get("delta") or {}
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-        if isinstance(reasoning, str) and reasoning:
-            self._leave_tool(out)
-            self.writer.thinking(reasoning, out)
+        text_only = len(delta) == 1 and "content" in delta  # most chunks: skip the other lookups
+        if not text_only:
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(reasoning, str) and reasoning:
+                self._leave_tool(out)
+                self.writer.thinking(reasoning, out)
         text = _text_of(delta.get("content"))
         if text:
             self._leave_tool(out)
             self.writer.text(text, out)
-        for call in delta.get("tool_calls") or ():
-            if isinstance(call, dict):
-                self._tool_fragment(call.get("index") or 0, call.get("id"), call.get("function") or {}, out)
-        if isinstance(delta.get("function_call"), dict):
-            self._tool_fragment(0, None, delta["function_call"], out)
+        if not text_only:
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    self._tool_fragment(call.get("index") or 0, call.get("id"), call.get("function") or {}, out)
+            if isinstance(delta.get("function_call"), dict):
+                self._tool_fragment(0, None, delta["function_call"], out)
         if choice.get("finish_reason"):
             self._finish_reason = choice["finish_reason"]
             self._matched_stop = _matched_stop(choice)

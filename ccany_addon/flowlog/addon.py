@@ -124,6 +124,7 @@ class FlowLog:
             path=state.client_path or request.path,
             client_addr=flow.client_conn.peername[0] if flow.client_conn.peername else "",
             client_request=state.client_request,
+            last_message=state.last_message,
             client_request_headers=state.client_headers or request.headers.fields,
             client_model=state.client_model or None,
             client_key_id=state.client.id if state.client else None,

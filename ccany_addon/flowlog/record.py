@@ -14,6 +14,7 @@ from ccany_addon.conformance import accumulate_message
 from ccany_addon.errors import mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.routing import KEY_HEADERS, REDACTED
+from ccany_addon.schema import Message
 
 BodyPolicy = Literal["all", "errors", "none"]
 BODY_POLICIES: tuple[str, ...] = ("all", "errors", "none")
@@ -72,6 +73,7 @@ class FlowRecord:
     client_addr: str
     client_request: bytes | None
     client_request_headers: HeaderFields
+    last_message: Message | None = None  # the request's newest message, already parsed by the gateway
     client_key_id: int | None = None
     route: str | None = None
     provider_key: str | None = None
@@ -187,7 +189,7 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
              for at, event, size in events]
         ),
         "notes": dumps_str(record.notes) if record.notes else None,
-        "conversation": _scrub(_conversation(record.client_request, client_response) or "", policy.secrets) or None
+        "conversation": _scrub(_conversation(record, client_response) or "", policy.secrets) or None
         if keep else None,
     }
     row["truncated"] = ",".join(cut) or None
@@ -230,15 +232,18 @@ def _sent_events(sent: list[tuple[float, bytes]]) -> list[tuple[float, dict, int
     return events
 
 
-def _conversation(request: bytes | None, response: bytes | None) -> str | None:
+def _conversation(record: FlowRecord, response: bytes | None) -> str | None:
     """The turn's searchable text: the newest message of the request and the answer's text."""
     parts: list[str] = []
-    try:
-        body = loads(request) if request else None
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and isinstance(body.get("messages"), list) and body["messages"]:
-        parts.extend(_texts(body["messages"][-1]))
+    if record.last_message is not None:
+        parts.extend(_texts(record.last_message.model_dump(exclude_unset=True)))
+    else:
+        try:
+            body = loads(record.client_request) if record.client_request else None
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("messages"), list) and body["messages"]:
+            parts.extend(_texts(body["messages"][-1]))
     try:
         answer = loads(response) if response else None
     except ValueError:

@@ -91,11 +91,24 @@ def _v3(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
 VERSION = len(MIGRATIONS)
 
+# A flow row is tens of KB of bodies: 16 KB pages write it in a quarter of the page writes 4 KB pages take
+# (measured: 0.37 vs 0.55 ms of CPU per Claude Code flow). SQLite takes the size only before the first table.
+PAGE_SIZE = 16384
+
+_INSERT = f"INSERT OR REPLACE INTO {FLOWS} ({', '.join(FLOW_COLUMNS)}) VALUES ({', '.join('?' * len(FLOW_COLUMNS))})"
+
+
+def insert_flows(db: sqlite_utils.Database, rows: list[dict]) -> None:
+    """One prepared statement for every row (a column a row lacks is NULL); the caller holds the transaction."""
+    db.conn.executemany(_INSERT, [tuple(row.get(column) for column in FLOW_COLUMNS) for row in rows])
+
 
 def open_db(path: str) -> sqlite_utils.Database:
     """A connection in WAL mode with the schema current (the writer's, or a test's)."""
     db = sqlite_utils.Database(path)
     db.execute("PRAGMA busy_timeout = 5000")
+    if db.execute("PRAGMA page_count").fetchone()[0] == 0:
+        db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     db.enable_wal()
     # WAL with NORMAL sync cannot corrupt the DB; a power cut may lose the last moments of log.
     db.execute("PRAGMA synchronous = NORMAL")

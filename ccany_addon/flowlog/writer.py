@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from ccany_addon.flowlog.schema import FLOWS, open_db
+from ccany_addon.flowlog.schema import FLOWS, insert_flows, open_db
 
 logger = logging.getLogger("ccany")
 
@@ -111,7 +111,7 @@ class FlowWriter[R]:
         for attempt in range(BUSY_RETRIES):
             try:
                 db.execute("BEGIN IMMEDIATE")
-                db[FLOWS].insert_all(rows, replace=True, batch_size=BATCH_SIZE)
+                insert_flows(db, rows)
                 if db.conn.in_transaction:
                     db.conn.commit()
                 self.written += len(rows)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ccany_addon.conformance import check_stream
+from ccany_addon.sse import encode_delta, encode_event
 
 
 def event(payload: dict, name: str | None = "") -> bytes:
@@ -189,3 +192,13 @@ def test_empty_stream_is_reported():
 def test_each_violation_is_reported_once_per_event():
     report = check_stream(event(MESSAGE_START, None) + event(PING, None) + stream(GOOD[2:]))
     assert sum("without an 'event:' line" in v for v in report.violations) == 2
+
+
+@settings(max_examples=300)
+@given(index=st.integers(0, 10_000), text=st.text(),
+       kind=st.sampled_from([("text_delta", "text"), ("thinking_delta", "thinking"),
+                             ("input_json_delta", "partial_json"), ("signature_delta", "signature")]))
+def test_the_delta_shortcut_encodes_exactly_like_encode_event(index, text, kind):
+    delta_type, field = kind
+    assert encode_delta(index, delta_type.encode(), field.encode(), text) == encode_event(
+        {"type": "content_block_delta", "index": index, "delta": {"type": delta_type, field: text}})

@@ -153,3 +153,26 @@ def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_ap
     assert sum(event[3] for event in timeline) == sum(len(chunk) for _, chunk in recorder.sent)
     assert result["conversation"] == "secret [redacted]\nHi there"
     assert to_row(record, LogPolicy("none", 1000))["client_request"] is None
+
+
+def test_conversation_from_the_gateways_parsed_message_matches_the_raw_request():
+    from ccany_addon.schema import MessagesRequest
+
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read",
+                                           "input": {"file_path": "/a"}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "file body"}],
+             "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "and now?"}]}]}
+    raw = json.dumps(body).encode()
+    answer = b'{"content": [{"type": "text", "text": "the answer"}]}'
+    from_bytes = FlowRecord(id="req_a", started=0.0, method="POST", path="/v1/messages", client_addr="",
+                            client_request=raw, client_request_headers=(), client_response=answer)
+    from_model = FlowRecord(id="req_b", started=0.0, method="POST", path="/v1/messages", client_addr="",
+                            client_request=raw, client_request_headers=(), client_response=answer,
+                            last_message=MessagesRequest.model_validate(body).messages[-1])
+    policy = LogPolicy("all", 1 << 20)
+    assert to_row(from_model, policy)["conversation"] == to_row(from_bytes, policy)["conversation"] \
+        == "file body\nand now?\nthe answer"
