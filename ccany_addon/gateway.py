@@ -387,6 +387,7 @@ class Gateway:
             caps,
             ctx.options.ccany_max_tokens_limit,
             ctx.options.ccany_fold_system_messages or not caps.late_system,
+            reasoning_object=state.upstream is not None and state.upstream.is_openrouter,
         )
         if self._temperature is not None:
             request = request.model_copy(update={"temperature": self._temperature})

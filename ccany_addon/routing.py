@@ -45,6 +45,10 @@ class Upstream:
     def name(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def is_openrouter(self) -> bool:
+        return self.host == "openrouter.ai" or self.host.endswith(".openrouter.ai")
+
     def key_header(self) -> tuple[str, str]:
         name, template = _KEY_HEADERS[self.kind]
         return name, template.format(self.key)

@@ -49,6 +49,7 @@ class UpstreamTarget:
     capabilities: Capabilities = field(default_factory=Capabilities)
     max_tokens_limit: int = 0  # 0: only the model's own limit
     fold_system_messages: bool = False
+    reasoning_object: bool = False  # OpenRouter: `reasoning: {max_tokens | effort}`, not `reasoning_effort`
 
     def max_tokens(self, requested: int) -> int:
         limits = [n for n in (self.max_tokens_limit, self.capabilities.max_output_tokens) if n]

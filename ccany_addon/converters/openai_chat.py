@@ -62,7 +62,12 @@ def to_chat_request(request: MessagesRequest, target: UpstreamTarget) -> tuple[d
     if request.metadata and request.metadata.user_id:
         body["user"] = user_field(request.metadata.user_id)
     if caps.reasoning and (effort := reasoning_effort(request)):
-        body["reasoning_effort"] = effort
+        if not target.reasoning_object:
+            body["reasoning_effort"] = effort
+        elif request.thinking is not None and request.thinking.budget_tokens:
+            body["reasoning"] = {"max_tokens": request.thinking.budget_tokens}  # Claude Code's own budget
+        else:
+            body["reasoning"] = {"effort": effort}
 
     tools = function_tools(request, caps, notes, body)
     if tools:

@@ -107,3 +107,9 @@ def test_a_provider_without_a_healthy_key_falls_back_in_list_order():
     # nothing usable: the routed provider stays, and the gateway tells the client when to retry
     stuck = choose("claude-opus-4-1", config, DEFAULT, TIERS, usable=lambda p: False)
     assert (stuck.provider, stuck.rule) == (main, "route claude-*")
+
+
+@pytest.mark.parametrize(("host", "expected"), [("openrouter.ai", True), ("eu.openrouter.ai", True),
+                                                ("api.openai.com", False), ("notopenrouter.ai", False)])
+def test_openrouter_is_known_by_its_host(host, expected):
+    assert Upstream("https", host, 443, "/api/v1", "k", "").is_openrouter is expected
