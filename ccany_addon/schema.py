@@ -247,7 +247,7 @@ def parse[T: BaseModel](model: type[T], body: bytes) -> T:
     whose errors speak JSON (array, object) and whose result stands."""
     try:
         return model.model_validate(loads(body))
-    except (ValueError, ValidationError):  # orjson's JSONDecodeError is a ValueError
+    except ValueError:  # orjson's JSONDecodeError and pydantic's ValidationError both are
         pass
     try:
         return model.model_validate_json(body)

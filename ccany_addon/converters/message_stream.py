@@ -76,7 +76,7 @@ class MessageStreamWriter:
         if self._open_kind != "text":
             self._open("text", {"type": "text", "text": ""}, out)
         self.output_chars += len(text)
-        out.append(encode_delta(self._next_index - 1, b"text_delta", b"text", text))
+        self._delta(b"text_delta", b"text", text, out)
 
     def thinking(self, text: str, out: list[bytes]) -> None:
         if self._open_kind != "thinking":
@@ -84,7 +84,7 @@ class MessageStreamWriter:
         if text:
             self._thinking.append(text)
             self.output_chars += len(text)
-            out.append(encode_delta(self._next_index - 1, b"thinking_delta", b"thinking", text))
+            self._delta(b"thinking_delta", b"thinking", text, out)
 
     def sign_thinking(self, signature: str) -> None:
         """The upstream's own signature for the open thinking block (sent when the block closes)."""
@@ -105,7 +105,7 @@ class MessageStreamWriter:
             return
         self._arguments.append(fragment)
         self.output_chars += len(fragment)
-        out.append(encode_delta(self._next_index - 1, b"input_json_delta", b"partial_json", fragment))
+        self._delta(b"input_json_delta", b"partial_json", fragment, out)
 
     def close(self, out: list[bytes]) -> None:
         """Closes the open block, if any: thinking gets its signature, tool arguments a repaired tail."""
@@ -114,7 +114,7 @@ class MessageStreamWriter:
         if self._open_kind == "thinking":
             signature = self._signature or thinking_signature("".join(self._thinking))
             self._thinking, self._signature = [], None
-            out.append(encode_delta(self._next_index - 1, b"signature_delta", b"signature", signature))
+            self._delta(b"signature_delta", b"signature", signature, out)
         elif self._open_kind == "tool":
             self._repair_arguments(out)
         self.emit({"type": "content_block_stop", "index": self._next_index - 1}, out)
@@ -161,13 +161,17 @@ class MessageStreamWriter:
         self.emit({"type": "content_block_start", "index": index, "content_block": block}, out)
         return index
 
+    def _delta(self, delta_type: bytes, field: bytes, value: str, out: list[bytes]) -> None:
+        """A delta of the open block (the last one opened)."""
+        out.append(encode_delta(self._next_index - 1, delta_type, field, value))
+
     def _repair_arguments(self, out: list[bytes]) -> None:
         try:
             _, closer = parse_tool_arguments("".join(self._arguments))
         except ValueError:
             return  # the client reports unusable arguments to the model; the gateway invents nothing
         if closer:
-            out.append(encode_delta(self._next_index - 1, b"input_json_delta", b"partial_json", closer))
+            self._delta(b"input_json_delta", b"partial_json", closer, out)
 
 
 class WrittenStream:

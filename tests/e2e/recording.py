@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import anthropic
 import httpx2
 
 from ccany_addon.conformance import StreamReport, check_stream
@@ -38,3 +39,9 @@ class RecordingTransport(httpx2.HTTPTransport):
 
     def last_stream(self) -> StreamReport:
         return check_stream(b"".join(self.bodies[-1]))
+
+
+def recording_client(base_url: str, transport: RecordingTransport) -> anthropic.Anthropic:
+    """The SDK client the kind tests use: no retries of its own, every response recorded by `transport`."""
+    return anthropic.Anthropic(base_url=base_url, api_key="client-side-key", max_retries=0, timeout=20,
+                               http_client=httpx2.Client(transport=transport))

@@ -10,13 +10,12 @@ import json
 from pathlib import Path
 
 import anthropic
-import httpx2
 import pytest
 
 from ccany_addon.config import store
 from ccany_addon.converters.gemini import DUMMY_SIGNATURE
 from tests.conftest import Proxy, config_db, secret, start_proxy, stop
-from tests.e2e.recording import RecordingTransport
+from tests.e2e.recording import RecordingTransport, recording_client
 
 GEMINI_KEY = secret("AIzaSyFake-gemini-provider-key-0123456789")
 LIMITED_KEY = secret("AIzaSyFake-gemini-limited-key-9876543210")
@@ -70,8 +69,7 @@ def transport() -> RecordingTransport:
 
 @pytest.fixture
 def client(proxy, transport) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=proxy.url, api_key="client-side-key", max_retries=0, timeout=20,
-                               http_client=httpx2.Client(transport=transport))
+    return recording_client(proxy.url, transport)
 
 
 def test_non_streaming_text_with_usage_and_the_google_key_header(client, proxy, fake_upstream):

@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import anthropic
-import httpx2
 import pytest
 
 from ccany_addon.config import store
 from tests import fake_responses
 from tests.conftest import Proxy, config_db, secret, start_proxy, stop
-from tests.e2e.recording import RecordingTransport
+from tests.e2e.recording import RecordingTransport, recording_client
 
 CODEX_KEY = secret("sk-proj-codex-provider-key-0123456789abcdef")
 LIMITED_KEY = secret("sk-proj-codex-limited-key-fedcba9876543210")
@@ -55,8 +54,7 @@ def transport() -> RecordingTransport:
 
 @pytest.fixture
 def client(proxy, transport) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=proxy.url, api_key="client-side-key", max_retries=0, timeout=20,
-                               http_client=httpx2.Client(transport=transport))
+    return recording_client(proxy.url, transport)
 
 
 def test_non_streaming_text_with_usage_and_the_bearer_key(client, proxy, fake_upstream):
