@@ -9,12 +9,23 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic._internal._model_construction import ModelMetaclass
 
 from ccany_addon.errors import GatewayError
 from ccany_addon.json_codec import loads
 
 
-class _Model(BaseModel):
+class _PlainInstanceCheck(ModelMetaclass):
+    """`isinstance(block, ImageBlock)` from the class hierarchy alone, as for any class. The converters ask it
+    of every block of every message, and pydantic's own check, which also honours ABC registration, costs
+    0.43 µs per miss against 0.13 µs: 0.57 vs 0.19 ms per request for a 600-block conversation. None of these
+    classes has virtual subclasses, so the answers are the same."""
+
+    __instancecheck__ = type.__instancecheck__
+    __subclasscheck__ = type.__subclasscheck__
+
+
+class _Model(BaseModel, metaclass=_PlainInstanceCheck):
     model_config = ConfigDict(extra="allow")
 
 
