@@ -21,6 +21,7 @@ from ccany_addon.schema import (
     MessagesRequest,
     TextBlock,
     ToolResultBlock,
+    as_dict,
 )
 
 _PIECES = re.compile(r"[A-Za-z]+|\d+|\s+|[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\sA-Za-z\d]")
@@ -29,6 +30,7 @@ TOOLS_OVERHEAD = 340  # the tool-use preamble the API adds when tools are presen
 TOOL_OVERHEAD = 8
 UNKNOWN_IMAGE = 1600
 PDF_PAGE = 1500
+_UNPRICED_FIELDS = ("type", "cache_control", "signature")
 
 
 def text_tokens(text: str) -> int:
@@ -104,12 +106,12 @@ def _block_tokens(block: object) -> int:
             # a PDF page is roughly its text plus an image; pages are counted from the page objects
             pages = base64.b64decode(source.data + "==").count(b"/Type /Page") or 1
             return pages * PDF_PAGE
-        return text_tokens(json.dumps(source.model_dump()))
+        return text_tokens(json.dumps(as_dict(source)))
     if isinstance(block, ToolResultBlock):
         if isinstance(block.content, str):
             return 5 + text_tokens(block.content)
         return 5 + sum(_block_tokens(item) for item in block.content or ())
-    dumped = block.model_dump(exclude={"type", "cache_control", "signature"})  # type: ignore[attr-defined]
+    dumped = {name: value for name, value in as_dict(block).items() if name not in _UNPRICED_FIELDS}
     return 3 + text_tokens(json.dumps(dumped, ensure_ascii=False))
 
 

@@ -1,4 +1,4 @@
-"""The Anthropic Messages request, as pydantic v2 models.
+"""The Anthropic Messages request: pydantic v2 models for the request itself, pydantic dataclasses for its parts.
 
 Only what the gateway reads is typed; unknown fields are kept (clients add new ones every month).
 Validation failures become an `invalid_request_error` naming the field.
@@ -6,52 +6,61 @@ Validation failures become an `invalid_request_error` naming the field.
 
 from __future__ import annotations
 
+from dataclasses import is_dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic._internal._model_construction import ModelMetaclass
+from pydantic.dataclasses import dataclass
 
 from ccany_addon.errors import GatewayError
 from ccany_addon.json_codec import loads
 
-
-class _PlainInstanceCheck(ModelMetaclass):
-    """`isinstance(block, ImageBlock)` from the class hierarchy alone, as for any class. The converters ask it
-    of every block of every message, and pydantic's own check, which also honours ABC registration, costs
-    0.43 µs per miss against 0.13 µs: 0.57 vs 0.19 ms per request for a 600-block conversation. None of these
-    classes has virtual subclasses, so the answers are the same."""
-
-    __instancecheck__ = type.__instancecheck__
-    __subclasscheck__ = type.__subclasscheck__
+# The parts of a request, of which a long conversation has thousands: pydantic dataclasses validate in 60% of
+# a model's time (2.6 vs 4.2 µs for an assistant turn of three blocks) and `isinstance` on them is the plain one.
+_part = dataclass(config=ConfigDict(extra="allow"), kw_only=True)
 
 
-class _Model(BaseModel, metaclass=_PlainInstanceCheck):
+class _Model(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class Base64Source(_Model):
+def as_dict(part: object) -> Any:
+    """A part (or a list of them) as plain JSON values, its unknown fields included."""
+    if isinstance(part, list):
+        return [as_dict(item) for item in part]
+    if is_dataclass(part):
+        return {name: as_dict(value) for name, value in vars(part).items()}
+    return part
+
+
+@_part
+class Base64Source:
     type: Literal["base64"]
     media_type: str
     data: str
 
 
-class UrlSource(_Model):
+@_part
+class UrlSource:
     type: Literal["url"]
     url: str
 
 
-class TextSource(_Model):
+@_part
+class TextSource:
     type: Literal["text"]
     media_type: str = "text/plain"
     data: str
 
 
-class ContentSource(_Model):
+@_part
+class ContentSource:
     type: Literal["content"]
     content: str | list[dict[str, Any]]
 
 
-class FileSource(_Model):
+@_part
+class FileSource:
     type: Literal["file"]
     file_id: str
 
@@ -62,30 +71,35 @@ DocumentSource = Annotated[
 ]
 
 
-class TextBlock(_Model):
+@_part
+class TextBlock:
     type: Literal["text"]
     text: str
 
 
-class ImageBlock(_Model):
+@_part
+class ImageBlock:
     type: Literal["image"]
     source: ImageSource
 
 
-class DocumentBlock(_Model):
+@_part
+class DocumentBlock:
     type: Literal["document"]
     source: DocumentSource
     title: str | None = None
 
 
-class SearchResultBlock(_Model):
+@_part
+class SearchResultBlock:
     type: Literal["search_result"]
     source: str
     title: str
     content: list[TextBlock]
 
 
-class ToolUseBlock(_Model):
+@_part
+class ToolUseBlock:
     type: Literal["tool_use"]
     id: str
     name: str
@@ -97,25 +111,29 @@ ToolResultContent = Annotated[
 ]
 
 
-class ToolResultBlock(_Model):
+@_part
+class ToolResultBlock:
     type: Literal["tool_result"]
     tool_use_id: str
     content: str | list[ToolResultContent] | None = None
     is_error: bool | None = None
 
 
-class ThinkingBlock(_Model):
+@_part
+class ThinkingBlock:
     type: Literal["thinking"]
     thinking: str
     signature: str | None = None
 
 
-class RedactedThinkingBlock(_Model):
+@_part
+class RedactedThinkingBlock:
     type: Literal["redacted_thinking"]
     data: str
 
 
-class ServerToolBlock(_Model):
+@_part
+class ServerToolBlock:
     """Blocks of Anthropic-run tools (web search, code execution…): history no other backend can use."""
 
     type: Literal[
@@ -147,12 +165,14 @@ ContentBlock = Annotated[
 ]
 
 
-class Message(_Model):
+@_part
+class Message:
     role: Literal["user", "assistant", "system"]
     content: str | list[ContentBlock]
 
 
-class Tool(_Model):
+@_part
+class Tool:
     name: str
     type: str | None = None
     description: str | None = None
@@ -205,7 +225,7 @@ _TAGS = {
     for model in (Base64Source, UrlSource, TextSource, ContentSource, FileSource, TextBlock, ImageBlock,
                   DocumentBlock, SearchResultBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock,
                   RedactedThinkingBlock, ServerToolBlock)
-    for tag in model.model_fields["type"].annotation.__args__
+    for tag in model.__pydantic_fields__["type"].annotation.__args__
 }
 
 

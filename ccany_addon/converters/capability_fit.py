@@ -4,6 +4,8 @@ is a note in the flow log. Pure."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ccany_addon.models import Capabilities
 from ccany_addon.schema import ImageBlock, MessagesRequest, TextBlock, ToolResultBlock
 
@@ -22,7 +24,7 @@ def fit_request(request: MessagesRequest, caps: Capabilities) -> tuple[MessagesR
             if isinstance(message.content, list):
                 content, replaced = _without_images(message.content)
                 images += replaced
-                message = message.model_copy(update={"content": content}) if replaced else message
+                message = replace(message, content=content) if replaced else message
             messages.append(message)
         if images:
             changes["messages"] = messages
@@ -38,7 +40,7 @@ def _without_images(blocks: list) -> tuple[list, int]:
             replaced += 1
         elif isinstance(block, ToolResultBlock) and isinstance(block.content, list):
             content, inner = _without_images(block.content)
-            out.append(block.model_copy(update={"content": content}) if inner else block)
+            out.append(replace(block, content=content) if inner else block)
             replaced += inner
         else:
             out.append(block)

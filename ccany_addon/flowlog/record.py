@@ -14,7 +14,7 @@ from ccany_addon.conformance import accumulate_message
 from ccany_addon.errors import mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.routing import KEY_HEADERS, REDACTED
-from ccany_addon.schema import Message
+from ccany_addon.schema import Message, as_dict
 
 BodyPolicy = Literal["all", "errors", "none"]
 BODY_POLICIES: tuple[str, ...] = ("all", "errors", "none")
@@ -236,7 +236,7 @@ def _conversation(record: FlowRecord, response: bytes | None) -> str | None:
     """The turn's searchable text: the newest message of the request and the answer's text."""
     parts: list[str] = []
     if record.last_message is not None:
-        parts.extend(_texts(record.last_message.model_dump(exclude_unset=True)))
+        parts.extend(_texts(as_dict(record.last_message)))
     else:
         try:
             body = loads(record.client_request) if record.client_request else None
