@@ -9,9 +9,11 @@ other processes and are not counted. The addon's log writer thread is in the pro
 each round waits until the log queue is empty.
 
 Then, per provider kind (openai, azure, responses, gemini, anthropic), one 50-event stream through the addon
-(routed by the config DB to a provider of that kind) against the bare proxy sent the same upstream request.
+(routed by the config DB to a provider of that kind) against the bare proxy sent the same upstream request;
+and streams of a long conversation (150 tool round trips, ≈ 115 KB), the size a working session sends.
 
-    scripts/bench [--requests N] [--rounds R] [--kind-requests N] [--rss-flows N] [--set ccany_option=value ...]
+    scripts/bench [--requests N] [--rounds R] [--kind-requests N] [--long-requests N] [--rss-flows N] [--keep]
+                  [--set ccany_option=value ...]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -58,12 +61,31 @@ def claude_code_body(stream: bool) -> dict:
             "thinking": {"type": "adaptive"}}
 
 
-def openai_body(stream: bool) -> dict:
+def long_conversation_body(stream: bool) -> dict:
+    """The Claude Code body after 150 tool round trips (≈ 115 KB, 600 content blocks): what a working session
+    sends on every turn."""
+    body = claude_code_body(stream)
+    messages = body["messages"][:1]
+    output = [{"type": "text", "text": "line\n" * 30}]
+    for turn in range(150):
+        messages += [
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "Let me check that file. " * 4, "signature": "sig"},
+                {"type": "text", "text": "Reading it."},
+                {"type": "tool_use", "id": f"toolu_{turn}", "name": "Tool1", "input": {"param_0": f"/src/{turn}.py"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": f"toolu_{turn}", "content": output}]},
+        ]
+    messages.append({"role": "user", "content": [{"type": "text", "text": "Go on."}]})
+    return {**body, "messages": messages}
+
+
+def openai_body(stream: bool, client_body: dict | None = None) -> dict:
     from ccany_addon.converters.common import UpstreamTarget
     from ccany_addon.converters.openai_chat import to_chat_request
     from ccany_addon.schema import MessagesRequest
 
-    request = MessagesRequest.model_validate(claude_code_body(stream))
+    request = MessagesRequest.model_validate(client_body or claude_code_body(stream))
     body, _ = to_chat_request(request, UpstreamTarget("scenario:bench"))
     return body
 
@@ -186,9 +208,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="OPTION=VALUE",
                         help="an option for the addon's mitmdump, e.g. --set ccany_log_bodies=none")
+    parser.add_argument("--keep", action="store_true", help="keep the flow DB and logs (default: deleted)")
     parser.add_argument("--rss-flows", type=int, default=20_000, help="flows for the memory check (0: skip it)")
     parser.add_argument("--kind-requests", type=int, default=500,
                         help="streams per provider kind, over the same rounds (0: skip the kinds)")
+    parser.add_argument("--long-requests", type=int, default=250,
+                        help="streams of a long conversation (≈ 115 KB), over the same rounds (0: skip them)")
     args = parser.parse_args()
 
     import tempfile
@@ -227,23 +252,36 @@ def main() -> None:
                         ms = measure(client, process.pid, url, body, True, args.kind_requests // args.rounds,
                                      metrics_url, headers)
                         rounds.setdefault((f"{name} {kind}", True), []).append(ms)
+            long_body = long_conversation_body(True)
+            for _round in range(args.rounds if args.long_requests else 0):
+                for name, process, url, body, metrics_url in (
+                    ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
+                     json.dumps(openai_body(True, long_body)).encode(), None),
+                    ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", json.dumps(long_body).encode(),
+                     f"http://127.0.0.1:{addon_port}/metrics"),
+                ):
+                    ms = measure(client, process.pid, url, body, True, args.long_requests // args.rounds, metrics_url)
+                    rounds.setdefault((f"{name} long", True), []).append(ms)
             memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows) if args.rss_flows else []
     finally:
         for process in (bare, addon, upstream.process):
             stop(process)
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)  # tens of thousands of flows with their bodies: hundreds of MB
 
     print(f"CPU ms per request, {args.requests} requests each in {args.rounds} alternating rounds, "
           f"client body ≈ {sizes[False] // 1024} KB")
     print(f"{'kind':<20}{'bare mitmdump':>15}{'ccany addon':>13}{'ratio (median)':>16}{'ratio range':>14}")
     rows = [("", False, "non-streaming"), ("", True, "stream, 50 chunks")]
     rows += [(f" {kind}", True, f"{kind} stream") for kind in KINDS if args.kind_requests]
+    rows += [(" long", True, "long conversation")] if args.long_requests else []
     for kind, stream, label in rows:
         bare_ms, addon_ms = rounds[("bare" + kind, stream)], rounds[("addon" + kind, stream)]
         ratios = sorted(a / b for a, b in zip(addon_ms, bare_ms, strict=True))
         print(f"{label:<20}{statistics.median(bare_ms):>15.3f}{statistics.median(addon_ms):>13.3f}"
               f"{statistics.median(ratios):>16.2f}{f'{ratios[0]:.2f}–{ratios[-1]:.2f}':>14}")
     if memory:
-        print(f"\naddon RSS (MiB) after N more flows, every flow logged with its bodies to {tmp / 'bench.db'}:")
+        print("\naddon RSS (MiB) after N more flows, every flow logged with its bodies:")
         print("  " + "  ".join(f"{number}: {mib:.1f}" for number, mib in memory))
         settled = [mib for _, mib in memory[1:]] or [memory[0][1]]
         change = (memory[-1][1] - memory[0][1]) / memory[0][1] * 100
