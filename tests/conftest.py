@@ -173,3 +173,21 @@ def config_db(path: Path):
     from ccany_addon.config.secrets import Cipher, load_master_key
 
     return open_config_db(path, Cipher(load_master_key(path)))
+
+
+def start_kind_proxy(upstream_url: str, tmp: Path, provider: str, kind: str, api_url: str, models: dict[str, str],
+                     key: str, limited_key: str) -> Proxy:
+    """A proxy whose config DB routes `claude-*` to `provider` (of `kind`, at the fake's `api_url`), plus a
+    `<provider>-limited` provider with its own key: a 429 scenario may put that key on cool-down without touching
+    the other tests."""
+    from ccany_addon.config import store
+
+    path = tmp / "config.db"
+    db = config_db(path)
+    store.add_provider(db, "test", provider, api_url, kind=kind, models=models)
+    store.set_provider_key(db, "test", provider, key)
+    store.add_route(db, "test", "claude-*", provider, None)
+    store.add_provider(db, "test", f"{provider}-limited", api_url, kind=kind)
+    store.set_provider_key(db, "test", f"{provider}-limited", limited_key)
+    db.close()
+    return start_proxy(upstream_url, tmp, f"ccany_config_db={path}")

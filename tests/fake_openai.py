@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script or imported from the tests package alike
 import fake_gemini  # noqa: E402
 import fake_responses  # noqa: E402
+from fake_responses import send_json  # noqa: E402
 
 Plan = list  # of ("chunk", dict) | ("raw", bytes) | ("sleep", seconds) | ("drop",)
 
@@ -190,7 +191,7 @@ class FakeOpenAI:
         if path == "/_requests":
             if method == "DELETE":
                 self.requests.clear()
-            await self._send_json(writer, 200, self.requests)
+            await send_json(writer, 200, self.requests)
             return True
         try:
             body = json.loads(raw) if raw else {}
@@ -209,24 +210,24 @@ class FakeOpenAI:
                 return True
         if re.fullmatch(r"/openai/deployments/[^/]+/chat/completions\?api-version=[\w.-]+", path) and \
                 not headers.get("api-key"):
-            await self._send_json(writer, 401, {"error": {"code": "401", "message": "Access denied: missing api-key"}})
+            await send_json(writer, 401, {"error": {"code": "401", "message": "Access denied: missing api-key"}})
             return True
         if path.split("?")[0] != "/v1/chat/completions" and "api-version=" not in path:
             error = {"error": {"message": f"no route {path}", "type": "invalid_request_error"}}
-            await self._send_json(writer, 404, error)
+            await send_json(writer, 404, error)
             return True
         if failure := _key_failure(headers):
-            await self._send_json(writer, *failure)
+            await send_json(writer, *failure)
             return True
         status, error, plan = plan_for(body)
         if error is not None:
-            await self._send_json(writer, status, error, {"retry-after": "7"} if status == 429 else None)
+            await send_json(writer, status, error, {"retry-after": "7"} if status == 429 else None)
             return True
         if not body.get("stream"):
             for step in plan:
                 if step[0] == "sleep":
                     await asyncio.sleep(step[1])
-            await self._send_json(writer, 200, completion_from_plan(plan))
+            await send_json(writer, 200, completion_from_plan(plan))
             return True
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         for step in plan:
@@ -254,22 +255,22 @@ class FakeOpenAI:
         if scheme.lower() != "bearer" or not token or token.startswith("sk-bad"):
             error = {"message": f"Incorrect API key provided: {token or '(none)'}", "type": "invalid_request_error",
                      "code": "invalid_api_key"}
-            await self._send_json(writer, 401, {"error": error})
+            await send_json(writer, 401, {"error": error})
             return
         models = [{"id": name, "object": "model", "created": CREATED, "owned_by": "fake"}
                   for name in ("gpt-4.1", "gpt-4.1-mini", "o3")]
-        await self._send_json(writer, 200, {"object": "list", "data": models})
+        await send_json(writer, 200, {"object": "list", "data": models})
 
     async def _anthropic(self, writer: asyncio.StreamWriter, headers: dict, body: dict) -> None:
         """The Anthropic Messages API, as the `anthropic` provider kind's upstream: a fixed answer, streamed
         with every event split across two writes."""
         if not headers.get("x-api-key") or "anthropic-version" not in headers:
             error = {"type": "error", "error": {"type": "authentication_error", "message": "x-api-key required"}}
-            await self._send_json(writer, 401, error)
+            await send_json(writer, 401, error)
             return
         if body.get("model") == "scenario:overloaded":
             error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
-            await self._send_json(writer, 529, error)
+            await send_json(writer, 529, error)
             return
         text = ["Hello ", "from the ", "Anthropic fake."]
         if body.get("model") == "scenario:bench":  # 51 events, as the chat fake's bench stream has 50 chunks
@@ -281,7 +282,7 @@ class FakeOpenAI:
         if not body.get("stream"):
             answer = {**message, "content": [{"type": "text", "text": "".join(text)}], "stop_reason": "end_turn",
                       "usage": usage}
-            await self._send_json(writer, 200, answer)
+            await send_json(writer, 200, answer)
             return
         events = [{"type": "message_start", "message": message}, {"type": "ping"},
                   {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
@@ -300,16 +301,6 @@ class FakeOpenAI:
                 if body.get("model") != "scenario:bench":
                     await asyncio.sleep(0.002)
         writer.write(b"0\r\n\r\n")
-        await writer.drain()
-
-    @staticmethod
-    async def _send_json(writer: asyncio.StreamWriter, status: int, body: object,
-                         extra: dict | None = None) -> None:
-        data = json.dumps(body).encode()
-        head = f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n"
-        for name, value in (extra or {}).items():
-            head += f"{name}: {value}\r\n"
-        writer.write(head.encode() + b"\r\n" + data)
         await writer.drain()
 
 

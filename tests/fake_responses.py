@@ -152,16 +152,16 @@ async def handle(writer: asyncio.StreamWriter, method: str, path: str, headers: 
     if scheme.lower() != "bearer" or not token:
         error = {"message": "You didn't provide an API key.", "type": "invalid_request_error", "param": None,
                  "code": None}
-        await _send_json(writer, 401, {"error": error})
+        await send_json(writer, 401, {"error": error})
         return True
     if body.get("model") == "scenario:error":
         error = {"message": "Rate limit reached for requests", "type": "requests", "param": None,
                  "code": "rate_limit_exceeded"}
-        await _send_json(writer, 429, {"error": error}, {"retry-after": "7"})
+        await send_json(writer, 429, {"error": error}, {"retry-after": "7"})
         return True
     events = stream_events(body)
     if not body.get("stream"):
-        await _send_json(writer, 200, events[-1]["response"])  # the final response object
+        await send_json(writer, 200, events[-1]["response"])  # the final response object
         return True
     writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
     for event in events:
@@ -174,7 +174,8 @@ async def handle(writer: asyncio.StreamWriter, method: str, path: str, headers: 
     return True
 
 
-async def _send_json(writer: asyncio.StreamWriter, status: int, body: object, extra: dict | None = None) -> None:
+async def send_json(writer: asyncio.StreamWriter, status: int, body: object, extra: dict | None = None) -> None:
+    """One HTTP/1.1 JSON answer (the chat fake answers with it too)."""
     data = json.dumps(body).encode()
     head = f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {len(data)}\r\n"
     for name, value in (extra or {}).items():

@@ -12,9 +12,8 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from ccany_addon.config import store
 from ccany_addon.converters.gemini import DUMMY_SIGNATURE
-from tests.conftest import Proxy, config_db, secret, start_proxy, stop
+from tests.conftest import Proxy, secret, start_kind_proxy, stop
 from tests.e2e.recording import RecordingTransport, recording_client
 
 GEMINI_KEY = secret("AIzaSyFake-gemini-provider-key-0123456789")
@@ -41,17 +40,8 @@ CLAUDE_CODE_TOOLS = [
 
 def start_gemini_proxy(upstream_url: str, tmp: Path) -> Proxy:
     """A proxy whose config DB routes `claude-*` to the fake's Gemini API (provider `gemini`)."""
-    path = tmp / "config.db"
-    db = config_db(path)
-    store.add_provider(db, "test", "gemini", upstream_url + "/v1beta", kind="gemini",
-                       models={"big": "gemini-2.5-pro", "small": "gemini-2.5-flash"})
-    store.set_provider_key(db, "test", "gemini", GEMINI_KEY)
-    store.add_route(db, "test", "claude-*", "gemini", None)
-    # its own key: the 429 scenario puts that key on cool-down without touching the other tests
-    store.add_provider(db, "test", "gemini-limited", upstream_url + "/v1beta", kind="gemini")
-    store.set_provider_key(db, "test", "gemini-limited", LIMITED_KEY)
-    db.close()
-    return start_proxy(upstream_url, tmp, f"ccany_config_db={path}")
+    return start_kind_proxy(upstream_url, tmp, "gemini", "gemini", upstream_url + "/v1beta",
+                            {"big": "gemini-2.5-pro", "small": "gemini-2.5-flash"}, GEMINI_KEY, LIMITED_KEY)
 
 
 @pytest.fixture(scope="module")

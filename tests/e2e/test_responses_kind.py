@@ -9,9 +9,8 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from ccany_addon.config import store
 from tests import fake_responses
-from tests.conftest import Proxy, config_db, secret, start_proxy, stop
+from tests.conftest import Proxy, secret, start_kind_proxy, stop
 from tests.e2e.recording import RecordingTransport, recording_client
 
 CODEX_KEY = secret("sk-proj-codex-provider-key-0123456789abcdef")
@@ -26,17 +25,9 @@ WEATHER_TOOLS = [
 
 def start_responses_proxy(upstream_url: str, tmp: Path) -> Proxy:
     """A proxy whose config DB routes `claude-*` to the fake's Responses API (provider `codex`)."""
-    path = tmp / "config.db"
-    db = config_db(path)
-    store.add_provider(db, "test", "codex", upstream_url + "/v1", kind="responses",
-                       models={"big": "gpt-5-codex", "middle": "gpt-5-codex", "small": "gpt-5-mini"})
-    store.set_provider_key(db, "test", "codex", CODEX_KEY)
-    store.add_route(db, "test", "claude-*", "codex", None)
-    # its own key: the 429 scenario may put that key on cool-down without touching the other tests
-    store.add_provider(db, "test", "codex-limited", upstream_url + "/v1", kind="responses")
-    store.set_provider_key(db, "test", "codex-limited", LIMITED_KEY)
-    db.close()
-    return start_proxy(upstream_url, tmp, f"ccany_config_db={path}")
+    return start_kind_proxy(upstream_url, tmp, "codex", "responses", upstream_url + "/v1",
+                            {"big": "gpt-5-codex", "middle": "gpt-5-codex", "small": "gpt-5-mini"},
+                            CODEX_KEY, LIMITED_KEY)
 
 
 @pytest.fixture(scope="module")
