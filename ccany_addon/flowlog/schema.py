@@ -88,19 +88,35 @@ def _v3(db: sqlite_utils.Database) -> None:
     db[FLOWS].create_index(["provider_key", "started_at"], if_not_exists=True)  # type: ignore[union-attr]
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    # Indexing each row from the insert trigger cost 0.09 ms of CPU per flow, indexing a batch in one
+    # statement 0.02: `insert_flows` indexes its rows itself. The delete and update triggers stay (pruning,
+    # rows edited in Datasette).
+    db.execute(f"DROP TRIGGER IF EXISTS [{FLOWS}_ai]")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
 VERSION = len(MIGRATIONS)
 
 # A flow row is tens of KB of bodies: 16 KB pages write it in a quarter of the page writes 4 KB pages take
 # (measured: 0.37 vs 0.55 ms of CPU per Claude Code flow). SQLite takes the size only before the first table.
 PAGE_SIZE = 16384
 
-_INSERT = f"INSERT OR REPLACE INTO {FLOWS} ({', '.join(FLOW_COLUMNS)}) VALUES ({', '.join('?' * len(FLOW_COLUMNS))})"
+# OR IGNORE, not OR REPLACE: with the delete trigger present, REPLACE costs 0.05 ms more per row even when
+# nothing conflicts. A flow is recorded once; should one ever come twice, its first row stays.
+_INSERT = f"INSERT OR IGNORE INTO {FLOWS} ({', '.join(FLOW_COLUMNS)}) VALUES ({', '.join('?' * len(FLOW_COLUMNS))})"
+_LAST_ROWID = f"SELECT coalesce(max(rowid), 0) FROM {FLOWS}"
+# Every new row, its conversation NULL or not: the delete trigger removes each row's entry by its old values.
+_INDEX_NEW = f"INSERT INTO {FLOWS}_fts (rowid, conversation) SELECT rowid, conversation FROM {FLOWS} WHERE rowid > ?"
 
 
 def insert_flows(db: sqlite_utils.Database, rows: list[dict]) -> None:
-    """One prepared statement for every row (a column a row lacks is NULL); the caller holds the transaction."""
+    """The only way rows enter `flows`: one prepared statement for every row (a column a row lacks is NULL),
+    then their full-text entries in one statement. The caller holds the transaction, so no other writer
+    takes rowids in between."""
+    last = db.conn.execute(_LAST_ROWID).fetchone()[0]
     db.conn.executemany(_INSERT, [tuple(row.get(column) for column in FLOW_COLUMNS) for row in rows])
+    db.conn.execute(_INDEX_NEW, [last])
 
 
 def open_db(path: str) -> sqlite_utils.Database:

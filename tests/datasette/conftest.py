@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ccany_addon.flowlog.schema import open_db
+from ccany_addon.flowlog.schema import insert_flows, open_db
 from tests.datasette.app import ROOT, make_datasette
 
 # Hostile text: it must come out escaped everywhere.
@@ -209,7 +209,8 @@ class FlowLog:
 
 def write_flow_log(path: Path, rows: list[dict]) -> FlowLog:
     db = open_db(str(path))
-    db["flows"].insert_all(rows)
+    with db.conn:
+        insert_flows(db, rows)
     db.close()
     return FlowLog(path, rows)
 

@@ -96,11 +96,14 @@ def test_rows_older_than_the_retention_are_pruned(tmp_path):
     path = str(tmp_path / "f.db")
     old = (datetime.now(UTC) - timedelta(days=10)).strftime("%Y-%m-%d %H:%M:%S.000")
     new = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.000")
-    schema.open_db(path)["flows"].insert_all([row("req_old", old), row("req_new", new)])
+    db = schema.open_db(path)
+    with db.conn:
+        schema.insert_flows(db, [row("req_old", old), row("req_new", new)])
     writer: FlowWriter[dict] = FlowWriter(path, lambda record: record, retention_days=7)
     writer.start()
     writer.close()
     assert [r["id"] for r in sqlite_utils.Database(path)["flows"].rows] == ["req_new"]
+    assert_search_index_matches_flows(sqlite_utils.Database(path))
 
 
 def test_full_text_search_finds_a_flow_by_its_conversation(tmp_path):
@@ -109,9 +112,45 @@ def test_full_text_search_finds_a_flow_by_its_conversation(tmp_path):
     writer.start()
     writer.submit({**row("req_a"), "conversation": "the quick brown aardvark"})
     writer.submit({**row("req_b"), "conversation": "nothing to see"})
+    writer.submit({**row("req_c"), "conversation": None})
+    time.sleep(0.3)  # the writer's next batch, in its own transaction
+    writer.submit({**row("req_d"), "conversation": "an aardvark again"})
     writer.close()
-    found = list(sqlite_utils.Database(path)["flows"].search("aardvarks"))
-    assert [r["id"] for r in found] == ["req_a"]
+    db = sqlite_utils.Database(path)
+    assert sorted(r["id"] for r in db["flows"].search("aardvarks")) == ["req_a", "req_d"]
+    assert_search_index_matches_flows(db)
+
+
+def test_a_flow_recorded_twice_keeps_its_first_row(tmp_path):
+    db = schema.open_db(str(tmp_path / "f.db"))
+    with db.conn:
+        schema.insert_flows(db, [{**row("req_a"), "conversation": "first"}, {**row("req_a"), "conversation": "second"}])
+    with db.conn:
+        schema.insert_flows(db, [{**row("req_a"), "conversation": "third"}, {**row("req_b"), "conversation": "other"}])
+    assert [(r["id"], r["conversation"]) for r in db["flows"].rows] == [("req_a", "first"), ("req_b", "other")]
+    assert [r["id"] for r in db["flows"].search("first OR second OR third")] == ["req_a"]
+    assert_search_index_matches_flows(db)
+
+
+def assert_search_index_matches_flows(db: sqlite_utils.Database) -> None:
+    """FTS5's own check of the index against the flows table (raises on any mismatch)."""
+    db.execute("INSERT INTO flows_fts (flows_fts, rank) VALUES ('integrity-check', 1)")
+
+
+def test_a_version_3_db_keeps_its_search_index_after_the_migration(tmp_path):
+    path = str(tmp_path / "f.db")
+    old = sqlite_utils.Database(path)
+    migrate(old, schema.MIGRATIONS[:3], "flow DB")
+    old["flows"].insert({**row("req_before"), "conversation": "written by an older ccany"})
+    old.close()
+    db = schema.open_db(path)
+    with db.conn:
+        schema.insert_flows(db, [{**row("req_after"), "conversation": "written by this ccany"}])
+    assert sorted(r["id"] for r in db["flows"].search("written")) == ["req_after", "req_before"]
+    with db.conn:
+        db.execute("DELETE FROM flows WHERE id = 'req_before'")
+    assert [r["id"] for r in db["flows"].search("written")] == ["req_after"]
+    assert_search_index_matches_flows(db)
 
 
 def _fake_translator(data: bytes) -> list[bytes]:
