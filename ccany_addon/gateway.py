@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http import status_codes
 from mitmproxy.proxy import mode_specs
 
 from ccany_addon import endpoints, mitm_errors, routing
@@ -40,6 +41,14 @@ logger = logging.getLogger("ccany")
 _NO_CONFIG = ConfigSnapshot()
 
 USER_AGENT = "ccany-addon/0.1"
+_KEY_HEADER_NAMES = frozenset(name.encode() for name in KEY_HEADERS)
+_REDACTED = REDACTED.encode()
+
+
+def header_fields(*pairs: tuple[str, str]) -> http.Headers:
+    """Headers from (name, value) pairs, names in lower case: mitmproxy's keyword form costs four times as
+    much (8.8 vs 2.1 µs for four headers), and every flow builds two or three sets."""
+    return http.Headers([(name.encode(), value.encode("utf-8", "surrogateescape")) for name, value in pairs])
 
 
 @dataclass(slots=True)
@@ -258,12 +267,12 @@ class Gateway:
                 passthrough.AnthropicEventStream(name) if anthropic
                 else DIALECTS[state.upstream.kind].translator(state.response_context, name)
             )
-            response.headers = http.Headers(
-                content_type="text/event-stream; charset=utf-8",
-                cache_control="no-cache",
-                transfer_encoding="chunked",
+            response.headers = header_fields(
+                ("content-type", "text/event-stream; charset=utf-8"),
+                ("cache-control", "no-cache"),
+                ("transfer-encoding", "chunked"),
+                ("request-id", state.request_id),
             )
-            response.headers["request-id"] = state.request_id
             response.stream = state.translator
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -288,7 +297,7 @@ class Gateway:
                 raise GatewayError(502, f"{self._upstream_name(state)} upstream answered with non-JSON data") from None
             if state.upstream is not None and state.upstream.kind == "anthropic":
                 state.stop_reason, state.usage = passthrough.message_facts(body)
-                flow.response = self._response(state, 200, raw)  # the upstream's answer, untouched
+                self._reply(flow, state, 200, raw)  # the upstream's answer, untouched
                 if state.cache_key is not None:
                     self.cache.put(state.cache_key, raw)
                 return
@@ -407,11 +416,11 @@ class Gateway:
         outgoing.path = path
         # A fresh header set: nothing of the client's (credentials, cookies) reaches the upstream; the
         # anthropic kind keeps only the protocol's own headers (version, betas).
-        outgoing.headers = http.Headers(
-            content_type="application/json",
-            accept="text/event-stream" if state.stream else "application/json",
-            user_agent=USER_AGENT,
-            **{name.replace("-", "_"): value for name, value in headers.items()},
+        outgoing.headers = header_fields(
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream" if state.stream else "application/json"),
+            ("user-agent", USER_AGENT),
+            *headers.items(),
         )
         outgoing.host_header = upstream.host if upstream.port in (80, 443) else upstream.name
         outgoing.content = body
@@ -456,22 +465,37 @@ class Gateway:
         return GatewayError(413, f"Request body is {size} bytes; this gateway accepts at most {limit} bytes")
 
     @staticmethod
-    def _response(state: FlowState, status: int, content: bytes, content_type: str = "application/json",
-                  error: GatewayError | None = None) -> http.Response:
+    def _answer_headers(state: FlowState, content_type: str, error: GatewayError | None) -> http.Headers:
         """Every answer the gateway gives itself carries the flow's request-id; errors say when to retry."""
-        headers = {"content-type": content_type, "request-id": state.request_id}
+        headers = [("content-type", content_type), ("request-id", state.request_id)]
         if error is not None and error.retry_after is not None:
-            headers["retry-after"] = str(error.retry_after)
+            headers.append(("retry-after", str(error.retry_after)))
         if error is not None and error.should_retry is not None:
-            headers["x-should-retry"] = "true" if error.should_retry else "false"
-        return http.Response.make(status, content, headers)
+            headers.append(("x-should-retry", "true" if error.should_retry else "false"))
+        return header_fields(*headers)
+
+    def _response(self, state: FlowState, status: int, content: bytes, content_type: str = "application/json",
+                  error: GatewayError | None = None) -> http.Response:
+        return http.Response.make(status, content, self._answer_headers(state, content_type, error))
+
+    def _reply(self, flow: http.HTTPFlow, state: FlowState, status: int, content: bytes,
+               error: GatewayError | None = None) -> None:
+        """The client's answer. The upstream's response, when there is one, is rewritten in place: a new one
+        costs mitmproxy's type check of every field (17 µs)."""
+        response = flow.response
+        if response is None:
+            flow.response = self._response(state, status, content, error=error)
+            return
+        response.status_code, response.reason = status, status_codes.RESPONSES.get(status, "")
+        response.headers, response.trailers = self._answer_headers(state, "application/json", error), None
+        response.content = content
 
     def _answer(self, flow: http.HTTPFlow, state: FlowState, status: int, body: dict) -> None:
-        flow.response = self._response(state, status, b"" if flow.request.method == "HEAD" else dumps(body))
+        self._reply(flow, state, status, b"" if flow.request.method == "HEAD" else dumps(body))
 
     def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError) -> None:
         state.error = error
-        flow.response = self._response(state, error.status, error.body(), error=error)
+        self._reply(flow, state, error.status, error.body(), error)
 
     # -- key pools
 
@@ -548,6 +572,8 @@ class KeyInjector:
 
     @staticmethod
     def redact(flow: http.HTTPFlow) -> None:
-        for name in KEY_HEADERS:
-            if name in flow.request.headers:
-                flow.request.headers[name] = REDACTED
+        headers = flow.request.headers
+        if any(name.lower() in _KEY_HEADER_NAMES for name, _ in headers.fields):
+            headers.fields = tuple(
+                (name, _REDACTED if name.lower() in _KEY_HEADER_NAMES else value) for name, value in headers.fields
+            )
