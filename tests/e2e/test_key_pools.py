@@ -69,10 +69,16 @@ def key_row(proxy, key_id: int) -> dict:
         return dict(conn.execute("SELECT * FROM provider_keys WHERE id = ?", [key_id]).fetchone())
 
 
-def flows(proxy, where: str) -> list[dict]:
-    with sqlite3.connect(proxy.db) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(row) for row in conn.execute(f"SELECT * FROM flows WHERE {where} ORDER BY started_at")]
+def flows(proxy, where: str, count: int, timeout: float = 10.0) -> list[dict]:
+    """The flow log's rows matching `where`, once the writer has written `count` of them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(proxy.db) as conn:
+            conn.row_factory = sqlite3.Row
+            rows = [dict(row) for row in conn.execute(f"SELECT * FROM flows WHERE {where} ORDER BY started_at")]
+        if len(rows) >= count or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.05)
 
 
 def test_a_claude_code_turn_completes_on_the_healthy_key(pools, fake_upstream, tmp_path):
@@ -91,7 +97,8 @@ def test_a_claude_code_turn_completes_on_the_healthy_key(pools, fake_upstream, t
     first_good = min(r["time"] for r, key in zip(requests, used, strict=True) if key == GOOD)
     assert last_limited < first_good
     # the log keeps both attempts, each with its key
-    rows = flows(pools, "provider = 'pool'")
+    rows = flows(pools, "provider = 'pool'", len(requests))  # one flow per upstream request
+    assert len(rows) == len(requests)
     assert rows[0]["status_code"] == 429 and rows[0]["provider_key"].endswith(":first")
     assert rows[0]["error_type"] == "rate_limit_error"
     assert {row["provider_key"].split(":")[1] for row in rows[1:]} == {"second"}
@@ -124,7 +131,7 @@ def test_a_revoked_key_is_disabled_until_an_admin_reenables_it(pools, fake_upstr
     message = client.messages.create(model="auth-1", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
     assert message.content[0].text
     assert keys_used(fake_upstream) == [REVOKED, GOOD]
-    refused = flows(pools, "provider = 'auth'")[0]
+    refused = flows(pools, "provider = 'auth'", 2)[0]
     assert refused["status_code"] == 500 and "disabled until an admin re-enables it" in refused["error_message"]
     assert REVOKED not in refused["error_message"]
     assert json.loads(refused["client_response_headers"])["x-should-retry"] == "true"
