@@ -421,3 +421,33 @@ def test_splitting_anywhere_gives_the_same_events(data):
 def test_byte_by_byte_worst_case(which):
     out, _ = feed(byte_by_byte(GOOD_STREAMS[which]))
     assert _events(out) == whole(which)
+
+
+@pytest.mark.parametrize("second", [
+    chunk({"content": "more"}),
+    chunk({"content": "more", "role": "assistant", "refusal": None}),
+    chunk({"content": "more", "reasoning_content": None}),  # DeepSeek's text chunks
+    chunk({"content": "more", "reasoning_content": "hmm"}),
+    chunk({"content": "more", "reasoning": "hmm"}),
+    chunk({"content": "more", "tool_calls": [{"index": 0, "id": "c1", "function": {"name": "Read"}}]}),
+    chunk({"content": "more"}, "stop"),
+    chunk({"content": [{"type": "text", "text": "parts"}]}),
+    chunk({"content": ""}),
+    {**chunk({"content": "more"}), "usage": usage_chunk(completion=7)["usage"]},  # the stream's only usage
+    {**chunk({"content": "more"}), "error": {"message": "overloaded"}},
+    {**chunk({"content": "more"}), "choices": [chunk({"content": "a"})["choices"][0], {"index": 1, "delta": {}}]},
+    {**chunk(), "choices": [{"index": 1, "delta": {"content": "other choice"}}]},
+])
+def test_a_read_of_one_text_chunk_gives_what_the_same_bytes_split_give(second):
+    """Whole-chunk reads of text take a shortcut past the decoder; a read split in two cannot. Both must send
+    the same events, whatever else the chunk carries."""
+    tail = [chunk({}, "stop")] if "usage" in second else [chunk({}, "stop"), usage_chunk()]
+    stream = sse(chunk({"role": "assistant", "content": "Hi"}), second, *tail)
+    first_end = stream.index(b"\n\n") + 2
+    second_end = stream.index(b"\n\n", first_end) + 2
+    whole, _ = feed([stream[:first_end], stream[first_end:second_end], stream[second_end:]])
+    middle = (first_end + second_end) // 2
+    split, _ = feed([stream[:first_end], stream[first_end:middle], stream[middle:second_end], stream[second_end:]])
+    whole_events, split_events = check_stream(whole).events, check_stream(split).events
+    whole_events[0]["message"].pop("id"), split_events[0]["message"].pop("id")
+    assert whole_events == split_events and len(whole_events) > 3
