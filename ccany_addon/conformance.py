@@ -72,12 +72,16 @@ def accumulate_message(events: list[dict]) -> dict:
             message["usage"] = {**message.get("usage", {}), **event["usage"]}
     for block in message.get("content", []):
         if "_json" in block:
-            raw = block.pop("_json")
-            try:
-                block["input"] = json.loads(raw or "{}")
-            except ValueError:
-                block["input"] = raw
+            block["input"] = tool_input(block.pop("_json"))
     return message
+
+
+def tool_input(partial_json: str) -> object:
+    """A tool_use block's input from its concatenated `partial_json`: the string itself when not JSON."""
+    try:
+        return json.loads(partial_json or "{}")
+    except ValueError:
+        return partial_json
 
 
 def check_stream(data: bytes) -> StreamReport:

@@ -2,11 +2,13 @@
 
 A dialect's translator decodes its upstream's events and calls this writer (text, thinking, tool calls,
 finish, fail); the writer opens and closes content blocks, numbers them, signs thinking, repairs a truncated
-tool-argument tail and keeps what the flow log needs (stop reason, usage, error). Pure: bytes out, no I/O.
+tool-argument tail and keeps what the flow log needs (stop reason, usage, error, the message sent). Pure:
+bytes out, no I/O.
 """
 
 from __future__ import annotations
 
+from ccany_addon.conformance import tool_input
 from ccany_addon.converters.common import (
     ResponseContext,
     estimate_output_tokens,
@@ -30,6 +32,7 @@ class MessageStreamWriter:
         self.error: str | None = None
         self.error_type: str | None = None
         self.stop_reason: str | None = None
+        self.stop_sequence: str | None = None
         self.usage: dict = {}
         self.output_chars = 0
         self._next_index = 0
@@ -37,6 +40,11 @@ class MessageStreamWriter:
         self._thinking: list[str] = []
         self._signature: str | None = None  # an upstream's own signature for the open thinking block
         self._arguments: list[str] = []
+        # The message as the client adds it up: message_start's message, each block as started, and the
+        # open block's pieces (text, thinking and arguments have lists of their own).
+        self._message: dict = {}
+        self._blocks: list[dict] = []
+        self._text: list[str] = []
 
     @property
     def open_kind(self) -> str | None:
@@ -65,6 +73,7 @@ class MessageStreamWriter:
                 "cache_read_input_tokens": 0,
             },
         }
+        self._message = message
         self.emit({"type": "message_start", "message": message}, out)
         self.emit({"type": "ping"}, out)
 
@@ -75,6 +84,7 @@ class MessageStreamWriter:
             return
         if self._open_kind != "text":
             self._open("text", {"type": "text", "text": ""}, out)
+        self._text.append(text)
         self.output_chars += len(text)
         self._delta(b"text_delta", b"text", text, out)
 
@@ -113,10 +123,12 @@ class MessageStreamWriter:
             return
         if self._open_kind == "thinking":
             signature = self._signature or thinking_signature("".join(self._thinking))
-            self._thinking, self._signature = [], None
+            self._blocks[-1]["signature"] = signature
             self._delta(b"signature_delta", b"signature", signature, out)
         elif self._open_kind == "tool":
             self._repair_arguments(out)
+        self._fill(self._blocks[-1])
+        self._thinking, self._signature = [], None
         self.emit({"type": "content_block_stop", "index": self._next_index - 1}, out)
         self._open_kind = None
 
@@ -135,7 +147,7 @@ class MessageStreamWriter:
             usage = {"input_tokens": self.ctx.estimated_input_tokens,
                      "output_tokens": estimate_output_tokens(self.output_chars),
                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-        self.stop_reason, self.usage = stop_reason, usage
+        self.stop_reason, self.stop_sequence, self.usage = stop_reason, stop_sequence, usage
         self.emit({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                    "usage": usage}, out)
         self.emit({"type": "message_stop"}, out)
@@ -149,7 +161,32 @@ class MessageStreamWriter:
         self.emit(error_body(status, message), out)
         self.finished = True
 
+    def message(self) -> dict:
+        """The message the client has been sent so far, as an SDK adds up the events: what
+        `conformance.accumulate_message` makes of the bytes, without parsing them again."""
+        message: dict = {}
+        if self.started:
+            message = {**self._message, "content": [dict(block) for block in self._blocks],
+                       "usage": dict(self._message["usage"])}
+            if self._open_kind is not None:
+                self._fill(message["content"][-1])
+            if self.finished and self.error is None:
+                message["stop_reason"], message["stop_sequence"] = self.stop_reason, self.stop_sequence
+                message["usage"].update(self.usage)
+        if self.error is not None:
+            message["error"] = {"type": self.error_type, "message": self.error}
+        return message
+
     # -- blocks
+
+    def _fill(self, block: dict) -> None:
+        """The open block's text, thinking or input so far."""
+        if self._open_kind == "text":
+            block["text"] = "".join(self._text)
+        elif self._open_kind == "thinking":
+            block["thinking"] = "".join(self._thinking)
+        elif self._open_kind == "tool" and self._arguments:
+            block["input"] = tool_input("".join(self._arguments))
 
     def _open(self, kind: str, block: dict, out: list[bytes]) -> int:
         self.start(out)
@@ -157,7 +194,8 @@ class MessageStreamWriter:
         index = self._next_index
         self._next_index += 1
         self._open_kind = kind
-        self._arguments = []
+        self._arguments, self._text = [], []
+        self._blocks.append(block)
         self.emit({"type": "content_block_start", "index": index, "content_block": block}, out)
         return index
 
@@ -171,6 +209,7 @@ class MessageStreamWriter:
         except ValueError:
             return  # the client reports unusable arguments to the model; the gateway invents nothing
         if closer:
+            self._arguments.append(closer)
             self._delta(b"input_json_delta", b"partial_json", closer, out)
 
 
@@ -199,3 +238,6 @@ class WrittenStream:
     @property
     def error_type(self) -> str | None:
         return self.writer.error_type
+
+    def message(self) -> dict:
+        return self.writer.message()

@@ -10,6 +10,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from ccany_addon.converters.message_stream import WrittenStream
 from ccany_addon.flowlog.record import BODY_POLICIES, FlowRecord, LogPolicy, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
 from ccany_addon.gateway import FlowState, Gateway
@@ -181,6 +182,8 @@ class FlowLog:
         record.upstream_response = b"".join(recorder.upstream)
         record.upstream_response_cut = recorder.upstream_cut
         record.sent = recorder.sent
+        if isinstance(translator, WrittenStream):
+            record.message = translator.message()
         record.chunk_count, record.max_chunk_gap = recorder.chunk_count, recorder.max_gap
         record.first_token_at = recorder.first_token_at
         record.stop_reason, record.usage = translator.stop_reason, translator.usage

@@ -4,6 +4,7 @@ header tuples), turned into a `flows` row on the writer thread (decoding, cappin
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ class FlowRecord:
     upstream_response_headers: HeaderFields = ()
     upstream_response_cut: bool = False
     sent: list[tuple[float, bytes]] | None = None  # a stream's chunks to the client, with their times
+    message: dict | None = None  # what those chunks add up to, when the gateway wrote them (not a passthrough)
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)
     upstream_ttfb: float | None = None
@@ -125,13 +127,9 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
     keep = policy.bodies == "all" or (policy.bodies == "errors" and record.error_type is not None)
     cut: list[str] = []
     client_response = record.client_response
-    events = _sent_events(record.sent) if record.sent is not None else None
-    if events is not None:
+    if record.sent is not None:
         # What the client was sent; a stream that ended in an error keeps its partial message and the error.
-        message = accumulate_message([event for _, event, _ in events if event["type"] != "error"])
-        errors = [event["error"] for _, event, _ in events if event["type"] == "error"]
-        if errors:
-            message["error"] = errors[-1]
+        message = record.message if record.message is not None else _added_up(record.sent)
         client_response = dumps_str(message).encode()
 
     def body(name: str, raw: bytes | None, already_cut: bool = False) -> str | None:
@@ -184,10 +182,7 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
         "upstream_response_headers": _headers_json(record.upstream_response_headers),
         "client_response": body("client_response", client_response),
         "client_response_headers": _headers_json(record.client_response_headers),
-        "events": None if events is None else dumps_str(
-            [[round((at - record.started) * 1000, 3), event["type"], event.get("index"), size]
-             for at, event, size in events]
-        ),
+        "events": None if record.sent is None else dumps_str(_timeline(record.sent, record.started)),
         "notes": dumps_str(record.notes) if record.notes else None,
         "conversation": _scrub(_conversation(record, client_response) or "", policy.secrets) or None
         if keep else None,
@@ -221,15 +216,53 @@ def _headers_json(fields: HeaderFields) -> str | None:
     return dumps_str(dict(redacted_headers(fields)))
 
 
-def _sent_events(sent: list[tuple[float, bytes]]) -> list[tuple[float, dict, int]]:
-    """(time, event, encoded size) of each event in the chunks sent; every chunk holds whole events in the
-    gateway's own encoding (`event: …\\ndata: …\\n\\n`)."""
-    events = []
+# Our own encoding (sse.encode_event) puts `type`, then a block event's `index`, first: most events are read
+# from these bytes alone. Anything else (a passthrough's own layout) is parsed.
+_EVENT_HEAD = re.compile(rb'event: (\w+)\ndata: \{"type":"\1"(?:,"index":(\d+)[,}])?')
+_UNINDEXED = frozenset((b"message_start", b"message_delta", b"message_stop", b"ping", b"error"))
+_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+
+
+def _blocks(sent: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
+    """(time, event bytes) of each event in the chunks sent; every chunk holds whole events."""
+    return [(at, block) for at, chunk in sent for block in chunk.split(b"\n\n") if block]
+
+
+def _data(block: bytes) -> dict:
+    return loads(block.split(b"\ndata: ", 1)[1])
+
+
+def _timeline(sent: list[tuple[float, bytes]], started: float) -> list[list]:
+    """[time offset in ms, event type, block index, encoded size] of each event sent."""
+    timeline: list[list] = []
     for at, chunk in sent:
+        offset = round((at - started) * 1000, 3)
         for block in chunk.split(b"\n\n"):
             if block:
-                events.append((at, loads(block.split(b"\ndata: ", 1)[1]), len(block) + 2))
-    return events
+                timeline.append([offset, *_kind_and_index(block), len(block) + 2])
+    return timeline
+
+
+def _kind_and_index(block: bytes) -> tuple[str, int | None]:
+    if block.startswith(_DELTA_HEAD):  # most events
+        digits = block[len(_DELTA_HEAD):block.find(b",", len(_DELTA_HEAD))]
+        if digits.isdigit():
+            return "content_block_delta", int(digits)
+    head = _EVENT_HEAD.match(block)
+    if head is not None and (head[2] is not None or head[1] in _UNINDEXED):
+        return head[1].decode(), None if head[2] is None else int(head[2])
+    event = _data(block)
+    return event["type"], event.get("index")
+
+
+def _added_up(sent: list[tuple[float, bytes]]) -> dict:
+    """The message a passthrough stream's events add up to, with its last error if it ended in one."""
+    events = [_data(block) for _, block in _blocks(sent)]
+    message = accumulate_message([event for event in events if event["type"] != "error"])
+    errors = [event["error"] for event in events if event["type"] == "error"]
+    if errors:
+        message["error"] = errors[-1]
+    return message
 
 
 def _conversation(record: FlowRecord, response: bytes | None) -> str | None:

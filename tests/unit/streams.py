@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from hypothesis import strategies as st
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.conformance import accumulate_message, check_stream
+from ccany_addon.converters.message_stream import WrittenStream
+from ccany_addon.sse import SSEDecoder
 
 
 def feed_chunks(translator: Callable[[bytes], list[bytes]], pieces: list[bytes]) -> bytes:
@@ -21,7 +23,20 @@ def feed_chunks(translator: Callable[[bytes], list[bytes]], pieces: list[bytes])
             assert isinstance(item, bytes) and item, "an empty chunk would end the client's stream"
             assert item.endswith(b"\n\n")
         out.extend(returned)
+        if isinstance(translator, WrittenStream):
+            assert translator.message() == added_up(b"".join(out)), "the writer's message is not what was sent"
     return b"".join(out)
+
+
+def added_up(sent: bytes) -> dict:
+    """The message a client adds up from the events, with the stream's error if it ended in one."""
+    decoder = SSEDecoder()
+    events = [json.loads(event.data) for event in decoder.feed(sent) + decoder.close()]
+    message = accumulate_message([event for event in events if event["type"] != "error"])
+    errors = [event["error"] for event in events if event["type"] == "error"]
+    if errors:
+        message["error"] = errors[-1]
+    return message
 
 
 def comparable_events(out: bytes, generated_block_ids: bool = False) -> list[dict]:

@@ -194,6 +194,43 @@ def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_ap
     assert to_row(record, LogPolicy("none", 1000))["client_request"] is None
 
 
+def _stream_row(sent: list[tuple[float, bytes]], message: dict | None = None) -> dict:
+    record = FlowRecord(id="req_s", started=100.0, method="POST", path="/v1/messages", client_addr="",
+                        client_request=None, client_request_headers=(), is_stream=True, sent=sent, message=message)
+    return to_row(record, LogPolicy("all", 1 << 20))
+
+
+def test_timeline_read_from_event_heads_is_what_parsing_every_event_gives():
+    own = [encode_event({"type": "message_start", "message": {"id": "msg_1", "content": [], "usage": {}}}),
+           encode_event({"type": "ping"}),
+           encode_event({"type": "content_block_start", "index": 12, "content_block": {"type": "text", "text": ""}}),
+           encode_event({"type": "content_block_delta", "index": 12,
+                         "delta": {"type": "text_delta", "text": '"index":3, event: ping'}}),
+           encode_event({"type": "content_block_stop", "index": 12})]
+    # Another server's layout: the index after the payload, and an event line that is not the payload's type.
+    foreign = [b'event: content_block_delta\ndata: {"delta":{"type":"text_delta","text":"x"},'
+               b'"type":"content_block_delta","index":12}\n\n',
+               b'event: delta\ndata: {"type":"content_block_stop","index":12}\n\n',
+               encode_event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {}})]
+    sent = [(100.0, b"".join(own[:2])), (100.0125, b"".join(own[2:])), (100.5, b"".join(foreign))]
+    parsed = []
+    for at, chunk in sent:
+        for block in chunk.split(b"\n\n")[:-1]:
+            event = json.loads(block.split(b"data: ", 1)[1])
+            parsed.append([round((at - 100.0) * 1000, 3), event["type"], event.get("index"), len(block) + 2])
+    timeline = json.loads(_stream_row(sent)["events"])
+    assert timeline == parsed
+    assert [event[2] for event in timeline] == [None, None, 12, 12, 12, 12, 12, None]
+
+
+def test_a_streams_message_comes_from_its_writer_when_the_gateway_wrote_it():
+    sent = [(100.0, encode_event({"type": "message_start", "message": {"id": "msg_1", "content": [], "usage": {}}}))]
+    assert json.loads(_stream_row(sent)["client_response"]) == {"id": "msg_1", "content": [], "usage": {}}
+    written = {"id": "msg_1", "content": [{"type": "text", "text": "from the writer"}], "usage": {}}
+    row = _stream_row(sent, written)
+    assert json.loads(row["client_response"]) == written and "from the writer" in row["conversation"]
+
+
 def test_conversation_from_the_gateways_parsed_message_matches_the_raw_request():
     from ccany_addon.schema import MessagesRequest
 
