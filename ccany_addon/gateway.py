@@ -418,12 +418,13 @@ class Gateway:
         # anthropic kind keeps only the protocol's own headers (version, betas).
         outgoing.headers = header_fields(
             ("content-type", "application/json"),
+            ("content-length", str(len(body))),
             ("accept", "text/event-stream" if state.stream else "application/json"),
             ("user-agent", USER_AGENT),
             *headers.items(),
         )
         outgoing.host_header = upstream.host if upstream.port in (80, 443) else upstream.name
-        outgoing.content = body
+        outgoing.raw_content = body  # its length is in the headers above (`.content =` costs 6 µs to say so)
         flow.comment = f"{state.client_model} → {state.upstream_model}"
         state.forwarded_at = time.time()
         state.timer = asyncio.get_running_loop().call_later(
