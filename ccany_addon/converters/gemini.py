@@ -423,7 +423,8 @@ class GeminiStreamTranslator(WrittenStream):
         if part.get("thought"):
             if writer.open_kind == "thinking" and self._signed:
                 writer.close(out)  # a signed block belongs to the call it preceded; new thoughts start anew
-            self._thinking(part.get("text") or "", signature, out)
+            thought = part.get("text")
+            self._thinking(thought if isinstance(thought, str) else "", signature, out)
         elif isinstance(call := part.get("functionCall"), dict):
             if signature:  # signs the open thinking block (its thoughts led to this call), else an empty one
                 if writer.open_kind != "thinking" or self._signed:

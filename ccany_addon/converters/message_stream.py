@@ -84,16 +84,16 @@ class MessageStreamWriter:
             return
         if self._open_kind != "text":
             self._open("text", {"type": "text", "text": ""}, out)
+        self.output_chars += len(text)  # first: a translator's TypeError for a non-string leaves no trace
         self._text.append(text)
-        self.output_chars += len(text)
         self._delta(b"text_delta", b"text", text, out)
 
     def thinking(self, text: str, out: list[bytes]) -> None:
         if self._open_kind != "thinking":
             self._open("thinking", {"type": "thinking", "thinking": "", "signature": ""}, out)
         if text:
-            self._thinking.append(text)
             self.output_chars += len(text)
+            self._thinking.append(text)
             self._delta(b"thinking_delta", b"thinking", text, out)
 
     def sign_thinking(self, signature: str) -> None:
@@ -113,8 +113,8 @@ class MessageStreamWriter:
         """Streams a fragment of the open tool call's JSON arguments (as `input_json_delta`)."""
         if not fragment or self._open_kind != "tool":
             return
-        self._arguments.append(fragment)
         self.output_chars += len(fragment)
+        self._arguments.append(fragment)
         self._delta(b"input_json_delta", b"partial_json", fragment, out)
 
     def close(self, out: list[bytes]) -> None:

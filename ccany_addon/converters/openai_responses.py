@@ -390,6 +390,8 @@ class ResponsesStreamTranslator(WrittenStream):
         # Fragments of a call never announced are dropped: its `done` item brings all the arguments.
         if not fragment or not item.started:
             return
+        if not isinstance(fragment, str):
+            raise TypeError("function call arguments are not a string")  # reported as a malformed event
         if self._writing is not item:
             self.writer.fail(500, f"{self.upstream} upstream sent arguments for a tool call that had ended", out)
             return

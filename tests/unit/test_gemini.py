@@ -626,3 +626,10 @@ def test_splitting_anywhere_gives_the_same_events(data):
 def test_byte_by_byte_worst_case(which):
     out, _ = feed(byte_by_byte(GOOD_STREAMS[which]))
     assert _events(out) == whole(which)
+
+
+def test_a_thought_whose_text_is_not_a_string_is_an_empty_thought():
+    report, translator = run(sse(chunk([{"text": ["not", "text"], "thought": True}, {"text": "answer"}], "STOP")))
+    assert report.complete and deltas(report, "text_delta") == [{"type": "text_delta", "text": "answer"}]
+    assert not deltas(report, "thinking_delta")
+    assert translator.message()["content"][-1] == {"type": "text", "text": "answer"}

@@ -728,3 +728,12 @@ def test_any_response_object_gives_a_message_or_an_error(body):
     assert message["type"] == "message" and message["stop_reason"] in ("end_turn", "tool_use", "max_tokens",
                                                                        "refusal")
     assert all(block["type"] in ("thinking", "text", "tool_use") for block in message["content"])
+
+
+@pytest.mark.parametrize("arguments", [["{}"], 7, {"a": 1}])
+def test_function_call_arguments_that_are_not_a_string_end_the_stream_with_an_error(arguments):
+    item = {"id": "fc_0", "type": "function_call", "call_id": "call_1", "name": "Read", "arguments": arguments}
+    report, translator = run(sse(event("response.output_item.added", output_index=0, item=item)))
+    assert report.error is not None and "malformed event" in report.error["message"]
+    assert not any(e.get("delta", {}).get("type") == "input_json_delta" for e in report.events)
+    assert translator.message()["content"][0]["input"] == {}
