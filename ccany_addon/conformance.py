@@ -76,6 +76,16 @@ def accumulate_message(events: list[dict]) -> dict:
     return message
 
 
+def received_message(events: list[dict]) -> dict:
+    """What a client holds after these events: the message they add up to, with the stream's last error (if
+    it ended in one) as `error`."""
+    message = accumulate_message([event for event in events if event["type"] != "error"])
+    errors = [event["error"] for event in events if event["type"] == "error"]
+    if errors:
+        message["error"] = errors[-1]
+    return message
+
+
 def tool_input(partial_json: str) -> object:
     """A tool_use block's input from its concatenated `partial_json`: the string itself when not JSON."""
     try:

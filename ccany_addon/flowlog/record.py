@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from ccany_addon.conformance import accumulate_message
+from ccany_addon.conformance import received_message
 from ccany_addon.errors import mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.routing import KEY_HEADERS, REDACTED
@@ -265,12 +265,7 @@ def _kind_and_index(block: bytes) -> tuple[str, int | None]:
 
 def _added_up(sent: list[tuple[float, bytes]]) -> dict:
     """The message a passthrough stream's events add up to, with its last error if it ended in one."""
-    events = [_data(block) for _, block in _blocks(sent)]
-    message = accumulate_message([event for event in events if event["type"] != "error"])
-    errors = [event["error"] for event in events if event["type"] == "error"]
-    if errors:
-        message["error"] = errors[-1]
-    return message
+    return received_message([_data(block) for _, block in _blocks(sent)])
 
 
 def _conversation(record: FlowRecord, response: bytes | None) -> str | None:

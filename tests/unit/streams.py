@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from hypothesis import strategies as st
 
-from ccany_addon.conformance import accumulate_message, check_stream
+from ccany_addon.conformance import check_stream, received_message
 from ccany_addon.converters.message_stream import WrittenStream
 from ccany_addon.sse import SSEDecoder
 
@@ -31,12 +31,7 @@ def feed_chunks(translator: Callable[[bytes], list[bytes]], pieces: list[bytes])
 def added_up(sent: bytes) -> dict:
     """The message a client adds up from the events, with the stream's error if it ended in one."""
     decoder = SSEDecoder()
-    events = [json.loads(event.data) for event in decoder.feed(sent) + decoder.close()]
-    message = accumulate_message([event for event in events if event["type"] != "error"])
-    errors = [event["error"] for event in events if event["type"] == "error"]
-    if errors:
-        message["error"] = errors[-1]
-    return message
+    return received_message([json.loads(event.data) for event in decoder.feed(sent) + decoder.close()])
 
 
 def comparable_events(out: bytes, generated_block_ids: bool = False) -> list[dict]:
