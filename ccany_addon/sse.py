@@ -12,8 +12,9 @@ def encode_event(data: dict) -> bytes:
     return b"event: " + data["type"].encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
-_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-          b'"delta":{"type":"%s","%s":%s}}\n\n')
+# How every content_block_delta we send begins; the flow log reads the index that follows it.
+DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_DELTA = DELTA_HEAD + b'%d,"delta":{"type":"%s","%s":%s}}\n\n'
 
 
 def encode_delta(index: int, delta_type: bytes, field: bytes, value: str) -> bytes:

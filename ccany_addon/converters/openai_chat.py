@@ -453,7 +453,7 @@ class ChatStreamTranslator(WrittenStream):
     def _lone_text(self, data: bytes) -> str | None:
         """The text of a read that is exactly one chunk carrying nothing but more text for the open text
         block, or None. Most reads of a stream are that; answering them without the decoder and the general
-        walk below halves their cost. Anything else (None) takes the general path, which gives the same
+        walk below costs 2.9 instead of 4.0 µs a read. Anything else (None) takes the general path, which gives the same
         result for these reads."""
         # One event of one line: the only line feeds end it (a CR before them is whitespace to JSON, as it is
         # after the decoder's CRLF folding).

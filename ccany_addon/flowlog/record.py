@@ -16,6 +16,7 @@ from ccany_addon.errors import mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.routing import KEY_HEADERS, REDACTED
 from ccany_addon.schema import Message, as_dict
+from ccany_addon.sse import DELTA_HEAD
 
 BodyPolicy = Literal["all", "errors", "none"]
 BODY_POLICIES: tuple[str, ...] = ("all", "errors", "none")
@@ -226,12 +227,6 @@ def _headers_json(fields: HeaderFields) -> str | None:
 # from these bytes alone. Anything else (a passthrough's own layout) is parsed.
 _EVENT_HEAD = re.compile(rb'event: (\w+)\ndata: \{"type":"\1"(?:,"index":(\d+)[,}])?')
 _UNINDEXED = frozenset((b"message_start", b"message_delta", b"message_stop", b"ping", b"error"))
-_DELTA_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-
-
-def _blocks(sent: list[tuple[float, bytes]]) -> list[tuple[float, bytes]]:
-    """(time, event bytes) of each event in the chunks sent; every chunk holds whole events."""
-    return [(at, block) for at, chunk in sent for block in chunk.split(b"\n\n") if block]
 
 
 def _data(block: bytes) -> dict:
@@ -241,14 +236,14 @@ def _data(block: bytes) -> dict:
 def _timeline(sent: list[tuple[float, bytes]], started: float) -> list[list]:
     """[time offset in ms, event type, block index, encoded size] of each event sent."""
     timeline: list[list] = []
-    skip = len(_DELTA_HEAD)
+    skip = len(DELTA_HEAD)
     for at, chunk in sent:
         offset = milliseconds(at - started)
         for block in chunk.split(b"\n\n"):
             if not block:
                 continue
             # Most events: a delta in our own encoding, its index the digits after the head.
-            if block.startswith(_DELTA_HEAD) and (digits := block[skip:block.find(b",", skip)]).isdigit():
+            if block.startswith(DELTA_HEAD) and (digits := block[skip:block.find(b",", skip)]).isdigit():
                 timeline.append([offset, "content_block_delta", int(digits), len(block) + 2])
             else:
                 timeline.append([offset, *_kind_and_index(block), len(block) + 2])
@@ -264,8 +259,9 @@ def _kind_and_index(block: bytes) -> tuple[str, int | None]:
 
 
 def _added_up(sent: list[tuple[float, bytes]]) -> dict:
-    """The message a passthrough stream's events add up to, with its last error if it ended in one."""
-    return received_message([_data(block) for _, block in _blocks(sent)])
+    """The message a passthrough stream's events add up to, with its last error if it ended in one; every
+    chunk holds whole events."""
+    return received_message([_data(block) for _, chunk in sent for block in chunk.split(b"\n\n") if block])
 
 
 def _conversation(record: FlowRecord, response: bytes | None) -> str | None:
