@@ -105,8 +105,9 @@ def start_proxy(
     command = [str(VENV_BIN / program)]
     if program != "ccany":
         command += ["-s", str(ROOT / "ccany_addon" / "addon.py")]
-    command += ["--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(port),
-                "--set", f"ccany_db={tmp / 'flows.db'}"]
+    command += ["--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(port)]
+    if not any(option.startswith("ccany_db=") for option in options):  # mitmproxy refuses an option set twice
+        command += ["--set", f"ccany_db={tmp / 'flows.db'}"]
     for option in options:
         command += ["--set", option]
     if program == "mitmweb":

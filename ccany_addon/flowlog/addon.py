@@ -11,7 +11,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from ccany_addon.converters.message_stream import WrittenStream
-from ccany_addon.flowlog.record import BODY_POLICIES, FlowRecord, LogPolicy, StreamRecorder, to_row
+from ccany_addon.flowlog.record import BODY_POLICIES, FlowRecord, LogPolicy, StreamClock, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
 from ccany_addon.gateway import FlowState, Gateway
 from ccany_addon.option_checks import require_bounds
@@ -92,7 +92,10 @@ class FlowLog:
         response, state = flow.response, self.gateway.state(flow)
         if response is not None and state is not None and state.translator is not None \
                 and response.stream is state.translator:
-            response.stream = StreamRecorder(state.translator, self.policy.cap)
+            response.stream = (
+                StreamRecorder(state.translator, self.policy.cap) if self.writer is not None
+                else StreamClock(state.translator)
+            )
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -142,9 +145,8 @@ class FlowLog:
         if response is not None:
             record.status_code = response.status_code
             record.client_response_headers = response.headers.fields
-            recorder = response.stream if isinstance(response.stream, StreamRecorder) else None
-            if recorder is not None:
-                self._stream_side(recorder, record)
+            if isinstance(response.stream, StreamRecorder | StreamClock):
+                self._stream_side(response.stream, record)
             else:
                 record.client_response = response.raw_content
                 record.first_token_at = record.ended if response.status_code == 200 else None
@@ -177,15 +179,16 @@ class FlowLog:
             record.upstream_ttfb = state.upstream_answered_at - state.forwarded_at
 
     @staticmethod
-    def _stream_side(recorder: StreamRecorder, record: FlowRecord) -> None:
+    def _stream_side(recorder: StreamRecorder | StreamClock, record: FlowRecord) -> None:
         translator = recorder.translator  # a ChatStreamTranslator or an AnthropicEventStream
-        record.upstream_response = b"".join(recorder.upstream)
-        record.upstream_response_cut = recorder.upstream_cut
-        record.sent = recorder.sent
-        if isinstance(translator, WrittenStream):
-            record.message = translator.message()
-        record.chunk_count, record.max_chunk_gap = recorder.chunk_count, recorder.max_gap
         record.first_token_at = recorder.first_token_at
         record.stop_reason, record.usage = translator.stop_reason, translator.usage
         if translator.error is not None:
             record.error_type, record.error_message = translator.error_type, translator.error
+        if isinstance(recorder, StreamRecorder):
+            record.upstream_response = b"".join(recorder.upstream)
+            record.upstream_response_cut = recorder.upstream_cut
+            record.sent = recorder.sent
+            if isinstance(translator, WrittenStream):
+                record.message = translator.message()
+            record.chunk_count, record.max_chunk_gap = recorder.chunk_count, recorder.max_gap

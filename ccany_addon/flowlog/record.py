@@ -26,6 +26,26 @@ SECRET_HEADERS = KEY_HEADERS | {"x-goog-api-key", "proxy-authorization", "cookie
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 
 
+# Any stream's first delta, ours or an anthropic upstream's forwarded as it came.
+_DELTA_EVENT = b"event: content_block_delta\n"
+
+
+@dataclass(slots=True)
+class StreamClock:
+    """Wraps a stream translator (the `flow.response.stream` callable) when no flow log is written: only the
+    time of the first token, for the metrics. Keeping the bytes as `StreamRecorder` does would cost every
+    stream for nobody."""
+
+    translator: Callable[[bytes], list[bytes]]
+    first_token_at: float | None = None
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        out = self.translator(data)
+        if self.first_token_at is None and any(_DELTA_EVENT in chunk for chunk in out):
+            self.first_token_at = time.time()
+        return out
+
+
 @dataclass(slots=True)
 class StreamRecorder:
     """Wraps a stream translator (the `flow.response.stream` callable) and keeps what the flow log needs: the
@@ -61,7 +81,7 @@ class StreamRecorder:
         out = self.translator(data)
         for chunk in out:
             self.sent.append((now, chunk))
-            if self.first_token_at is None and b"event: content_block_delta\n" in chunk:
+            if self.first_token_at is None and _DELTA_EVENT in chunk:
                 self.first_token_at = now
         return out
 

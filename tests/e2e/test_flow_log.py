@@ -155,6 +155,24 @@ def test_metrics_count_requests_tokens_and_the_log_queue(proxy, client):
     assert "# TYPE ccany_request_duration_seconds histogram" in text
 
 
+def test_without_a_flow_log_streams_still_reach_the_metrics(fake_upstream, tmp_path):
+    proxy = start_proxy(fake_upstream.url, tmp_path, "ccany_db=")
+    try:
+        with httpx.stream("POST", f"{proxy.url}/v1/messages", json={**HELLO, "stream": True}, timeout=20) as response:
+            report = check_stream(response.read())
+        assert report.complete, report.violations
+        text = httpx.get(f"{proxy.url}/metrics", timeout=20).text
+    finally:
+        stop(proxy.process)
+    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line and not line.startswith("#")}
+    assert samples['ccany_requests_total{model="gpt-4o",status="200"}'] == 1
+    assert samples['ccany_tokens_total{model="gpt-4o",kind="output"}'] == 42
+    assert samples['ccany_time_to_first_token_seconds_count{model="gpt-4o"}'] == 1
+    assert samples["ccany_log_written_total"] == 0 and not list(tmp_path.glob("*.db"))
+    assert "flows are not logged" in proxy.log_path.read_text()
+
+
 def test_no_key_is_ever_written_to_the_db(proxy, client):
     client.messages.create(**HELLO)
     with pytest.raises(anthropic.AuthenticationError):

@@ -12,7 +12,7 @@ import pytest
 import sqlite_utils
 
 from ccany_addon.flowlog import schema
-from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamRecorder, to_row
+from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamClock, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
 from ccany_addon.migrations import migrate
 from ccany_addon.sse import encode_event
@@ -192,6 +192,18 @@ def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_ap
     assert sum(event[3] for event in timeline) == sum(len(chunk) for _, chunk in recorder.sent)
     assert result["conversation"] == "secret [redacted]\nHi there"
     assert to_row(record, LogPolicy("none", 1000))["client_request"] is None
+
+
+def test_stream_clock_passes_the_stream_through_and_notes_only_the_first_token():
+    clock = StreamClock(_fake_translator)
+    assert clock(b"start") == _fake_translator(b"start") and clock.first_token_at is None
+    before = time.time()
+    assert clock(b"Hi") == _fake_translator(b"Hi")
+    first = clock.first_token_at
+    assert first is not None and before <= first <= time.time()
+    time.sleep(0.01)
+    clock(b" there")
+    assert clock(b"") == [] and clock.first_token_at == first
 
 
 def _stream_row(sent: list[tuple[float, bytes]], message: dict | None = None) -> dict:
