@@ -548,7 +548,7 @@ class Gateway:
     def known_secrets(self) -> tuple[str, ...]:
         """Every upstream key the gateway holds, to be masked wherever text leaves it."""
         own = (self.upstream.key,) if self.upstream and self.upstream.key else ()
-        return own + self.snapshot.secrets
+        return tuple(dict.fromkeys(own + self.snapshot.secrets))
 
     def state(self, flow: http.HTTPFlow) -> FlowState | None:
         return self._flows.get(flow)

@@ -91,7 +91,8 @@ class ConfigSnapshot:
 
     @property
     def secrets(self) -> tuple[str, ...]:
-        return tuple(secret for provider in self.providers.values() for secret in provider.secrets)
+        """Every provider key, each once: the flow log searches every body it keeps for each of them."""
+        return tuple(dict.fromkeys(secret for provider in self.providers.values() for secret in provider.secrets))
 
     @property
     def key_ids(self) -> set[int]:

@@ -93,7 +93,7 @@ class FlowLog:
         if response is not None and state is not None and state.translator is not None \
                 and response.stream is state.translator:
             response.stream = (
-                StreamRecorder(state.translator, self.policy.cap) if self.writer is not None
+                StreamRecorder(state.translator) if self.writer is not None
                 else StreamClock(state.translator)
             )
 
@@ -186,9 +186,6 @@ class FlowLog:
         if translator.error is not None:
             record.error_type, record.error_message = translator.error_type, translator.error
         if isinstance(recorder, StreamRecorder):
-            record.upstream_response = b"".join(recorder.upstream)
-            record.upstream_response_cut = recorder.upstream_cut
-            record.sent = recorder.sent
+            record.reads = recorder.reads
             if isinstance(translator, WrittenStream):
                 record.message = translator.message()
-            record.chunk_count, record.max_chunk_gap = recorder.chunk_count, recorder.max_gap

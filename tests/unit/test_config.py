@@ -58,6 +58,8 @@ def test_snapshot_routes_client_keys_and_settings(config):
     _, db, cipher = config
     store.add_provider(db, "t", "local", "http://127.0.0.1:9/v1", models={"small": "qwen-small"})
     store.set_provider_key(db, "t", "local", KEY)
+    store.add_provider(db, "t", "twin", "http://127.0.0.1:10/v1")  # the same key as another provider
+    store.set_provider_key(db, "t", "twin", KEY)
     store.add_route(db, "t", "*haiku*", "local", None, priority=10)
     store.add_route(db, "t", "claude-*", "local", "big-one", priority=20)
     key_id, key = store.create_client_key(db, "t", "ci", "2999-01-01", ["claude-*"])

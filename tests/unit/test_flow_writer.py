@@ -166,32 +166,35 @@ def _fake_translator(data: bytes) -> list[bytes]:
 
 
 def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_applied():
-    recorder = StreamRecorder(_fake_translator, cap=8)
+    recorder = StreamRecorder(_fake_translator)
     started = time.time()
-    recorder(b"start")
+    assert recorder(b"start") == _fake_translator(b"start")
     assert recorder.first_token_at is None
-    time.sleep(0.01)
+    time.sleep(0.02)
     recorder(b"Hi ")
-    recorder(b"there")
+    recorder(b"there sk-live-abcdefghijkl")
     recorder(b"")
-    assert recorder.chunk_count == 3 and recorder.upstream_cut and b"".join(recorder.upstream) == b"startHi "
     record = FlowRecord(
         id="req_x", started=started, method="POST", path="/v1/messages", client_addr="127.0.0.1",
         client_request=b'{"messages": [{"role": "user", "content": "secret sk-live-abcdefghijkl"}]}',
         client_request_headers=((b"X-Api-Key", b"sk-live-abcdefghijkl"), (b"User-Agent", b"claude-cli/2")),
-        is_stream=True, sent=recorder.sent,
+        is_stream=True, reads=recorder.reads,
         first_token_at=recorder.first_token_at, ended=time.time(),
     )
     result = to_row(record, LogPolicy("all", 1000, ("sk-live-abcdefghijkl",)))
     assert "sk-live" not in str(result)
     assert result["user_agent"] == "claude-cli/2" and '"x-api-key":"[redacted]"' in result["client_request_headers"]
-    assert '"text":"Hi there"' in result["client_response"]
+    assert '"text":"Hi there [redacted]"' in result["client_response"]
+    assert result["upstream_response"] == "startHi there [redacted]" and result["truncated"] is None
+    assert result["chunk_count"] == 3 and result["max_chunk_gap_ms"] >= 20
     timeline = json.loads(result["events"])
     assert [event[1] for event in timeline] == ["message_start", "content_block_start"] + ["content_block_delta"] * 2
-    assert timeline[2][0] == result["ttft_ms"] > timeline[0][0]
-    assert sum(event[3] for event in timeline) == sum(len(chunk) for _, chunk in recorder.sent)
-    assert result["conversation"] == "secret [redacted]\nHi there"
+    assert timeline[2][0] == result["ttft_ms"] > timeline[0][0] and timeline[0][0] == timeline[1][0]
+    assert sum(event[3] for event in timeline) == sum(len(chunk) for _, _, out in recorder.reads for chunk in out)
+    assert result["conversation"] == "secret [redacted]\nHi there [redacted]"
     assert to_row(record, LogPolicy("none", 1000))["client_request"] is None
+    capped = to_row(record, LogPolicy("all", 8))
+    assert capped["upstream_response"] == "startHi " and "upstream_response" in capped["truncated"].split(",")
 
 
 def test_stream_clock_passes_the_stream_through_and_notes_only_the_first_token():
@@ -207,8 +210,9 @@ def test_stream_clock_passes_the_stream_through_and_notes_only_the_first_token()
 
 
 def _stream_row(sent: list[tuple[float, bytes]], message: dict | None = None) -> dict:
+    reads = [(at, b"data", [chunk]) for at, chunk in sent]
     record = FlowRecord(id="req_s", started=100.0, method="POST", path="/v1/messages", client_addr="",
-                        client_request=None, client_request_headers=(), is_stream=True, sent=sent, message=message)
+                        client_request=None, client_request_headers=(), is_stream=True, reads=reads, message=message)
     return to_row(record, LogPolicy("all", 1 << 20))
 
 
