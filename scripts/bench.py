@@ -2,11 +2,11 @@
 mitmdump with a streaming pass-through, both in front of the same fake OpenAI server, measured in the same
 run; then the addon's resident memory over many flows.
 
-The client sends a ~20 KB Claude-Code-like body (system blocks, 16 tools with schemas, a tool round trip) to
-the addon, and the OpenAI body it converts to straight to the bare proxy. CPU is the proxy process's CPU clock
-(clock_getcpuclockid) over the measured requests; the client and the fake upstream run in other processes and
-are not counted. The addon's log writer thread is in the proxy process and is counted:
-each round waits until the log queue is empty.
+The client sends a ~20 KB Claude-Code-like body (system blocks, 16 tools with schemas, a tool round trip), in
+compact JSON as Claude Code writes it, to the addon, and the OpenAI body it converts to straight to the bare
+proxy. CPU is the proxy process's CPU clock (clock_getcpuclockid) over the measured requests; the client and the
+fake upstream run in other processes and are not counted. The addon's log writer thread is in the proxy process
+and is counted: each round waits until the log queue is empty.
 
 Then, per provider kind (openai, azure, responses, gemini, anthropic), one 50-event stream through the addon
 (routed by the config DB to a provider of that kind) against the bare proxy sent the same upstream request;
@@ -61,6 +61,11 @@ def claude_code_body(stream: bool) -> dict:
     return {"model": "scenario:bench", "max_tokens": 32000, "stream": stream, "system": system,
             "messages": messages, "tools": tools, "metadata": {"user_id": "user_" + "a" * 140},
             "thinking": {"type": "adaptive"}}
+
+
+def compact(body: dict) -> bytes:
+    """A body as Claude Code writes it (JSON.stringify: no spaces, UTF-8 as is)."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def long_conversation_body(stream: bool) -> dict:
@@ -120,13 +125,13 @@ def bare_request(kind: str) -> tuple[str, bytes, dict[str, str]]:
     model = BENCH_MODEL.get(kind, "scenario:bench")
     client_body = claude_code_body(True)
     if kind == "anthropic":
-        return "/v1/messages", json.dumps(client_body).encode(), {"x-api-key": "k", "anthropic-version": "2023-06-01"}
+        return "/v1/messages", compact(client_body), {"x-api-key": "k", "anthropic-version": "2023-06-01"}
     dialect = DIALECTS[kind]
     prefixes = {"azure": "", "gemini": "/v1beta"}
     path = dialect.path(prefixes.get(kind, "/v1"), model, None, True)
     body, _ = dialect.to_request(MessagesRequest.model_validate(client_body), UpstreamTarget(model))
     key = {"azure": {"api-key": "k"}, "gemini": {"x-goog-api-key": "k"}}.get(kind, {"authorization": "Bearer k"})
-    return path, json.dumps(body).encode(), key
+    return path, compact(body), key
 
 
 def cpu_seconds(pid: int) -> float:
@@ -198,7 +203,7 @@ def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool,
 def memory_over_flows(client: httpx.Client, pid: int, port: int, flows: int) -> list[tuple[int, float]]:
     """RSS after every tenth of `flows` requests (streamed and not, alternating) once the log has caught up."""
     url, metrics_url = f"http://127.0.0.1:{port}/v1/messages", f"http://127.0.0.1:{port}/metrics"
-    bodies = {stream: json.dumps(claude_code_body(stream)).encode() for stream in (False, True)}
+    bodies = {stream: compact(claude_code_body(stream)) for stream in (False, True)}
     samples = []
     for number in range(1, flows + 1):
         stream = number % 2 == 0
@@ -231,7 +236,7 @@ def main() -> None:
     bare, bare_port = start_mitmdump(upstream.url, ROOT / "scripts" / "passthrough.py", tmp / "bare.log")
     addon, addon_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "addon.log",
                                        [f"ccany_config_db={tmp / 'config.db'}", *args.options])
-    sizes = {True: len(json.dumps(claude_code_body(True))), False: len(json.dumps(claude_code_body(False)))}
+    sizes = {stream: len(compact(claude_code_body(stream))) for stream in (False, True)}
     rounds: dict[tuple[str, bool], list[float]] = {}
     try:
         with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as client:
@@ -240,16 +245,16 @@ def main() -> None:
                 for _round in range(args.rounds):
                     for name, process, url, body, metrics_url in (
                         ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-                         json.dumps(openai_body(stream)).encode(), None),
+                         compact(openai_body(stream)), None),
                         ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages",
-                         json.dumps(claude_code_body(stream)).encode(), f"http://127.0.0.1:{addon_port}/metrics"),
+                         compact(claude_code_body(stream)), f"http://127.0.0.1:{addon_port}/metrics"),
                     ):
                         ms = measure(client, process.pid, url, body, stream, args.requests // args.rounds,
                                      metrics_url)
                         rounds.setdefault((name, stream), []).append(ms)
             for kind in KINDS if args.kind_requests else ():
                 path, bare_body, key = bare_request(kind)
-                addon_body = json.dumps({**claude_code_body(True), "model": f"bench-{kind}"}).encode()
+                addon_body = compact({**claude_code_body(True), "model": f"bench-{kind}"})
                 for _round in range(args.rounds):
                     for name, process, url, body, metrics_url, headers in (
                         ("bare", bare, f"http://127.0.0.1:{bare_port}{path}", bare_body, None, key),
@@ -263,8 +268,8 @@ def main() -> None:
             for _round in range(args.rounds if args.long_requests else 0):
                 for name, process, url, body, metrics_url in (
                     ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-                     json.dumps(openai_body(True, long_body)).encode(), None),
-                    ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", json.dumps(long_body).encode(),
+                     compact(openai_body(True, long_body)), None),
+                    ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", compact(long_body),
                      f"http://127.0.0.1:{addon_port}/metrics"),
                 ):
                     ms = measure(client, process.pid, url, body, True, args.long_requests // args.rounds, metrics_url)

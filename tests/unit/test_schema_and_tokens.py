@@ -11,6 +11,7 @@ import pytest
 
 from ccany_addon.count_tokens import TOOLS_OVERHEAD, count_tokens, image_dimensions, text_tokens
 from ccany_addon.errors import GatewayError
+from ccany_addon import schema
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
 
 BASE = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
@@ -224,3 +225,96 @@ def test_large_image_priced_after_resize():
 def test_image_not_priced_by_base64_size():
     small = tokens(messages=image_message(png(100, 100) + b"\0" * 200_000))
     assert small < 100
+
+
+# -- tools seen before are not parsed again (schema.KnownTools)
+
+SCHEMA = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "An argument " * 4}
+                                           for i in range(4)}, "required": ["p0"]}
+TOOLS = [{"name": f"Tool{i}", "description": "Does a useful thing. " * 6, "input_schema": SCHEMA} for i in range(6)]
+OTHER_TOOLS = [{"name": "Small", "input_schema": {"type": "object"}}]
+TOOLS_JSON = json.dumps(TOOLS, separators=(",", ":"))
+
+
+def compact(value: object) -> bytes:
+    """As Claude Code writes its bodies (JSON.stringify): no spaces."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.fixture
+def known_tools(monkeypatch) -> schema.KnownTools:
+    known = schema.KnownTools()
+    monkeypatch.setattr(schema, "_KNOWN_TOOLS", known)
+    parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
+    return known
+
+
+def full_parse(raw: bytes) -> dict | str:
+    """What the request is when no tools are known: its fields, or the 400 it gets."""
+    saved, schema._KNOWN_TOOLS = schema._KNOWN_TOOLS, schema.KnownTools()
+    try:
+        return parse(MessagesRequest, raw).model_dump()
+    except GatewayError as error:
+        return error.message
+    finally:
+        schema._KNOWN_TOOLS = saved
+
+
+def test_known_tools_are_reused_and_the_request_is_what_a_full_parse_gives(known_tools):
+    first = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
+    turn = compact({**BASE, "messages": [{"role": "user", "content": "next turn"}], "tools": TOOLS, "stream": True})
+    second = parse(MessagesRequest, turn)
+    assert second.tools is first.tools
+    assert second.model_dump() == full_parse(turn)
+    assert second.messages[0].content == "next turn" and second.stream is True
+    counted = parse(CountTokensRequest, compact({"model": "m", "messages": BASE["messages"], "tools": TOOLS}))
+    assert counted.tools is first.tools
+
+
+NESTED_INPUT = {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Tool1",
+                                                  "input": {"tools": TOOLS}}]}
+TRICKY_BODIES = {
+    # The known array at the top level, the last "tools": in the body: the only case the known tools serve.
+    "same tools, another turn": compact({**BASE, "tools": TOOLS, "max_tokens": 7}),
+    # The last "tools": is a tool input's key holding the same bytes; the top-level tools come first.
+    "same array nested after the tools": compact({"tools": OTHER_TOOLS, **BASE,
+                                                  "messages": [BASE["messages"][0], NESTED_INPUT,
+                                                               BASE["messages"][0]]}),
+    "known tools first, the same nested after": compact({"tools": TOOLS, **BASE,
+                                                         "messages": [BASE["messages"][0], NESTED_INPUT,
+                                                                      BASE["messages"][0]]}),
+    # Duplicate keys: the last one counts, with or without the known array.
+    "known tools, then other tools": compact(BASE)[:-1] + b',"tools":' + TOOLS_JSON.encode()
+    + b',"tools":' + compact(OTHER_TOOLS) + b"}",
+    "other tools, then known tools": compact(BASE)[:-1] + b',"tools":' + compact(OTHER_TOOLS)
+    + b',"tools":' + TOOLS_JSON.encode() + b"}",
+    # The array's text inside a string: escaped there, so never taken for the array.
+    "the array as text": compact({**BASE, "messages": [{"role": "user", "content": '"tools":' + TOOLS_JSON}]}),
+    "spaces": json.dumps({**BASE, "tools": TOOLS}).encode(),
+    "the known array then more": compact({**BASE})[:-1] + b',"tools":' + TOOLS_JSON.encode() + b"]}",
+    "the known array cut short": compact({**BASE})[:-1] + b',"tools":' + TOOLS_JSON[:-1].encode() + b"}",
+    "an invalid field beside them": compact({**BASE, "max_tokens": "many", "tools": TOOLS}),
+    "tools in a non-object body": b'["tools":' + TOOLS_JSON.encode() + b"]",
+    "a space after the known array": compact(BASE)[:-1] + b',"tools":' + TOOLS_JSON.encode() + b' ,"stream":true}',
+}
+
+
+@pytest.mark.parametrize("raw", TRICKY_BODIES.values(), ids=TRICKY_BODIES.keys())
+def test_a_body_with_known_tools_is_read_as_a_full_parse_reads_it(known_tools, raw):
+    try:
+        got: dict | str = parse(MessagesRequest, raw).model_dump()
+    except GatewayError as error:
+        got = error.message
+    assert got == full_parse(raw)
+
+
+def test_converters_leave_known_tools_as_they_were(known_tools):
+    from ccany_addon.converters.common import UpstreamTarget
+    from ccany_addon.dialects import DIALECTS
+
+    request = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
+    for name, dialect in DIALECTS.items():
+        dialect.to_request(request, UpstreamTarget("gemini-2.5-pro" if name == "gemini" else "gpt-4o"))
+    count_tokens(request)
+    again = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
+    assert again.tools is request.tools and again.model_dump() == full_parse(compact({**BASE, "tools": TOOLS}))
