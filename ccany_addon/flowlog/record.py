@@ -56,7 +56,7 @@ class StreamRecorder:
     the upstream's bytes and the chunks sent for them. Only bytes, never parsed events: thousands of small
     objects living until the writer takes them would cost every flow in garbage collection. The writer thread
     works out the rest (the upstream text, chunk count and gaps, the timeline); a read costs the proxy one
-    append (counting and capping here cost 0.1 ms of a 50-read stream)."""
+    append (counting and capping here cost a 50-read stream 18 µs more, measured standalone)."""
 
     translator: Callable[[bytes], list[bytes]]
     reads: list[Read] = field(default_factory=list)
