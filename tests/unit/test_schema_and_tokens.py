@@ -9,9 +9,9 @@ import zlib
 
 import pytest
 
+from ccany_addon import schema
 from ccany_addon.count_tokens import TOOLS_OVERHEAD, count_tokens, image_dimensions, text_tokens
 from ccany_addon.errors import GatewayError
-from ccany_addon import schema
 from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
 
 BASE = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
