@@ -309,16 +309,18 @@ class KnownTools:
             request = model.model_validate(value)
         except ValueError:
             return None
-        request.tools = self._known[text] = self._known.pop(text)  # the most recently used last
+        tools = self._known.pop(text)
+        self._known[text] = tools  # the most recently used last
+        request.tools = tools
         return request
 
     def remember(self, body: bytes, value: dict, tools: list[Tool]) -> None:
         """Tools a whole body gave, when their array is written in the body as we would write it."""
-        at = body.rfind(self.KEY)
-        if at < 0 or body[at + len(self.KEY) : at + len(self.KEY) + 1] != b"[":  # not written as we write it
+        start = body.rfind(self.KEY) + len(self.KEY)
+        if start < len(self.KEY) or body[start : start + 1] != b"[":  # not written as we write it
             return
         text = dumps(value["tools"])
-        if len(text) < self.SMALLEST or not body.startswith(text, at + len(self.KEY)):
+        if len(text) < self.SMALLEST or not body.startswith(text, start):
             return
         self._known.pop(text, None)
         self._known[text] = tools
