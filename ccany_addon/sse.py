@@ -23,6 +23,11 @@ def encode_delta(index: int, delta_type: bytes, field: bytes, value: str) -> byt
     return _DELTA % (index, delta_type, field, dumps(value))
 
 
+def encode_json_delta(index: int, delta_type: bytes, field: bytes, value_json: bytes) -> bytes:
+    """`encode_delta` for a value whose JSON the caller already has."""
+    return _DELTA % (index, delta_type, field, value_json)
+
+
 @dataclass(slots=True)
 class ServerSentEvent:
     event: str | None

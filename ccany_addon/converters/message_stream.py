@@ -18,7 +18,7 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.errors import error_body, error_type
-from ccany_addon.sse import encode_delta, encode_event
+from ccany_addon.sse import encode_delta, encode_event, encode_json_delta
 
 
 class MessageStreamWriter:
@@ -87,6 +87,12 @@ class MessageStreamWriter:
         self.output_chars += len(text)  # first: a translator's TypeError for a non-string leaves no trace
         self._text.append(text)
         self._delta(b"text_delta", b"text", text, out)
+
+    def more_text(self, text: str, text_json: bytes) -> bytes:
+        """The next delta of the open text block, for a non-empty `text` whose JSON the caller already has."""
+        self.output_chars += len(text)
+        self._text.append(text)
+        return encode_json_delta(self._next_index - 1, b"text_delta", b"text", text_json)
 
     def thinking(self, text: str, out: list[bytes]) -> None:
         if self._open_kind != "thinking":

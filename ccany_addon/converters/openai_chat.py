@@ -18,6 +18,7 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
+from ccany_addon.converters.text_template import TextChunkTemplate
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.models import Capabilities
@@ -412,6 +413,8 @@ class _ToolCall:
 
 # What else a delta may carry that the general path acts on (reasoning, tool calls).
 _NOT_TEXT = ("reasoning_content", "reasoning", "tool_calls", "function_call")
+# How many times a stream makes a TextChunkTemplate from its text chunks.
+_TEMPLATE_LEARNS = 3
 
 
 class ChatStreamTranslator(WrittenStream):
@@ -431,35 +434,40 @@ class ChatStreamTranslator(WrittenStream):
         self._finish_reason: str | None = None
         self._matched_stop: object = None
         self._usage: dict | None = None
+        self._template: TextChunkTemplate | None = None
+        self._template_learns = _TEMPLATE_LEARNS
 
     def __call__(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
-        if self.writer.finished:
+        writer = self.writer
+        if writer.finished:
             return out
-        if self.writer.open_kind == "text" and (text := self._lone_text(data)) is not None:
-            self.writer.text(text, out)
-            return out
-        self.writer.start(out)
+        if writer.open_kind == "text" and not self._decoder.pending:
+            if self._template is not None and (known := self._template.text(data)) is not None:
+                return [writer.more_text(known[0], known[1])]  # not *known: 150 ns more
+            if (text := self._lone_text(data)) is not None:
+                self._learn_template(data, text)
+                writer.text(text, out)
+                return out
+        writer.start(out)
         events = self._decoder.feed(data) if data else self._decoder.close()
         for event in events:
             self._event(event.data, out)
-            if self.writer.finished:
+            if writer.finished:
                 break
-        if not data and not self.writer.finished:
+        if not data and not writer.finished:
             self._end_of_input(out)
         # One chunk per upstream read: mitmproxy writes each list item to the socket on its own.
         return out if len(out) < 2 else [b"".join(out)]
 
     def _lone_text(self, data: bytes) -> str | None:
         """The text of a read that is exactly one chunk carrying nothing but more text for the open text
-        block, or None. Most reads of a stream are that; answering them without the decoder and the general
-        walk below costs 2.9 instead of 4.0 µs a read. Anything else (None) takes the general path, which gives the same
-        result for these reads."""
+        block, or None (the decoder holding nothing back). Most reads of a stream are that; answering them
+        without the decoder and the general walk below costs 2.9 instead of 4.0 µs a read. Anything else
+        (None) takes the general path, which gives the same result for these reads."""
         # One event of one line: the only line feeds end it (a CR before them is whitespace to JSON, as it is
         # after the decoder's CRLF folding).
         if data[-2:] != b"\n\n" or data.find(b"\n") != len(data) - 2 or not data.startswith(b"data: {"):
-            return None
-        if self._decoder.pending:
             return None
         try:
             chunk = loads(data[6:-2])
@@ -479,6 +487,13 @@ class ChatStreamTranslator(WrittenStream):
         if len(delta) > 1 and any(delta.get(key) for key in _NOT_TEXT):
             return None
         return text
+
+    def _learn_template(self, data: bytes, text: str) -> None:
+        """After a miss (or at the start), this lone-text read becomes the template for the next reads. A
+        stream whose chunks differ in more than their text (a per-chunk nonce) soon stops trying."""
+        if self._template_learns:
+            self._template_learns -= 1
+            self._template = TextChunkTemplate.learn(data, text, self._lone_text)
 
     def _event(self, data: str, out: list[bytes]) -> None:
         if data == "[DONE]":

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ccany_addon.conformance import StreamReport, check_stream
 from ccany_addon.converters.common import ResponseContext
 from ccany_addon.converters.openai_chat import ChatStreamTranslator
-from tests.unit.streams import byte_by_byte, comparable_events, draw_split, feed_chunks
+from tests.unit.streams import added_up, byte_by_byte, comparable_events, draw_split, feed_chunks
 
 CTX = ResponseContext(client_model="claude-sonnet-4-5", stop_sequences=("###",), estimated_input_tokens=321)
 DONE = b"data: [DONE]\n\n"
@@ -451,3 +451,95 @@ def test_a_read_of_one_text_chunk_gives_what_the_same_bytes_split_give(second):
     whole_events, split_events = check_stream(whole).events, check_stream(split).events
     whole_events[0]["message"].pop("id"), split_events[0]["message"].pop("id")
     assert whole_events == split_events and len(whole_events) > 3
+
+
+# -- reads that fit the text-chunk template of the reads before them
+
+def reads(*chunks: dict | bytes) -> list[bytes]:
+    """One read per chunk; bytes are a read as they are."""
+    return [c if isinstance(c, bytes) else sse(c, done=False) for c in chunks]
+
+
+def halves(pieces: list[bytes]) -> list[bytes]:
+    """Every read cut in two: no read is a whole chunk, so none takes a shortcut."""
+    return [half for piece in pieces for half in (piece[:len(piece) // 2], piece[len(piece) // 2:])]
+
+
+def same_as_general_path(pieces: list[bytes]) -> bytes:
+    out, _ = feed(pieces)
+    cut, _ = feed(halves(pieces))
+    events, cut_events = check_stream(out).events, check_stream(cut).events
+    events[0]["message"].pop("id"), cut_events[0]["message"].pop("id")
+    assert events == cut_events
+    return out
+
+
+LEARNT = (chunk({"role": "assistant", "content": "Hi"}), chunk({"content": " there"}))  # the second is learnt
+TEMPLATE_BYTES = sse(chunk({"content": "\x00"}), done=False).split(b'"\\u0000"')
+END = (chunk({}, "stop"), usage_chunk(), DONE)
+
+
+@pytest.mark.parametrize("later", [
+    chunk({"content": "more"}),
+    chunk({"content": "é, 😀, \u2028 and \x7f as they are"}),
+    chunk({"content": 'a "quoted" \\ path'}),
+    chunk({"content": "two\nlines\tand a tab"}),
+    sse(chunk({"content": "é"}), done=False).replace("é".encode(), b"\\u00e9"),  # an escape for a plain letter
+    chunk({"content": "more"}, "stop"),
+    {**chunk({"content": "more"}), "id": "chatcmpl-2"},
+    TEMPLATE_BYTES[0] + b'"\xff\xfe"' + TEMPLATE_BYTES[1],  # not UTF-8
+    # Between the template's ends, but more than one string: a second choice with its own finish.
+    TEMPLATE_BYTES[0] + b'"a"},"finish_reason":null},{"index":1,"delta":{"content":"b"' + TEMPLATE_BYTES[1],
+    TEMPLATE_BYTES[0] + b'"a"},"finish_reason":"length"}],"x":{"y":{"content":"b"' + TEMPLATE_BYTES[1],
+])
+def test_a_read_fitting_the_template_gives_what_the_general_path_gives(later):
+    same_as_general_path(reads(*LEARNT, later, *END))
+
+
+def test_the_template_is_learnt_where_the_text_is_not_where_it_first_appears():
+    """The first chunk's text is also its id. A template taken at the id would read the next chunk's id
+    as its text."""
+    first = {**chunk({"content": "chatcmpl-1"}), "id": "chatcmpl-1"}
+    out = same_as_general_path(reads(LEARNT[0], first, {**chunk({"content": "chatcmpl-1"}), "id": "chatcmpl-2"}, *END))
+    assert added_text(out) == "Hichatcmpl-1chatcmpl-1"
+
+
+def added_text(out: bytes) -> str:
+    return "".join(block["text"] for block in added_up(out)["content"] if block["type"] == "text")
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(st.text(min_size=1), min_size=1, max_size=8), ascii_only=st.booleans())
+def test_any_texts_through_the_template_give_the_general_paths_events(texts, ascii_only):
+    pieces = [f"data: {json.dumps(chunk({'content': text}), ensure_ascii=ascii_only)}\n\n".encode()
+              for text in texts]
+    out = same_as_general_path(reads(*LEARNT, *pieces, *END))
+    assert added_text(out) == "Hi there" + "".join(texts)
+
+
+def test_reads_fitting_the_template_are_not_parsed(monkeypatch):
+    from ccany_addon.converters import openai_chat
+
+    translator = ChatStreamTranslator(CTX, upstream="openai")
+    for piece in reads(*LEARNT):
+        translator(piece)
+    parsed: list[bytes] = []
+    monkeypatch.setattr(openai_chat, "loads", lambda data: parsed.append(data) or json.loads(data))
+    words = reads(*(chunk({"content": f"word {n} "}) for n in range(10)))
+    out = b"".join(b"".join(translator(piece)) for piece in words)
+    assert parsed == [] and out.count(b'"text_delta"') == 10
+
+
+def test_a_stream_whose_chunks_all_differ_stops_learning(monkeypatch):
+    """A per-chunk nonce (like OpenAI's `obfuscation`) means no read fits: after a few tries, each read is
+    parsed once, not twice."""
+    from ccany_addon.converters import openai_chat
+
+    translator = ChatStreamTranslator(CTX, upstream="openai")
+    for piece in reads(*LEARNT):
+        translator(piece)
+    parsed: list[bytes] = []
+    monkeypatch.setattr(openai_chat, "loads", lambda data: parsed.append(data) or json.loads(data))
+    for n in range(20):
+        translator(sse({**chunk({"content": "x"}), "obfuscation": "n" * n}, done=False))
+    assert 20 <= len(parsed) <= 23
