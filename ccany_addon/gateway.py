@@ -338,9 +338,10 @@ class Gateway:
 
     def _admit(self, flow: http.HTTPFlow, state: FlowState) -> None:
         """Client keys: when the config has any, every /v1 request needs a valid one."""
-        key = presented_key(flow.request.headers)
+        snapshot = self.snapshot
+        key = presented_key(flow.request.headers) if snapshot.client_keys else None  # unused without keys
         peer = flow.client_conn.peername[0] if flow.client_conn.peername else ""
-        state.client = authenticate(self.snapshot, key, peer)
+        state.client = authenticate(snapshot, key, peer)
 
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
         request = self._body(flow, MessagesRequest)
@@ -411,19 +412,25 @@ class Gateway:
     def _send_upstream(self, flow: http.HTTPFlow, state: FlowState, upstream: Upstream, path: str, body: bytes,
                        headers: dict[str, str]) -> None:
         outgoing = flow.request
-        outgoing.method = "POST"
-        outgoing.scheme, outgoing.host, outgoing.port = upstream.scheme, upstream.host, upstream.port
-        outgoing.path = path
+        host = upstream.host if upstream.port in (80, 443) else upstream.name
+        http2 = outgoing.is_http2 or outgoing.is_http3  # these carry the host as :authority, not a header
         # A fresh header set: nothing of the client's (credentials, cookies) reaches the upstream; the
         # anthropic kind keeps only the protocol's own headers (version, betas).
         outgoing.headers = header_fields(
+            *(() if http2 else (("host", host),)),
             ("content-type", "application/json"),
             ("content-length", str(len(body))),
             ("accept", "text/event-stream" if state.stream else "application/json"),
             ("user-agent", USER_AGENT),
             *headers.items(),
         )
-        outgoing.host_header = upstream.host if upstream.port in (80, 443) else upstream.name
+        # Straight to the request's data: the setters of host and port each work out the Host header and
+        # authority again (7 µs in all), and the headers are already whole.
+        data = outgoing.data
+        data.method, data.scheme, data.path = b"POST", upstream.scheme.encode(), path.encode("utf-8", "surrogateescape")
+        data.host, data.port = upstream.host, upstream.port
+        if http2 or data.authority:
+            data.authority = host.encode()
         outgoing.raw_content = body  # its length is in the headers above (`.content =` costs 6 µs to say so)
         flow.comment = f"{state.client_model} → {state.upstream_model}"
         state.forwarded_at = time.time()

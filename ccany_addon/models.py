@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from dataclasses import dataclass, fields, replace
 
@@ -94,6 +95,7 @@ _FAMILIES: tuple[tuple[re.Pattern[str], Capabilities], ...] = tuple(
 )
 
 
+@functools.lru_cache(maxsize=256)  # every request asks; the answer costs a dozen regex searches (3 µs)
 def capabilities(upstream_model: str, overrides: tuple[CapabilityOverride, ...] = ()) -> Capabilities:
     """Built-in facts for well-known families, matched on the name after any `vendor/` prefix, then the config
     DB's overrides (every matching row, in order: a later row wins)."""

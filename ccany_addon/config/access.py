@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
+@functools.lru_cache(maxsize=1024)  # asked for every request of a gateway without client keys
 def is_loopback(address: str) -> bool:
     try:
         return ipaddress.ip_address(address.removeprefix("::ffff:")).is_loopback

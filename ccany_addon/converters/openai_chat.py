@@ -28,6 +28,7 @@ from ccany_addon.schema import (
     MessagesRequest,
     SearchResultBlock,
     TextBlock,
+    Tool,
     ToolResultBlock,
 )
 from ccany_addon.sse import SSEDecoder
@@ -70,9 +71,12 @@ def to_chat_request(request: MessagesRequest, target: UpstreamTarget) -> tuple[d
         else:
             body["reasoning"] = {"effort": effort}
 
-    tools = function_tools(request, caps, notes, body)
-    if tools:
-        body["tools"] = tools
+    tools = function_tools(request.tools, caps.web_search)
+    notes.extend(tools.notes)
+    if tools.web_search:
+        body["web_search_options"] = {}
+    if tools.functions:
+        body["tools"] = tools.functions
         choice = request.tool_choice
         if choice is not None:
             body["tool_choice"] = _tool_choice(choice.type, choice.name)
@@ -224,12 +228,47 @@ def _assistant_message(blocks: list, caps: Capabilities) -> dict:
     return message
 
 
-def function_tools(request: MessagesRequest, caps: Capabilities, notes: list[str], body: dict) -> list[dict]:
-    tools: list[dict] = []
-    for tool in request.tools or ():
+@dataclass(frozen=True, slots=True)
+class FunctionTools:
+    """A request's tools as Chat Completions function tools, and what became of the others."""
+
+    functions: list[dict]  # shared by every request with the same tools list: never to be changed
+    notes: tuple[str, ...] = ()
+    web_search: bool = False  # a web search tool that the upstream runs itself (`web_search_options`)
+
+
+_NO_TOOLS = FunctionTools([])
+_RECENT_TOOLS: dict[tuple[int, bool], tuple[list[Tool], FunctionTools]] = {}
+_RECENT_SIZE = 8
+
+
+def function_tools(tools: list[Tool] | None, web_search: bool) -> FunctionTools:
+    """The tools for an upstream that runs web search itself (`web_search`) or not.
+
+    Claude Code's requests share one tools list while its array stays the same (schema.KnownTools), so the
+    last few lists' conversions are kept (16 tools take 13 µs). Holding the list keeps its id from being reused.
+    """
+    if not tools:
+        return _NO_TOOLS
+    key = (id(tools), web_search)
+    recent = _RECENT_TOOLS.get(key)
+    if recent is not None and recent[0] is tools:
+        return recent[1]
+    converted = _function_tools(tools, web_search)
+    _RECENT_TOOLS[key] = (tools, converted)
+    if len(_RECENT_TOOLS) > _RECENT_SIZE:
+        del _RECENT_TOOLS[next(iter(_RECENT_TOOLS))]
+    return converted
+
+
+def _function_tools(tools: list[Tool], web_search: bool) -> FunctionTools:
+    functions: list[dict] = []
+    notes: list[str] = []
+    searches = False
+    for tool in tools:
         if not tool.is_custom:
-            if (tool.type or "").startswith("web_search") and caps.web_search:
-                body["web_search_options"] = {}
+            if (tool.type or "").startswith("web_search") and web_search:
+                searches = True
             else:
                 notes.append(f"left out server tool {tool.name!r} ({tool.type}): the upstream has no equivalent")
             continue
@@ -240,8 +279,8 @@ def function_tools(request: MessagesRequest, caps: Capabilities, notes: list[str
         function: dict = {"name": short_tool_name(tool.name), "parameters": schema}
         if tool.description:
             function["description"] = tool.description
-        tools.append({"type": "function", "function": function})
-    return tools
+        functions.append({"type": "function", "function": function})
+    return FunctionTools(functions, tuple(notes), searches)
 
 
 def _tool_choice(kind: str, name: str | None) -> str | dict:

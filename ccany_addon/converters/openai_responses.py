@@ -8,7 +8,7 @@ output into Responses items, so both dialects carry the same things over.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ccany_addon.converters import openai_chat as chat
 from ccany_addon.converters.common import (
@@ -74,9 +74,10 @@ def to_responses_request(request: MessagesRequest, target: UpstreamTarget) -> tu
         body["reasoning"] = {"effort": effort, "summary": "auto"}
 
     # Responses models have no `web_search_options`: server tools are left out with a note.
-    chat_tools = chat.function_tools(request, replace(caps, web_search=False), notes, {})
-    if chat_tools:
-        body["tools"] = [{"type": "function", **tool["function"], "strict": False} for tool in chat_tools]
+    chat_tools = chat.function_tools(request.tools, web_search=False)
+    notes.extend(chat_tools.notes)
+    if chat_tools.functions:
+        body["tools"] = [{"type": "function", **tool["function"], "strict": False} for tool in chat_tools.functions]
         choice = request.tool_choice
         if choice is not None:
             if choice.type == "tool" and choice.name:

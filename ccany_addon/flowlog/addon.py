@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import replace
 from typing import Any
 
@@ -28,6 +29,8 @@ class FlowLog:
         self.gateway = gateway
         self.writer: FlowWriter[FlowRecord] | None = None
         self.policy = LogPolicy()
+        # A StreamClock leaves `response.stream` once it has the first token; this is where it is found after.
+        self._clocks: weakref.WeakKeyDictionary[http.HTTPFlow, StreamClock] = weakref.WeakKeyDictionary()
 
     def load(self, loader: Any) -> None:
         loader.add_option("ccany_db", str, "data/ccany.db", "SQLite file of the flow log (empty: no flow log).")
@@ -92,10 +95,10 @@ class FlowLog:
         response, state = flow.response, self.gateway.state(flow)
         if response is not None and state is not None and state.translator is not None \
                 and response.stream is state.translator:
-            response.stream = (
-                StreamRecorder(state.translator) if self.writer is not None
-                else StreamClock(state.translator)
-            )
+            if self.writer is not None:
+                response.stream = StreamRecorder(state.translator)
+            else:
+                response.stream = self._clocks[flow] = StreamClock(state.translator, response)
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._finish(flow)
@@ -145,8 +148,9 @@ class FlowLog:
         if response is not None:
             record.status_code = response.status_code
             record.client_response_headers = response.headers.fields
-            if isinstance(response.stream, StreamRecorder | StreamClock):
-                self._stream_side(response.stream, record)
+            stream = self._clocks.pop(flow, None) or response.stream
+            if isinstance(stream, StreamRecorder | StreamClock):
+                self._stream_side(stream, record)
             else:
                 record.client_response = response.raw_content
                 record.first_token_at = record.ended if response.status_code == 200 else None

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Literal
 
+from mitmproxy import http
+
 from ccany_addon.conformance import received_message
 from ccany_addon.errors import mask_secrets
 from ccany_addon.json_codec import dumps, dumps_str, loads
@@ -35,15 +37,18 @@ _DELTA_EVENT = b"event: content_block_delta\n"
 class StreamClock:
     """Wraps a stream translator (the `flow.response.stream` callable) when no flow log is written: only the
     time of the first token, for the metrics. Keeping the bytes as `StreamRecorder` does would cost every
-    stream for nobody."""
+    stream for nobody. Once it has the time it hands the stream back to the translator (mitmproxy looks up
+    `response.stream` for every read), so the rest of the stream does not pass through it."""
 
     translator: Callable[[bytes], list[bytes]]
+    response: http.Response
     first_token_at: float | None = None
 
     def __call__(self, data: bytes) -> list[bytes]:
         out = self.translator(data)
-        if self.first_token_at is None and any(_DELTA_EVENT in chunk for chunk in out):
+        if any(_DELTA_EVENT in chunk for chunk in out):
             self.first_token_at = time.time()
+            self.response.stream = self.translator
         return out
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlite_utils
+from mitmproxy import http
 
 from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamClock, StreamRecorder, to_row
@@ -197,16 +198,16 @@ def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_ap
     assert capped["upstream_response"] == "startHi " and "upstream_response" in capped["truncated"].split(",")
 
 
-def test_stream_clock_passes_the_stream_through_and_notes_only_the_first_token():
-    clock = StreamClock(_fake_translator)
+def test_stream_clock_notes_the_first_token_then_hands_the_stream_back_to_the_translator():
+    response = http.Response.make(200)
+    clock = response.stream = StreamClock(_fake_translator, response)
     assert clock(b"start") == _fake_translator(b"start") and clock.first_token_at is None
+    assert response.stream is clock
     before = time.time()
     assert clock(b"Hi") == _fake_translator(b"Hi")
     first = clock.first_token_at
     assert first is not None and before <= first <= time.time()
-    time.sleep(0.01)
-    clock(b" there")
-    assert clock(b"") == [] and clock.first_token_at == first
+    assert response.stream is _fake_translator
 
 
 def _stream_row(sent: list[tuple[float, bytes]], message: dict | None = None) -> dict:

@@ -385,6 +385,24 @@ def test_web_search_maps_to_web_search_options_where_supported():
     assert notes == []
 
 
+def test_one_tools_list_is_converted_once_per_web_search_capability():
+    """KnownTools hands every request with the same tools array one list; its conversion is kept, and a
+    request of another list, or for an upstream that searches the web itself, is converted on its own."""
+    search = {"type": "web_search_20250305", "name": "web_search"}
+    first = request(tools=[READ_TOOL, search])
+    second = request(messages=[user("again")])
+    second.tools = first.tools  # as KnownTools shares it
+    plain, searching = target("gpt-4o"), target("gpt-4o-search-preview")
+    chat, notes = to_chat_request(first, plain)
+    again, again_notes = to_chat_request(second, plain)
+    assert again["tools"] is chat["tools"] and again_notes == notes and len(notes) == 1
+    searched, searched_notes = to_chat_request(second, searching)
+    assert searched["web_search_options"] == {} and searched_notes == []
+    assert searched["tools"] == chat["tools"] and searched["tools"] is not chat["tools"]
+    fresh, _ = to_chat_request(request(tools=[READ_TOOL, search]), plain)
+    assert fresh["tools"] == chat["tools"] and fresh["tools"] is not chat["tools"]
+
+
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [
