@@ -188,9 +188,12 @@ def wait_for_log(client: httpx.Client, url: str | None) -> None:
             return
 
 
+WARM_UP = 20  # requests before a proxy's first round of each kind
+
+
 def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool, requests: int,
-            metrics_url: str | None, headers: dict | None = None) -> float:
-    for _ in range(20):  # warm-up: imports, connection, caches
+            metrics_url: str | None, headers: dict | None = None, warm_up: int = 0) -> float:
+    for _ in range(warm_up):  # imports, connection, caches
         send(client, url, body, stream, headers)
     wait_for_log(client, metrics_url)
     before = cpu_seconds(pid)
@@ -217,7 +220,8 @@ def memory_over_flows(client: httpx.Client, pid: int, port: int, flows: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=20,
+                        help="alternating rounds of each proxy: short ones, so drift on the machine hits both alike")
     parser.add_argument("--set", dest="options", action="append", default=[], metavar="OPTION=VALUE",
                         help="an option for the addon's mitmdump, e.g. --set ccany_log_bodies=none")
     parser.add_argument("--keep", action="store_true", help="keep the flow DB and logs (default: deleted)")
@@ -250,7 +254,7 @@ def main() -> None:
                          compact(claude_code_body(stream)), f"http://127.0.0.1:{addon_port}/metrics"),
                     ):
                         ms = measure(client, process.pid, url, body, stream, args.requests // args.rounds,
-                                     metrics_url)
+                                     metrics_url, warm_up=WARM_UP if _round == 0 else 0)
                         rounds.setdefault((name, stream), []).append(ms)
             for kind in KINDS if args.kind_requests else ():
                 path, bare_body, key = bare_request(kind)
@@ -262,7 +266,7 @@ def main() -> None:
                          f"http://127.0.0.1:{addon_port}/metrics", None),
                     ):
                         ms = measure(client, process.pid, url, body, True, args.kind_requests // args.rounds,
-                                     metrics_url, headers)
+                                     metrics_url, headers, WARM_UP if _round == 0 else 0)
                         rounds.setdefault((f"{name} {kind}", True), []).append(ms)
             long_body = long_conversation_body(True)
             for _round in range(args.rounds if args.long_requests else 0):
@@ -272,7 +276,8 @@ def main() -> None:
                     ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", compact(long_body),
                      f"http://127.0.0.1:{addon_port}/metrics"),
                 ):
-                    ms = measure(client, process.pid, url, body, True, args.long_requests // args.rounds, metrics_url)
+                    ms = measure(client, process.pid, url, body, True, args.long_requests // args.rounds, metrics_url,
+                                 warm_up=WARM_UP if _round == 0 else 0)
                     rounds.setdefault((f"{name} long", True), []).append(ms)
             memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows) if args.rss_flows else []
     finally:
