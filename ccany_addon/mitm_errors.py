@@ -6,20 +6,16 @@ chose for the flow in its `error` hook when there is one, else a generic one.
 
 from __future__ import annotations
 
+import sys
 import weakref
-from collections.abc import Iterator
-from typing import Any
 
 from mitmproxy import http
-from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http import http1
-from mitmproxy.proxy import commands
-from mitmproxy.proxy.layers.http import ResponseProtocolError, _http1
+from mitmproxy.proxy.layers.http import _http1
 
 from ccany_addon.errors import client_status, error_json
 
 _ORIGINAL_MAKE = _http1.make_error_response
-_ORIGINAL_SEND = _http1.Http1Server.send
 
 # Keyed by the request object mitmproxy's HTTP/1 server layer shares with the flow.
 _chosen: weakref.WeakKeyDictionary[http.Request, http.Response] = weakref.WeakKeyDictionary()
@@ -31,6 +27,15 @@ def answer_failure(request: http.Request, response: http.Response) -> None:
 
 
 def _anthropic_error_response(status_code: int, message: str = "") -> bytes:
+    # mitmproxy calls this from its HTTP/1 server layer (`Http1Server.send` for a ResponseProtocolError), whose
+    # `request` names the flow. Looking at the caller's frame costs only these rare failures; wrapping `send`
+    # instead cost every chunk of every stream a call.
+    server = sys._getframe(1).f_locals.get("self")
+    request = server.request if isinstance(server, _http1.Http1Server) else None
+    chosen = _chosen.pop(request, None) if request is not None else None
+    if chosen is not None:
+        chosen.headers["connection"] = "close"
+        return http1.assemble_response(chosen)
     if status_code >= 500:
         message = f"ccany: the upstream did not answer: {message}"
     status = client_status(status_code)
@@ -42,27 +47,9 @@ def _anthropic_error_response(status_code: int, message: str = "") -> bytes:
     return http1.assemble_response(response)
 
 
-def _send(self: _http1.Http1Server, event: Any) -> Iterator[commands.Command]:
-    # A plain function handing back mitmproxy's own generator: this runs for every chunk of every stream,
-    # and a wrapping generator would add a frame to each of them.
-    if isinstance(event, ResponseProtocolError) and self.request is not None:
-        chosen = _chosen.pop(self.request, None)
-        if chosen is not None and not self.response and self.conn.state & ConnectionState.CAN_WRITE:
-            return _send_chosen(self, chosen)
-    return _ORIGINAL_SEND(self, event)
-
-
-def _send_chosen(self: _http1.Http1Server, chosen: http.Response) -> Iterator[commands.Command]:
-    chosen.headers["connection"] = "close"
-    yield commands.SendData(self.conn, http1.assemble_response(chosen))
-    yield commands.CloseConnection(self.conn)
-
-
 def install() -> None:
     _http1.make_error_response = _anthropic_error_response
-    _http1.Http1Server.send = _send  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     _http1.make_error_response = _ORIGINAL_MAKE
-    _http1.Http1Server.send = _ORIGINAL_SEND  # type: ignore[method-assign]
