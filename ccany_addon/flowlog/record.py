@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -75,23 +75,19 @@ class StreamReads:
 
     def sent_by_read(self) -> list[tuple[float, bytes]]:
         """(time, bytes sent) of each read that sent something: whole events, as every translator sends."""
-        chunks: list[tuple[float, bytes]] = []
-        start = 0
-        for at, end in zip(self.times, self.ends[1::2], strict=True):
-            if end > start:
-                chunks.append((at, bytes(self.sent[start:end])))
-            start = end
-        return chunks
+        return [(at, bytes(self.sent[start:end])) for at, start, end in self._grew(self.ends[1::2])]
 
     def upstream_times(self) -> list[float]:
         """When each read that brought upstream bytes came."""
-        times: list[float] = []
+        return [at for at, _, _ in self._grew(self.ends[0::2])]
+
+    def _grew(self, ends: array[int]) -> Iterator[tuple[float, int, int]]:
+        """(time, start, end) of each read that added to the buffer whose ends these are."""
         start = 0
-        for at, end in zip(self.times, self.ends[0::2], strict=True):
+        for at, end in zip(self.times, ends, strict=True):
             if end > start:
-                times.append(at)
+                yield at, start, end
             start = end
-        return times
 
 
 @dataclass(slots=True)
