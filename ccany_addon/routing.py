@@ -4,7 +4,7 @@ In order: `provider,model` named in the request; the config DB's routes (lowest 
 on the client's model name, optionally limited to a scenario of the request (background, thinking, long
 context, web search, image); then the reverse-mode upstream with the big/middle/small tier mapping.
 A routed provider whose keys are all cooling down hands the request to the first usable provider of its
-fallback list.
+fallback list, with that provider's own model for the request (see `_fallback_model`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ccany_addon.config.snapshot import ConfigSnapshot, Provider
+from ccany_addon.config.snapshot import ConfigSnapshot, Provider, Route
 from ccany_addon.errors import GatewayError
 from ccany_addon.models import ModelTiers
 from ccany_addon.schema import ImageBlock, MessagesRequest, ToolResultBlock
@@ -99,9 +99,10 @@ def choose(model: str, snapshot: ConfigSnapshot, default: Upstream | None, tiers
         if not usable(route.provider):
             for fallback in route.provider.fallback:
                 provider = snapshot.providers.get(fallback)
-                if provider is not None and usable(provider):
-                    return Choice(_upstream(provider), _provider_model(provider, model, tiers),
-                                  f"{rule} → fallback {provider.name}", provider)
+                if provider is None or not usable(provider):
+                    continue
+                if (own_model := _fallback_model(provider, route, model, snapshot, scenarios)) is not None:
+                    return Choice(_upstream(provider), own_model, f"{rule} → fallback {provider.name}", provider)
         upstream_model = route.upstream_model or _provider_model(route.provider, model, tiers)
         return Choice(_upstream(route.provider), upstream_model, rule, route.provider)
     if default is None:
@@ -118,6 +119,49 @@ def _provider_model(provider: Provider, model: str, tiers: ModelTiers) -> str:
     own = ModelTiers(provider.models.get("big", tiers.big), provider.models.get("middle", ""),
                      provider.models.get("small", tiers.small))
     return own.map(model)
+
+
+# Tier names in the shape ModelTiers maps, so that its one rule (sonnet takes the big model when no middle is set)
+# answers for a tier found without a Claude name too.
+_TIER_PROBE = ModelTiers("big", "middle", "small")
+_TIER_CLAUDE_NAME = {"big": "opus", "middle": "sonnet", "small": "haiku"}
+
+
+def _fallback_model(provider: Provider, route: Route, model: str, snapshot: ConfigSnapshot,
+                    scenarios: frozenset) -> str | None:
+    """The fallback provider's own model for this request; None: it has none, and is skipped.
+
+    Neither the client's name nor the routed provider's model is sent: another provider would reject it. In order:
+    a route of the fallback provider itself that applies to the request and names a model; the provider's model
+    for the requested tier (from the Claude name, else from the routed model when it is one of the routed
+    provider's tier models); for the `anthropic` kind without models, the client's Claude name; then, when the
+    provider has no model for that tier (or no tier is known), its first model of big, middle, small: a degraded
+    answer from a model the provider declared beats refusing while the routed provider cools down. A provider
+    that declares no model at all is skipped. The command-line tiers are the default upstream's models, never
+    a fallback's.
+    """
+    own_route = next((candidate for candidate in snapshot.matching_routes(model, scenarios)
+                      if candidate.provider.name == provider.name and candidate.upstream_model), None)
+    if own_route is not None:
+        return own_route.upstream_model
+    tier = _requested_tier(model, route)
+    own = ModelTiers(provider.models.get("big", ""), provider.models.get("middle", ""),
+                     provider.models.get("small", ""))
+    if tier is not None and (tier_model := own.map(_TIER_CLAUDE_NAME[tier])):
+        return tier_model
+    if provider.kind == "anthropic" and not provider.models:
+        return model if model.lower().startswith("claude") else None
+    return own.big or own.middle or own.small or None
+
+
+def _requested_tier(model: str, route: Route) -> str | None:
+    """big, middle or small: what the client's Claude name asks for, else what the route's model is to its
+    provider."""
+    tier = _TIER_PROBE.map(model)
+    if tier != model:  # the name passed through unchanged: no Claude tier in it
+        return tier
+    routed = route.upstream_model
+    return next((name for name, tier_model in route.provider.models.items() if routed and tier_model == routed), None)
 
 
 def _upstream(provider: Provider) -> Upstream:

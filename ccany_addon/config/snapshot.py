@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -86,8 +87,12 @@ class ConfigSnapshot:
 
     def route(self, model: str, scenarios: frozenset[str] = frozenset()) -> Route | None:
         """The first route (by priority) whose pattern matches and whose scenario, if any, the request meets."""
-        return next((route for route in self.routes
-                     if route.matches(model) and (route.scenario is None or route.scenario in scenarios)), None)
+        return next(self.matching_routes(model, scenarios), None)
+
+    def matching_routes(self, model: str, scenarios: frozenset[str] = frozenset()) -> Iterator[Route]:
+        """Every route that applies to the request, by priority (a fallback looks for its own among them)."""
+        return (route for route in self.routes
+                if route.matches(model) and (route.scenario is None or route.scenario in scenarios))
 
     @property
     def secrets(self) -> tuple[str, ...]:

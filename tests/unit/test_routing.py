@@ -109,6 +109,65 @@ def test_a_provider_without_a_healthy_key_falls_back_in_list_order():
     assert (stuck.provider, stuck.rule) == (main, "route claude-*")
 
 
+def fallback_choice(backup: Provider, client_model: str = "claude-haiku-4-5", route_model: str | None = None,
+                    primary_models: dict | None = None, extra_routes: tuple[Route, ...] = ()):
+    main = provider("main", models=primary_models, fallback=(backup.name,))
+    config = snapshot(Route("*", main, route_model), *extra_routes, extra=(backup,))
+    return choose(client_model, config, DEFAULT, TIERS, usable=lambda p: p.name != "main")
+
+
+@pytest.mark.parametrize(("client_model", "expected"), [
+    ("claude-haiku-4-5", "b-small"), ("claude-sonnet-4-5", "b-middle"), ("claude-opus-4-1", "b-big")])
+def test_a_fallback_gets_its_own_model_for_the_requested_tier(client_model, expected):
+    backup = provider("backup", models={"big": "b-big", "middle": "b-middle", "small": "b-small"})
+    choice = fallback_choice(backup, client_model, route_model="main-model")
+    assert (choice.provider, choice.model) == (backup, expected)
+
+
+def test_a_fallback_without_a_middle_model_answers_sonnet_with_its_big_one():
+    backup = provider("backup", models={"big": "b-big", "small": "b-small"})
+    assert fallback_choice(backup, "claude-sonnet-4-5").model == "b-big"
+
+
+def test_a_fallback_never_gets_the_command_line_tiers_or_the_client_name():
+    # the command-line small model (gpt-4o-mini) belongs to the default upstream; the backup declares only big
+    backup = provider("backup", models={"big": "b-big"})
+    assert fallback_choice(backup, "claude-haiku-4-5").model == "b-big"
+    # no Claude tier in the name, a route model foreign to the backup: the backup's own model, not "team-model"
+    assert fallback_choice(backup, "team-model", route_model="main-model").model == "b-big"
+
+
+def test_a_fallback_takes_the_tier_of_the_routed_model():
+    backup = provider("backup", models={"big": "b-big", "small": "b-small"})
+    choice = fallback_choice(backup, "team-fast", route_model="m-small", primary_models={"small": "m-small"})
+    assert choice.model == "b-small"
+
+
+def test_a_fallbacks_own_route_for_the_request_names_its_model():
+    backup = provider("backup", models={"big": "b-big"})
+    # later (lower-priority) routes of the backup itself: the first that applies and names a model wins
+    own = (Route("team-*", backup, "b-team", scenario="thinking"), Route("team-*", backup, None),
+           Route("team-*", backup, "b-team-plain"))
+    assert fallback_choice(backup, "team-model", extra_routes=own).model == "b-team-plain"
+
+
+def test_a_fallback_with_no_model_of_its_own_is_skipped():
+    bare, spare = provider("bare"), provider("spare", models={"small": "s-small"})
+    main = provider("main", fallback=("bare", "spare"))
+    config = snapshot(Route("*", main, "main-model"), extra=(bare, spare))
+    choice = choose("claude-opus-4-1", config, DEFAULT, TIERS, usable=lambda p: p.name != "main")
+    assert (choice.provider, choice.model, choice.rule) == (spare, "s-small", "route * → fallback spare")
+    only_bare = snapshot(Route("*", provider("main", fallback=("bare",)), "main-model"), extra=(bare,))
+    stuck = choose("claude-opus-4-1", only_bare, DEFAULT, TIERS, usable=lambda p: p.name != "main")
+    assert (stuck.provider.name, stuck.model) == ("main", "main-model")
+
+
+def test_an_anthropic_fallback_without_models_takes_claude_names_only():
+    claude = provider("claude", kind="anthropic")
+    assert fallback_choice(claude, "claude-sonnet-4-5").model == "claude-sonnet-4-5"
+    assert fallback_choice(claude, "team-model").provider.name == "main"
+
+
 @pytest.mark.parametrize(("host", "expected"), [("openrouter.ai", True), ("eu.openrouter.ai", True),
                                                 ("api.openai.com", False), ("notopenrouter.ai", False)])
 def test_openrouter_is_known_by_its_host(host, expected):
