@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from ccany_addon.config import store
 from ccany_addon.config.schema import (
@@ -26,7 +22,8 @@ from ccany_addon.config.schema import (
     open_config_db,
 )
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
-from ccany_addon.config.snapshot import allowed_models
+from ccany_addon.config.transfer import dump_yaml, export_config, import_config, load_yaml
+from ccany_addon.private_files import create_private
 
 ACTOR = "cli"
 
@@ -40,93 +37,6 @@ def _secret(args: argparse.Namespace, what: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(f"{what}: ")
     return sys.stdin.readline().rstrip("\n")
-
-
-def export_config(db, cipher: Cipher | None, with_secrets: bool) -> dict[str, Any]:
-    providers = []
-    for row in db["providers"].rows_where(order_by="id"):
-        entry: dict[str, Any] = {
-            "name": row["name"], "kind": row["kind"], "base_url": row["base_url"], "api_version": row["api_version"],
-            "enabled": bool(row["enabled"]),
-            "models": {tier: row[f"{tier}_model"] for tier in ("big", "middle", "small") if row[f"{tier}_model"]},
-            "key_strategy": row["key_strategy"],
-            "fallback": [name for name in (row["fallback"] or "").split(",") if name] or None,
-        }
-        if with_secrets:
-            if cipher is None:
-                raise store.ConfigError("exporting keys needs the master key")
-            keys = db["provider_keys"].rows_where("provider_id = ?", [row["id"]], order_by="id")
-            entry["keys"] = [{"name": key["name"], "key": cipher.decrypt(key["secret"]),
-                              "enabled": bool(key["enabled"])} for key in keys]
-        providers.append(entry)
-    names = {row["id"]: row["name"] for row in db["providers"].rows}
-    routes = [{"pattern": row["pattern"], "provider": names.get(row["provider_id"]), "model": row["upstream_model"],
-               "priority": row["priority"], "enabled": bool(row["enabled"]),
-               **({"scenario": row["scenario"]} if row["scenario"] else {})}
-              for row in db["routes"].rows_where(order_by="priority, id")]
-    capabilities = [{name: value for name, value in row.items() if name != "id" and value is not None}
-                    for row in db["model_capabilities"].rows_where(order_by="id")]
-    client_keys = [{"name": row["name"], "prefix": row["prefix"], "expires_at": row["expires_at"],
-                    "allowed_models": list(allowed_models(row["allowed_models"])) or None,
-                    "enabled": bool(row["enabled"]), **({"key_hash": row["key_hash"]} if with_secrets else {})}
-                   for row in db["client_keys"].rows_where(order_by="id")]
-    users = [{"username": row["username"], "role": row["role"],
-              **({"password_hash": row["password_hash"]} if with_secrets else {})}
-             for row in db["users"].rows_where(order_by="id")]
-    settings = {row["name"]: row["value"] for row in db["settings"].rows_where(order_by="name")}
-    return {"providers": providers, "routes": routes, "client_keys": client_keys, "users": users,
-            "settings": settings, "model_capabilities": capabilities}
-
-
-def import_config(db, data: dict[str, Any]) -> list[str]:
-    """Merge an exported config: providers by name, routes by pattern and provider, client keys by hash,
-    users by name, settings by name. Returns what was done."""
-    done: list[str] = []
-    for entry in data.get("providers") or []:
-        existing = db.execute("SELECT id FROM providers WHERE name = ?", [entry["name"]]).fetchone()
-        if existing is None:
-            store.add_provider(db, ACTOR, entry["name"], entry["base_url"], entry.get("kind", "openai"),
-                               entry.get("api_version"), entry.get("models"),
-                               entry.get("key_strategy", "round-robin"), entry.get("fallback"))
-            done.append(f"provider {entry['name']} added")
-        for key in entry.get("keys") or []:
-            store.set_provider_key(db, ACTOR, entry["name"], key["key"], key.get("name", "default"))
-            done.append(f"key {key.get('name', 'default')} of {entry['name']} stored")
-    for route in data.get("routes") or []:
-        pid = store.provider_id(db, route["provider"])
-        if db.execute("SELECT 1 FROM routes WHERE pattern = ? AND provider_id = ?", [route["pattern"], pid]).fetchone():
-            continue
-        store.add_route(db, ACTOR, route["pattern"], route["provider"], route.get("model"), route.get("priority", 100),
-                        route.get("scenario"))
-        done.append(f"route {route['pattern']} → {route['provider']} added")
-    for key in data.get("client_keys") or []:
-        if not key.get("key_hash") or db.execute("SELECT 1 FROM client_keys WHERE key_hash = ?",
-                                                 [key["key_hash"]]).fetchone():
-            continue
-        with db.atomic():
-            db["client_keys"].insert({"name": key["name"], "key_hash": key["key_hash"], "prefix": key.get("prefix", ""),
-                                      "expires_at": key.get("expires_at"), "enabled": int(key.get("enabled", True)),
-                                      "allowed_models": json.dumps(key["allowed_models"])
-                                      if key.get("allowed_models") else None})
-            store.audit(db, ACTOR, "import client key", "client_keys", {"name": key["name"]})
-        done.append(f"client key {key['name']} imported")
-    for user in data.get("users") or []:
-        if not user.get("password_hash") or db.execute("SELECT 1 FROM users WHERE username = ?",
-                                                       [user["username"]]).fetchone():
-            continue
-        with db.atomic():
-            db["users"].insert({"username": user["username"], "password_hash": user["password_hash"],
-                                "role": user.get("role", "viewer")})
-            store.audit(db, ACTOR, "import user", "users", {"username": user["username"]})
-        done.append(f"user {user['username']} imported")
-    for entry in data.get("model_capabilities") or []:
-        facts = {name: value for name, value in entry.items() if name != "pattern"}
-        store.set_capabilities(db, ACTOR, entry["pattern"], **facts)
-        done.append(f"capabilities of {entry['pattern']} set")
-    for name, value in (data.get("settings") or {}).items():
-        store.set_setting(db, ACTOR, name, value)
-        done.append(f"setting {name} set")
-    return done
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -228,15 +138,20 @@ def _run(args: argparse.Namespace, db, cipher: Cipher) -> str:
             store.set_setting(db, ACTOR, args.name, args.value or None)
             return f"{args.name} = {args.value or '(default)'}"
         case "export":
-            text = yaml.safe_dump(export_config(db, cipher, args.with_secrets), sort_keys=False, allow_unicode=True)
+            text = dump_yaml(export_config(db, cipher, args.with_secrets))
             if not args.file:
                 return text.rstrip("\n")
             path = Path(args.file)
+            if args.with_secrets:
+                create_private(path)  # private from its first byte; an existing file is made private below
             path.write_text(text)
             if args.with_secrets:
                 path.chmod(0o600)
             return f"config written to {path}" + (" (with secrets: keep it private)" if args.with_secrets else "")
         case "import":
-            data = yaml.safe_load(Path(args.file).read_text()) or {}
-            return "\n".join(import_config(db, data)) or "nothing new to import"
+            try:
+                text = Path(args.file).read_text()
+            except (OSError, UnicodeDecodeError) as error:
+                raise store.ConfigError(f"cannot read {args.file}: {error}") from None
+            return "\n".join(import_config(db, load_yaml(text))) or "nothing new to import"
     raise AssertionError(args.command)

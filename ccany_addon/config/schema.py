@@ -15,6 +15,7 @@ import sqlite_utils
 
 from ccany_addon.config.secrets import Cipher, hint
 from ccany_addon.migrations import migrate, sql_script
+from ccany_addon.private_files import create_private
 
 # The dialects the gateway speaks (checked by store, not SQL: the list grows).
 PROVIDER_KINDS = ("openai", "azure", "responses", "gemini", "anthropic")
@@ -195,6 +196,7 @@ def register_functions(conn: sqlite3.Connection, cipher: Cipher) -> None:
 def open_config_db(path: str | Path, cipher: Cipher | None) -> sqlite_utils.Database:
     """A connection to the config DB with the schema current; with a cipher, key writes are encrypted."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)  # 0600 before SQLite makes it 0644: the file holds users, keys and their hashes
     db = sqlite_utils.Database(str(path))
     db.execute("PRAGMA busy_timeout = 5000")
     db.execute("PRAGMA secure_delete = ON")  # freed cells (a key's plain text before its trigger ran) are zeroed

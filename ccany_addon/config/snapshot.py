@@ -148,7 +148,7 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
         if kind is None or row["value"] is None:
             continue
         try:
-            settings[row["name"]] = _typed(kind, row["value"])
+            settings[row["name"]] = setting_value(kind, row["value"])
         except ValueError:
             problems.append(f"setting {row['name']}={row['value']!r} is not a {kind.__name__}")
     capabilities = tuple(CapabilityOverride.from_row(row) for row in db["model_capabilities"].rows_where(order_by="id"))
@@ -176,7 +176,8 @@ def allowed_models(stored: str | None) -> tuple[str, ...]:
         return tuple(part.strip() for part in stored.split(",") if part.strip())
 
 
-def _typed(kind: type, value: str) -> object:
+def setting_value(kind: type, value: str) -> object:
+    """A setting row's text as its type (ValueError when it is not one); import checks values with it too."""
     if kind is bool:
         lowered = value.strip().lower()
         if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):

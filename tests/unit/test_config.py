@@ -198,3 +198,154 @@ def test_claude_setup_writes_env_and_onboarding_with_backups(tmp_path):
     assert json.loads((home / ".claude.json").read_text()) == {"numStartups": 3, "hasCompletedOnboarding": True}
     backups = sorted(path.name for path in home.rglob("*.bak-*"))
     assert len(backups) == 2 and json.loads(next(home.glob(".claude.json.bak-*")).read_text()) == {"numStartups": 3}
+
+
+TRICKY_HASHES = ["0123456789", "1234567890", "1e5", "0x1f", "1_000", "12:30", "yes", "null", ".5", "+7"]
+
+
+def _insert_client_keys(db, hashes: list[str]) -> None:
+    for index, key_hash in enumerate(hashes):
+        db["client_keys"].insert({"name": f"k{index}", "key_hash": key_hash, "prefix": key_hash[:4]})
+
+
+def test_hashes_yaml_would_read_as_numbers_round_trip_through_export_and_import(config, tmp_path):
+    path, db, _ = config
+    _insert_client_keys(db, TRICKY_HASHES)
+    db.conn.commit()
+    assert config_main(["--db", str(path), "export", str(tmp_path / "all.yaml"), "--with-secrets"]) == 0
+    text = (tmp_path / "all.yaml").read_text()
+    assert "key_hash: '0123456789'" in text and "key_hash: '1e5'" in text  # quoted for any YAML reader
+    assert [key["key_hash"] for key in yaml.safe_load(text)["client_keys"]] == TRICKY_HASHES
+    other = tmp_path / "b" / "config.db"
+    assert config_main(["--db", str(other), "import", str(tmp_path / "all.yaml")]) == 0
+    imported = open_config_db(other, None)
+    assert [row["key_hash"] for row in imported["client_keys"].rows_where(order_by="id")] == TRICKY_HASHES
+    imported.close()
+
+
+def test_import_reads_unquoted_digits_as_the_text_written(config, tmp_path):
+    path, db, _ = config
+    (tmp_path / "hand.yaml").write_text(
+        "client_keys:\n- {name: a, key_hash: 0123}\n- {name: b, key_hash: 1e5}\n- {name: c, key_hash: 42}\n"
+        "routes: []\nsettings: {ccany_max_tokens_limit: 8192, ccany_fold_system_messages: yes}\n"
+        "model_capabilities:\n- {pattern: 'o3*', max_output_tokens: 5000, vision: 0}\n")
+    assert config_main(["--db", str(path), "import", str(tmp_path / "hand.yaml")]) == 0
+    assert [row["key_hash"] for row in db["client_keys"].rows_where(order_by="id")] == ["0123", "1e5", "42"]
+    assert read_snapshot(db, None).settings == {"ccany_max_tokens_limit": 8192, "ccany_fold_system_messages": True}
+    assert next(db["model_capabilities"].rows)["vision"] == 0
+
+
+def _dump(db) -> list[str]:
+    return list(db.conn.iterdump())
+
+
+def _filled(db) -> None:
+    store.add_provider(db, "t", "existing", "https://existing.example/v1", models={"big": "e-big"})
+    store.set_provider_key(db, "t", "existing", KEY)
+    store.add_route(db, "t", "claude-*", "existing", None)
+    store.set_setting(db, "t", "ccany_request_timeout", "30")
+
+
+@pytest.mark.parametrize(("late_entry", "message"), [
+    ({"users": [{"username": "ada", "password_hash": "x"}, {"username": "bob", "role": "root"}]},
+     "users[1] (username 'bob'): role must be one of admin, viewer"),
+    ({"model_capabilities": [{"pattern": "o3*", "max_output_tokens": "lots"}]},
+     "model_capabilities[0] (pattern 'o3*'): max_output_tokens must be a whole number"),
+    ({"client_keys": [{"name": "laptop", "key_hash": "abc"}, {"name": "ci", "key_hash": ["abc"]}]},
+     "client_keys[2] (name 'ci'): key_hash must be text, not a list (quote it)"),
+    ({"providers": [{"name": "late", "base_url": "https://late.example/v1", "keys": [{"name": "k", "kee": KEY}]}]},
+     "providers[1] (name 'late').keys[0] (name 'k'): unknown fields kee"),
+    ({"settings": {"ccany_cache_ttl": "soon"}}, "settings: ccany_cache_ttl must be a whole number"),
+    ({"routes": [{"pattern": "gpt-*", "provider": "nowhere"}]},
+     "routes[1] (pattern 'gpt-*'): no provider named 'nowhere' in the DB or the file"),
+])
+def test_an_invalid_entry_late_in_the_file_changes_nothing_and_is_named(config, tmp_path, capsys, late_entry,
+                                                                        message):
+    path, db, _ = config
+    _filled(db)
+    before = _dump(db)
+    data = {"providers": [{"name": "new", "base_url": "https://new.example/v1", "models": {"small": "n-small"},
+                           "keys": [{"name": "main", "key": KEY}]}],
+            "routes": [{"pattern": "*haiku*", "provider": "new", "priority": 5}],
+            "client_keys": [{"name": "early", "key_hash": "0123"}],
+            "settings": {"ccany_max_tokens_limit": 4096}}
+    for section, entries in late_entry.items():
+        data[section] = entries if section == "settings" else data.get(section, []) + entries
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert config_main(["--db", str(path), "import", str(tmp_path / "bad.yaml")]) == 1
+    error = capsys.readouterr().err
+    assert message in error and KEY not in error
+    assert _dump(db) == before
+
+
+def test_a_failure_while_applying_rolls_the_whole_import_back(config, tmp_path):
+    from ccany_addon.config.transfer import import_config
+    path, db, _ = config
+    _filled(db)
+    before = _dump(db)
+    without_cipher = open_config_db(path, None)  # storing a key needs ccany_encrypt: the last write fails
+    data = {"providers": [{"name": "first", "base_url": "https://first.example/v1"},
+                          {"name": "second", "base_url": "https://second.example/v1", "keys": [{"key": KEY}]}],
+            "users": [{"username": "ada", "password_hash": "scrypt$x"}]}
+    with pytest.raises(store.ConfigError, match="import failed and changed nothing") as caught:
+        import_config(without_cipher, data)
+    assert KEY not in str(caught.value)
+    without_cipher.close()
+    assert _dump(db) == before
+
+
+def test_a_non_mapping_or_broken_file_is_refused(config, tmp_path, capsys):
+    path, db, _ = config
+    before = _dump(db)
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "broken.yaml").write_text(f"providers: [{{name: x, key: {KEY}\n")
+    assert config_main(["--db", str(path), "import", str(tmp_path / "list.yaml")]) == 1
+    assert config_main(["--db", str(path), "import", str(tmp_path / "broken.yaml")]) == 1
+    assert config_main(["--db", str(path), "import", str(tmp_path / "missing.yaml")]) == 1
+    error = capsys.readouterr().err
+    assert "mapping of sections" in error and "not valid YAML at line" in error and KEY not in error
+    assert _dump(db) == before
+
+
+def test_the_config_db_and_its_wal_are_created_private(tmp_path, monkeypatch):
+    monkeypatch.delenv("CCANY_MASTER_KEY", raising=False)
+    old_umask = os.umask(0o022)  # the usual umask, which would give SQLite's files 0644
+    try:
+        path = tmp_path / "private" / "config.db"
+        db = open_config_db(path, Cipher(load_master_key(path)))
+        store.add_provider(db, "t", "p", "https://p.example/v1")
+        files = sorted(tmp_path.glob("private/config.db*"))
+        assert [file.name for file in files] == ["config.db", "config.db-shm", "config.db-wal"]
+        assert {file.name: oct(file.stat().st_mode & 0o777) for file in files} == {
+            file.name: "0o600" for file in files}
+        db.close()
+        # a file someone else made keeps its mode: ours is not to change silently
+        shared = tmp_path / "shared.db"
+        shared.touch(mode=0o640)
+        open_config_db(shared, None).close()
+        assert oct(shared.stat().st_mode & 0o777) == "0o640"
+    finally:
+        os.umask(old_umask)
+
+
+def test_import_takes_numbers_where_text_belongs_as_their_digits_and_refuses_other_types(config):
+    from ccany_addon.config.transfer import import_config
+    _, db, _ = config
+    import_config(db, {"client_keys": [{"name": "a", "key_hash": 1234567890}]})  # as yaml.safe_load gives it
+    assert next(db["client_keys"].rows)["key_hash"] == "1234567890"
+    with pytest.raises(store.ConfigError, match=r"client_keys\[0\] \(name 'b'\): key_hash must be text, not a "
+                                                r"number \(quote it\)"):
+        import_config(db, {"client_keys": [{"name": "b", "key_hash": 1e5}]})
+    assert db["client_keys"].count == 1
+
+
+def test_import_keeps_disabled_providers_keys_and_routes_disabled(config, tmp_path):
+    path, db, _ = config
+    (tmp_path / "off.yaml").write_text(
+        f"providers:\n- name: off\n  base_url: https://off.example/v1\n  enabled: false\n"
+        f"  keys: [{{name: revoked, key: '{KEY}', enabled: false}}]\n"
+        "routes:\n- {pattern: 'claude-*', provider: 'off', enabled: no, priority: '7'}\n")
+    assert config_main(["--db", str(path), "import", str(tmp_path / "off.yaml")]) == 0
+    assert next(db["providers"].rows)["enabled"] == 0 and next(db["provider_keys"].rows)["enabled"] == 0
+    route = next(db["routes"].rows)
+    assert (route["enabled"], route["priority"]) == (0, 7)
