@@ -15,7 +15,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http import status_codes
 from mitmproxy.proxy import mode_specs
 
-from ccany_addon import endpoints, mitm_errors, routing
+from ccany_addon import endpoints, mitm_compat, request_body, routing
 from ccany_addon.config.access import authenticate, authorize_model, presented_key
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot, Provider, ProviderKey
@@ -25,13 +25,19 @@ from ccany_addon.converters.common import ResponseContext, UpstreamTarget
 from ccany_addon.converters.openai_chat import upstream_error
 from ccany_addon.count_tokens import count_tokens, rough_input_tokens
 from ccany_addon.dialects import DIALECTS, Dialect, StreamTranslator
-from ccany_addon.errors import GatewayError
+from ccany_addon.errors import GatewayError, mask_secrets
+from ccany_addon.fail_closed import (
+    ReplacementBody,
+    SecretFilter,
+    fail_closed,
+    internal_error_message,
+    log_internal_error,
+)
 from ccany_addon.json_codec import dumps, loads
 from ccany_addon.key_pool import KeyPools, cooldown_from, is_key_failure
 from ccany_addon.metrics import Metrics
 from ccany_addon.models import ModelTiers, capabilities
 from ccany_addon.option_checks import require_bounds
-from ccany_addon.reachability import Reachability
 from ccany_addon.response_cache import ResponseCache, cache_key
 from ccany_addon.routing import KEY_HEADERS, REDACTED, Upstream
 from ccany_addon.schema import CountTokensRequest, Message, MessagesRequest, parse
@@ -86,6 +92,7 @@ class FlowState:
     upstream_body: bytes | None = None
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)
+    sent: bool = False  # the upstream request is whole and the gateway's own: only then does it get the key
 
 
 def request_id(flow: http.HTTPFlow) -> str:
@@ -108,11 +115,11 @@ class Gateway:
         self.upstream: Upstream | None = None  # the reverse-mode target: used when no config route matches
         self.tiers = ModelTiers("", "", "")
         self._temperature: float | None = None
-        self.reachability = Reachability()
         self.pools = KeyPools()
         self.cache = ResponseCache()
         self.metrics = Metrics()
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
+        self._secret_filter = SecretFilter(lambda: self.known_secrets)
 
     # -- options
 
@@ -172,6 +179,10 @@ class Gateway:
                 self._temperature = float(text) if text else None
             except ValueError:
                 raise exceptions.OptionsError("ccany_temperature_override must be a number or empty") from None
+        if "ccany_max_body_size" in updated:
+            # mitmproxy then stops reading a chunked body at the limit (and refuses a larger Content-Length
+            # before reading) instead of buffering it whole; a non-streamed upstream answer is bounded alike.
+            options.body_size_limit = str(options.ccany_max_body_size)
         self.tiers = ModelTiers(options.ccany_big_model, options.ccany_middle_model, options.ccany_small_model)
         target = _reverse_target(options.mode)
         key_env = options.ccany_upstream_key_env
@@ -188,7 +199,8 @@ class Gateway:
             options.connection_strategy = "lazy"
 
     def running(self) -> None:
-        mitm_errors.install()
+        mitm_compat.install()
+        self._secret_filter.install()
         # The key goes in last, after mitmweb's view has taken its copy of the request.
         if ctx.master.addons.get("ccanykeyinjector") is None:
             ctx.master.addons.add(KeyInjector(self))
@@ -203,21 +215,33 @@ class Gateway:
             logger.info(f"ccany: forwarding to {self.upstream.scheme}://{self.upstream.name}")
 
     def done(self) -> None:
-        self.reachability.stop()
-        mitm_errors.uninstall()
+        mitm_compat.uninstall()
+        self._secret_filter.uninstall()
 
     # -- hooks
 
+    @fail_closed
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """What can be refused from the headers is refused before the body is read: its size, its encoding,
+        and (when the gateway has client keys) the client's key."""
         state = FlowState(request_id(flow), time.time())
         self._flows[flow] = state
-        length = flow.request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > ctx.options.ccany_max_body_size:
-            self._answer_error(flow, state, self._too_large(int(length)))
+        headers = flow.request.headers
+        try:
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > ctx.options.ccany_max_body_size:
+                raise request_body.too_large(int(length), ctx.options.ccany_max_body_size)
+            request_body.check_encoding(headers.get("content-encoding", ""))
+            if flow.request.path.startswith("/v1/"):
+                self._admit(flow, state)
+        except GatewayError as error:
+            state.error = error
+            mitm_compat.refuse(flow, self._response(state, error.status, error.body(), error=error))
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = self._flows.get(flow)
-        if state is None or flow.response is not None:
+        if state is None or flow.response is not None or state.error is not None:
             return
         state.client_request = flow.request.raw_content
         state.client_headers = flow.request.headers.fields
@@ -225,8 +249,6 @@ class Gateway:
         path = flow.request.path.split("?", 1)[0]
         try:
             handler = state.handler = endpoints.route(flow.request.method, path)
-            if path.startswith("/v1/"):
-                self._admit(flow, state)
             if handler == "messages":
                 self._forward(flow, state)
             elif handler == "count_tokens":
@@ -250,6 +272,7 @@ class Gateway:
         except GatewayError as error:
             self._answer_error(flow, state, error)
 
+    @fail_closed
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         KeyInjector.redact(flow)
         state = self._flows.get(flow)
@@ -264,7 +287,7 @@ class Gateway:
             name = self._upstream_name(state)
             anthropic = state.upstream is not None and state.upstream.kind == "anthropic"
             state.translator = (
-                passthrough.AnthropicEventStream(name) if anthropic
+                passthrough.AnthropicEventStream(name, self.known_secrets) if anthropic
                 else DIALECTS[state.upstream.kind].translator(state.response_context, name)
             )
             response.headers = header_fields(
@@ -275,41 +298,56 @@ class Gateway:
             )
             response.stream = state.translator
 
+    @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
         state = self._flows.get(flow)
         if state is None or state.response_context is None or state.translator is not None:
             return
+        if not state.sent:  # its responseheaders hook failed; the answer is already the gateway's error
+            return
         response = flow.response
         assert response is not None
-        raw = response.get_content(strict=False) or b""
         state.upstream_body = response.raw_content
         try:
-            if response.status_code != 200:
-                error = upstream_error(response.status_code, raw, self._upstream_name(state), self.known_secrets)
-                if state.key is not None and is_key_failure(response.status_code):
-                    error = self._key_failed(state, response, raw, error)
-                elif (wait := cooldown_from(response.headers, raw, time.time())) is not None:
-                    error.retry_after = max(0, math.ceil(wait))
-                raise error
-            try:
-                body = loads(raw)
-            except ValueError:
-                raise GatewayError(502, f"{self._upstream_name(state)} upstream answered with non-JSON data") from None
-            if state.upstream is not None and state.upstream.kind == "anthropic":
-                state.stop_reason, state.usage = passthrough.message_facts(body)
-                self._reply(flow, state, 200, raw)  # the upstream's answer, untouched
-                if state.cache_key is not None:
-                    self.cache.put(state.cache_key, raw)
-                return
-            message = DIALECTS[state.upstream.kind].to_message(body, state.response_context)
+            self._convert_answer(flow, state, response)
         except GatewayError as error:
             self._answer_error(flow, state, error)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, RecursionError) as error:
+            # An upstream answer is untrusted input: one of an unexpected shape is the upstream's failure.
+            logger.warning(mask_secrets(f"ccany: {state.request_id}: unreadable answer from "
+                                        f"{self._upstream_name(state)}: {type(error).__name__}: {error}"[:500],
+                                        self.known_secrets))
+            self._answer_error(flow, state, GatewayError(
+                502, f"{self._upstream_name(state)} upstream answered with data of an unexpected shape "
+                     f"({type(error).__name__})"))
+
+    def _convert_answer(self, flow: http.HTTPFlow, state: FlowState, response: http.Response) -> None:
+        assert state.response_context is not None and state.upstream is not None
+        raw = self._decoded_answer(state, response)
+        if response.status_code != 200:
+            error = upstream_error(response.status_code, raw, self._upstream_name(state), self.known_secrets)
+            if state.key is not None and is_key_failure(response.status_code):
+                error = self._key_failed(state, response, raw, error)
+            elif (wait := cooldown_from(response.headers, raw, time.time())) is not None:
+                error.retry_after = max(0, math.ceil(wait))
+            raise error
+        try:
+            body = loads(raw)
+        except ValueError:
+            raise GatewayError(502, f"{self._upstream_name(state)} upstream answered with non-JSON data") from None
+        if state.upstream.kind == "anthropic":
+            state.stop_reason, state.usage = passthrough.message_facts(body)
+            self._reply(flow, state, 200, raw)  # the upstream's answer, untouched
+            if state.cache_key is not None:
+                self.cache.put(state.cache_key, raw)
             return
+        message = DIALECTS[state.upstream.kind].to_message(body, state.response_context)
         state.stop_reason, state.usage = message["stop_reason"], message["usage"]
         self._answer(flow, state, 200, message)
         if state.cache_key is not None:
-            self.cache.put(state.cache_key, flow.response.raw_content or b"")
+            self.cache.put(state.cache_key, response.raw_content or b"")
 
+    @fail_closed
     def error(self, flow: http.HTTPFlow) -> None:
         KeyInjector.redact(flow)
         state = self._flows.get(flow)
@@ -317,12 +355,18 @@ class Gateway:
             return
         self._stop_timer(state)
         message = flow.error.msg if flow.error else "unknown error"
-        if state.response_context is not None and flow.response is None:
-            failure = self._upstream_failure(flow, state, message)
-            state.error = failure
-            answer = self._response(state, failure.status, failure.body(), error=failure)
-            mitm_errors.answer_failure(flow.request, answer)
-            message = failure.message
+        if flow.response is None:
+            failure = state.error
+            if failure is None and message.startswith("Request body exceeds"):  # mitmproxy's body_size_limit
+                failure = request_body.too_large(f"more than {ctx.options.ccany_max_body_size}",
+                                                  ctx.options.ccany_max_body_size)
+            elif failure is None and state.response_context is not None:
+                failure = self._upstream_failure(flow, state, message)
+            if failure is not None:
+                state.error = failure
+                answer = self._response(state, failure.status, failure.body(), error=failure)
+                mitm_compat.answer_failure(flow.request, answer)
+                message = failure.message
         logger.info(f"ccany: {state.request_id} failed: {message}")
 
     def _upstream_failure(self, flow: http.HTTPFlow, state: FlowState, message: str) -> GatewayError:
@@ -330,7 +374,6 @@ class Gateway:
         if state.timed_out:
             return GatewayError(504, f"upstream {name} did not answer within {ctx.options.ccany_request_timeout} s")
         if flow.server_conn.timestamp_tcp_setup is None and state.upstream is not None:
-            self.reachability.mark_down(state.upstream.host, state.upstream.port, message)
             return GatewayError(500, f"ccany: upstream {name} is unreachable: {message}")
         return GatewayError(500, f"ccany: upstream {name} failed before answering: {message}")
 
@@ -364,8 +407,6 @@ class Gateway:
                 state.stop_reason, state.usage = passthrough.message_facts(loads(cached))
                 flow.response = self._response(state, 200, cached)
                 return
-        if (reason := self.reachability.down_reason_for(upstream.host, upstream.port)) is not None:
-            raise GatewayError(500, f"ccany: upstream {upstream.name} is unreachable: {reason}")
         if choice.provider is not None:
             state.key = self.pools.pick(choice.provider)
             if state.key is None:
@@ -373,14 +414,13 @@ class Gateway:
             upstream = state.upstream = replace(upstream, key=state.key.secret)
         if not upstream.key:
             raise GatewayError(401, upstream.missing_key)
-        state.response_context = ResponseContext.for_request(request, estimated_tokens)
+        state.response_context = ResponseContext.for_request(request, estimated_tokens, self.known_secrets)
         client_headers = flow.request.headers
         if upstream.kind == "anthropic":
             path = f"{upstream.path_prefix}/messages"
             if "?" in flow.request.path:
                 path += "?" + flow.request.path.split("?", 1)[1]
-            raw = flow.request.get_content(strict=False) or b""
-            body = passthrough.to_anthropic_request(raw, request.model, upstream_model)
+            body = passthrough.to_anthropic_request(self._decoded(flow), request.model, upstream_model)
             headers = {name: client_headers[name] for name in passthrough.FORWARDED_HEADERS if name in client_headers}
             headers.setdefault("anthropic-version", passthrough.DEFAULT_VERSION)
         else:
@@ -434,6 +474,7 @@ class Gateway:
         outgoing.raw_content = body  # its length is in the headers above (`.content =` costs 6 µs to say so)
         flow.comment = f"{state.client_model} → {state.upstream_model}"
         state.forwarded_at = time.time()
+        state.sent = True
         state.timer = asyncio.get_running_loop().call_later(
             ctx.options.ccany_request_timeout, self._timeout, flow, state
         )
@@ -444,11 +485,7 @@ class Gateway:
         if flow.response is not None or flow.error is not None:
             return
         state.timed_out = True
-        server = ctx.master.addons.get("proxyserver")
-        handler = server.connections.get(flow.client_conn.id) if server else None
-        io = handler.transports.get(flow.server_conn) if handler else None
-        if io is not None and io.handler is not None:
-            io.handler.cancel(f"ccany: no answer within {ctx.options.ccany_request_timeout} s")
+        mitm_compat.cancel_upstream(flow, f"ccany: no answer within {ctx.options.ccany_request_timeout} s")
 
     @staticmethod
     def _stop_timer(state: FlowState) -> None:
@@ -458,19 +495,27 @@ class Gateway:
 
     # -- answers
 
-    @staticmethod
-    def _body[T: (MessagesRequest, CountTokensRequest)](flow: http.HTTPFlow, model: type[T]) -> T:
-        raw = flow.request.raw_content or b""
-        if len(raw) > ctx.options.ccany_max_body_size:
-            raise Gateway._too_large(len(raw))
-        if flow.request.headers.get("content-encoding"):
-            raw = flow.request.get_content(strict=False) or b""
-        return parse(model, raw)
+    def _decoded_answer(self, state: FlowState, response: http.Response) -> bytes:
+        """The upstream's body, decompressed within the same limit as a client's (it was asked for none)."""
+        raw = response.raw_content or b""
+        if not (encoding := response.headers.get("content-encoding", "")):
+            return raw
+        try:
+            return request_body.decoded(raw, encoding, ctx.options.ccany_max_body_size)
+        except GatewayError as error:
+            raise GatewayError(502, f"{self._upstream_name(state)} upstream answered with a body the gateway "
+                                    f"cannot read: {error.message}") from None
 
     @staticmethod
-    def _too_large(size: int) -> GatewayError:
-        limit = ctx.options.ccany_max_body_size
-        return GatewayError(413, f"Request body is {size} bytes; this gateway accepts at most {limit} bytes")
+    def _decoded(flow: http.HTTPFlow) -> bytes:
+        """The request body, decompressed within the size limit (mitmproxy's own decoding has no bound)."""
+        raw = flow.request.raw_content or b""
+        encoding = flow.request.headers.get("content-encoding", "")
+        return request_body.decoded(raw, encoding, ctx.options.ccany_max_body_size) if encoding else raw
+
+    @classmethod
+    def _body[T: (MessagesRequest, CountTokensRequest)](cls, flow: http.HTTPFlow, model: type[T]) -> T:
+        return parse(model, cls._decoded(flow))
 
     @staticmethod
     def _answer_headers(state: FlowState, content_type: str, error: GatewayError | None) -> http.Headers:
@@ -502,8 +547,31 @@ class Gateway:
         self._reply(flow, state, status, b"" if flow.request.method == "HEAD" else dumps(body))
 
     def _answer_error(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError) -> None:
+        error.message = mask_secrets(error.message, self.known_secrets)
         state.error = error
         self._reply(flow, state, error.status, error.body(), error)
+
+    def internal_error(self, flow: http.HTTPFlow, hook: str, error: Exception) -> None:
+        """A hook raised: the flow ends in the gateway's own 500, never in what mitmproxy would do with it."""
+        state = self._flows.get(flow)
+        if state is None:
+            state = self._flows[flow] = FlowState(request_id(flow), time.time())
+        KeyInjector.redact(flow)
+        self._stop_timer(state)
+        log_internal_error(state.request_id, hook, error, self.known_secrets)
+        failure = state.error = GatewayError(500, internal_error_message(state.request_id))
+        state.translator, state.sent = None, False
+        answer = self._response(state, failure.status, failure.body(), error=failure)
+        if flow.error is not None or hook == "error":
+            mitm_compat.answer_failure(flow.request, answer)
+        elif hook == "responseheaders" and flow.response is not None:
+            # The upstream's body is still to come: the client gets the error in its place.
+            flow.response.status_code, flow.response.reason = answer.status_code, answer.reason
+            flow.response.headers = answer.headers
+            flow.response.headers["transfer-encoding"] = "chunked"
+            flow.response.stream = ReplacementBody(failure.body())
+        else:
+            flow.response = answer
 
     # -- key pools
 
@@ -572,11 +640,15 @@ class KeyInjector:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
+    @fail_closed
     def request(self, flow: http.HTTPFlow) -> None:
         state = self.gateway.state(flow)
-        if state is not None and state.upstream is not None and self.gateway.forwarded(flow):
+        if state is not None and state.upstream is not None and state.sent and self.gateway.forwarded(flow):
             name, value = state.upstream.key_header()
             flow.request.headers[name] = value
+
+    def internal_error(self, flow: http.HTTPFlow, hook: str, error: Exception) -> None:
+        self.gateway.internal_error(flow, hook, error)
 
     @staticmethod
     def redact(flow: http.HTTPFlow) -> None:

@@ -8,6 +8,7 @@ a 401/403 disables it until an admin re-enables it in the config DB. Pure state 
 from __future__ import annotations
 
 import itertools
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -93,7 +94,13 @@ class KeyPools:
 
 
 def cooldown_from(headers: Mapping[str, str], body: bytes, now: float) -> float | None:
-    """The wait an upstream asked for, in seconds, or None when it did not say."""
+    """The wait an upstream asked for, in seconds, or None when it did not say it usably (an upstream's word is
+    untrusted input: `retry-after: nan` or `1e400` must not become a cooldown)."""
+    wait = _asked_wait(headers, body, now)
+    return wait if wait is not None and math.isfinite(wait) else None
+
+
+def _asked_wait(headers: Mapping[str, str], body: bytes, now: float) -> float | None:
     lowered = {name.lower(): value for name, value in headers.items()}
     if (value := lowered.get("retry-after-ms")) and _is_number(value):
         return float(value) / 1000

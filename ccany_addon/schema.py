@@ -6,6 +6,8 @@ Validation failures become an `invalid_request_error` naming the field.
 
 from __future__ import annotations
 
+import binascii
+import json
 import secrets
 from dataclasses import is_dataclass
 from typing import Annotated, Any, Literal
@@ -39,6 +41,13 @@ class Base64Source:
     type: Literal["base64"]
     media_type: str
     data: str
+
+    def __post_init__(self) -> None:
+        # Refused here as the Anthropic API refuses it, rather than by whichever converter decodes it first.
+        try:
+            binascii.a2b_base64(self.data, strict_mode=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("data is not valid base64") from None
 
 
 @_part
@@ -274,6 +283,23 @@ def _describe(error: ValidationError) -> str:
 type Request = MessagesRequest | CountTokensRequest
 
 
+class _Constant(ValueError):
+    pass
+
+
+def _refuse_constants(body: bytes) -> None:
+    """pydantic's JSON parser takes `NaN` and `Infinity`, which JSON (and the Anthropic API) does not."""
+    def refuse(name: str) -> None:
+        raise _Constant(name)
+
+    try:
+        json.loads(body, parse_constant=refuse)
+    except _Constant as constant:
+        raise GatewayError(400, f"Request body is not valid JSON: {constant} is not a JSON number") from None
+    except ValueError:
+        pass  # pydantic's parser says what else is wrong
+
+
 class KnownTools:
     """The tool definitions of recent requests, by their exact bytes, already validated.
 
@@ -349,6 +375,7 @@ def parse[T: Request](model: type[T], body: bytes) -> T:
         if request.tools:
             _KNOWN_TOOLS.remember(body, value, request.tools)
         return request
+    _refuse_constants(body)
     try:
         return model.model_validate_json(body)
     except ValidationError as error:

@@ -96,7 +96,8 @@ def start_fake_upstream() -> FakeUpstream:
 
 
 def start_proxy(
-    upstream: str, tmp: Path, *options: str, env: dict[str, str] | None = None, program: str = "mitmdump"
+    upstream: str, tmp: Path, *options: str, env: dict[str, str] | None = None, program: str = "mitmdump",
+    scripts: tuple[Path, ...] = (),
 ) -> Proxy:
     port = free_port()
     log_path = tmp / f"{program}-{port}.log"
@@ -105,6 +106,8 @@ def start_proxy(
     command = [str(VENV_BIN / program)]
     if program != "ccany":
         command += ["-s", str(ROOT / "ccany_addon" / "addon.py")]
+    for script in scripts:
+        command += ["-s", str(script)]
     command += ["--mode", f"reverse:{upstream}", "--listen-host", "127.0.0.1", "-p", str(port)]
     if not any(option.startswith("ccany_db=") for option in options):  # mitmproxy refuses an option set twice
         command += ["--set", f"ccany_db={tmp / 'flows.db'}"]

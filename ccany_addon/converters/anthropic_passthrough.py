@@ -5,7 +5,7 @@ stream must never look like a clean end."""
 
 from __future__ import annotations
 
-from ccany_addon.errors import error_body, error_type
+from ccany_addon.errors import error_body, error_type, mask_secrets
 from ccany_addon.json_codec import dumps, loads
 from ccany_addon.sse import encode_event
 
@@ -30,8 +30,12 @@ def message_facts(message: dict) -> tuple[str | None, dict]:
 class AnthropicEventStream:
     """Anthropic SSE bytes in, the same bytes out in whole events (the `flow.response.stream` callable)."""
 
-    def __init__(self, upstream: str = "upstream") -> None:
+    # An upstream that never ends an event must not hold the proxy's memory.
+    MAX_EVENT = 16 * 1024 * 1024
+
+    def __init__(self, upstream: str = "upstream", secrets: tuple[str, ...] = ()) -> None:
         self.upstream = upstream
+        self.secrets = secrets
         self._buffer = b""
         self.finished = False
         self.stop_reason: str | None = None
@@ -40,17 +44,36 @@ class AnthropicEventStream:
         self.error_type: str | None = None
 
     def __call__(self, data: bytes) -> list[bytes]:
+        """An upstream's stream is untrusted input: what cannot be read ends the client's stream with an error."""
+        if self.finished or self.error is not None:
+            return []
+        try:
+            return self._events(data)
+        except Exception as error:
+            return self._fail(f"{self.upstream} upstream sent stream data of an unexpected shape "
+                              f"({type(error).__name__})")
+
+    def _events(self, data: bytes) -> list[bytes]:
         if not data:
             return self._end()
         buffer = self._buffer + data
         lf, crlf = buffer.rfind(b"\n\n"), buffer.rfind(b"\r\n\r\n")
         end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
         if not end:
+            if len(buffer) > self.MAX_EVENT:
+                return self._fail(f"{self.upstream} upstream sent an event longer than {self.MAX_EVENT} bytes")
             self._buffer = buffer
             return []
         complete, self._buffer = buffer[:end], buffer[end:]
         self._watch(complete)
+        if self.error is not None and self.secrets:  # an upstream's error may quote a key
+            for secret in self.secrets:
+                complete = complete.replace(secret.encode(), b"***")
         return [complete]
+
+    def _fail(self, message: str) -> list[bytes]:
+        self.error, self.error_type, self._buffer = message, error_type(502), b""
+        return [encode_event(error_body(502, message))]
 
     def _watch(self, events: bytes) -> None:
         """Keep what the log and the metrics need: usage, the stop reason, an error, the end."""
@@ -72,7 +95,8 @@ class AnthropicEventStream:
                 self.stop_reason = (event.get("delta") or {}).get("stop_reason")
             else:
                 error = event.get("error") or {}
-                self.error, self.error_type = str(error.get("message", "stream error")), error.get("type", "api_error")
+                message = mask_secrets(str(error.get("message", "stream error")), self.secrets)
+                self.error, self.error_type = message, str(error.get("type", "api_error"))
 
     def _end(self) -> list[bytes]:
         out: list[bytes] = []

@@ -64,15 +64,18 @@ class ResponseContext:
     tool_names: dict[str, str] = field(default_factory=dict)  # upstream name → client name
     stop_sequences: tuple[str, ...] = ()
     estimated_input_tokens: int = 0
+    secrets: tuple[str, ...] = ()  # the keys the gateway holds: masked in every error a stream reports
 
     @classmethod
-    def for_request(cls, request: MessagesRequest, estimated_input_tokens: int = 0) -> ResponseContext:
+    def for_request(cls, request: MessagesRequest, estimated_input_tokens: int = 0,
+                    secrets: tuple[str, ...] = ()) -> ResponseContext:
         names = {short_tool_name(t.name): t.name for t in request.tools or () if len(t.name) > MAX_TOOL_NAME}
         return cls(
             client_model=request.model,
             tool_names=names,
             stop_sequences=tuple(request.stop_sequences or ()),
             estimated_input_tokens=estimated_input_tokens,
+            secrets=secrets,
         )
 
     def client_tool_name(self, upstream_name: str) -> str:

@@ -227,7 +227,7 @@ def _content_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBl
 
 def _function_declarations(request: MessagesRequest, notes: list[str]) -> list[dict]:
     declarations: list[dict] = []
-    for tool in request.tools or ():
+    for position, tool in enumerate(request.tools or ()):
         if not tool.is_custom:
             notes.append(f"left out server tool {tool.name!r} ({tool.type}): no Gemini equivalent here")
             continue
@@ -237,7 +237,11 @@ def _function_declarations(request: MessagesRequest, notes: list[str]) -> list[d
         declaration: dict = {"name": short_tool_name(tool.name)}
         if tool.description:
             declaration["description"] = tool.description
-        parameters = clean_schema(tool.input_schema or {})
+        try:
+            parameters = clean_schema(tool.input_schema or {})
+        except (TypeError, ValueError, AttributeError, RecursionError) as error:
+            raise GatewayError(400, f"tools.{position}.input_schema: a schema of this shape cannot be converted "
+                                    f"for Gemini ({type(error).__name__})") from None
         if parameters.get("properties"):  # an object without properties is a 400: no parameters at all instead
             declaration["parameters"] = parameters
         declarations.append(declaration)
@@ -372,7 +376,7 @@ class GeminiStreamTranslator(WrittenStream):
         self._signed = False  # the open thinking block already carries a Gemini signature
         self._calls = 0
 
-    def __call__(self, data: bytes) -> list[bytes]:
+    def translate(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
         if self.writer.finished:
             return out
@@ -396,7 +400,7 @@ class GeminiStreamTranslator(WrittenStream):
         if not isinstance(chunk, dict):
             return
         if isinstance(error := chunk.get("error"), dict):
-            message = mask_secrets(f"{self.upstream} upstream: {error.get('message') or 'stream error'}")
+            message = f"{self.upstream} upstream: {error.get('message') or 'stream error'}"
             self.writer.fail(_error_status(error), message, out)
             return
         if isinstance(chunk.get("usageMetadata"), dict):

@@ -139,7 +139,7 @@ def _types(node: dict) -> tuple[list[str], bool]:
     """The node's non-null types and whether null is allowed (`type: ["string", "null"]`)."""
     raw = node.get("type")
     listed = raw if isinstance(raw, list) else [raw] if isinstance(raw, str) else []
-    types = [t for t in listed if t in _TYPES]
+    types = [t for t in listed if isinstance(t, str) and t in _TYPES]
     nullable = "null" in listed or node.get("nullable") is True
     if listed == ["null"]:
         types = ["string"]

@@ -17,7 +17,7 @@ from ccany_addon.converters.common import (
     thinking_signature,
     tool_use_id,
 )
-from ccany_addon.errors import error_body, error_type
+from ccany_addon.errors import error_body, error_type, mask_secrets
 from ccany_addon.sse import encode_delta, encode_event, encode_json_delta
 
 
@@ -163,6 +163,7 @@ class MessageStreamWriter:
         """Never a clean end: the client gets `event: error` and no `message_stop`."""
         if self.finished:
             return
+        message = mask_secrets(message, self.ctx.secrets)
         self.error, self.error_type = message, error_type(status)
         self.emit(error_body(status, message), out)
         self.finished = True
@@ -223,6 +224,21 @@ class WrittenStream:
     """Base of the dialect translators: what the flow log reads of a stream is kept by its writer."""
 
     writer: MessageStreamWriter
+    upstream: str
+
+    def translate(self, data: bytes) -> list[bytes]:
+        raise NotImplementedError
+
+    def __call__(self, data: bytes) -> list[bytes]:
+        """The `flow.response.stream` callable. An upstream's stream is untrusted input: whatever a translator
+        cannot read ends the client's stream with an error event (mitmproxy would leave it hanging)."""
+        try:
+            return self.translate(data)
+        except Exception as error:
+            out: list[bytes] = []
+            self.writer.fail(502, f"{self.upstream} upstream sent stream data of an unexpected shape "
+                                  f"({type(error).__name__})", out)
+            return out
 
     # What the flow log reads once the stream has ended.
     @property

@@ -476,7 +476,7 @@ class ChatStreamTranslator(WrittenStream):
         self._template: TextChunkTemplate | None = None
         self._template_learns = _TEMPLATE_LEARNS
 
-    def __call__(self, data: bytes) -> list[bytes]:
+    def translate(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
         writer = self.writer
         if writer.finished:
@@ -548,7 +548,7 @@ class ChatStreamTranslator(WrittenStream):
         if isinstance(error := chunk.get("error"), (dict, str)):
             error = error if isinstance(error, dict) else {"message": error}
             message = str(error.get("message") or "stream error")
-            self.writer.fail(stream_error_status(error), mask_secrets(f"{self.upstream} upstream: {message}"), out)
+            self.writer.fail(stream_error_status(error), f"{self.upstream} upstream: {message}", out)
             return
         # Usage first: a chunk may carry both the finish reason and the final (or cumulative) usage.
         usage = chunk.get("usage")

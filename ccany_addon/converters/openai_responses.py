@@ -290,7 +290,7 @@ class ResponsesStreamTranslator(WrittenStream):
         self._writing: _Item | None = None  # the item whose block is open
         self._refused = False
 
-    def __call__(self, data: bytes) -> list[bytes]:
+    def translate(self, data: bytes) -> list[bytes]:
         out: list[bytes] = []
         if self.writer.finished:
             return out
@@ -437,4 +437,4 @@ class ResponsesStreamTranslator(WrittenStream):
 
     def _fail(self, error: dict, out: list[bytes]) -> None:
         message = str(error.get("message") or "the answer failed")
-        self.writer.fail(_failure_status(error), mask_secrets(f"{self.upstream} upstream: {message}"), out)
+        self.writer.fail(_failure_status(error), f"{self.upstream} upstream: {message}", out)

@@ -129,7 +129,7 @@ def test_unreachable_upstream_gets_an_anthropic_error_naming_it(tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     proxy = start_proxy(dead, tmp_path)
     try:
-        # the first failure is seen in the error hook, later ones are refused early while the gateway probes
+        # every attempt tries the upstream again (no remembered "down" state) and fails in the error hook
         for body in (GOOD, GOOD, {**GOOD, "stream": True}):
             message = anthropic_error(post(proxy, body), 500, "api_error")
             assert "unreachable" in message and dead.removeprefix("http://") in message

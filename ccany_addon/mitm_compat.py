@@ -1,0 +1,101 @@
+"""The one place that touches mitmproxy's private API (tests/unit/test_mitm_compat.py fails loudly when what it
+relies on changes).
+
+- mitmproxy answers some failures itself (upstream unreachable, a body over `body_size_limit`, a request it
+  cannot parse, a killed flow) with an HTML page, and its `error` hook cannot replace that answer. Every client
+  of this gateway speaks the Anthropic API, so the page becomes an Anthropic error body instead: the one the
+  gateway chose for the flow when there is one, else a generic one. A killed flow gets an answer too, so the
+  gateway can refuse a request from its headers (`refuse`) without reading the body.
+- Two things no hook can do: cancel an upstream connection that has not answered, and close a client
+  connection that never finished sending its request.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+
+from mitmproxy import connection, ctx, http
+from mitmproxy.net.http import http1
+from mitmproxy.proxy.layers.http import _events, _http1
+
+from ccany_addon.errors import client_status, error_json
+
+_ORIGINAL_MAKE = _http1.make_error_response
+_ORIGINAL_STATUS = _events.ErrorCode.http_status_code
+_KILLED_STATUS = 500
+
+# Keyed by the request object mitmproxy's HTTP/1 server layer shares with the flow.
+_chosen: weakref.WeakKeyDictionary[http.Request, http.Response] = weakref.WeakKeyDictionary()
+
+
+def answer_failure(request: http.Request, response: http.Response) -> None:
+    """Use `response` if mitmproxy has to answer this request's failure itself."""
+    _chosen[request] = response
+
+
+def refuse(flow: http.HTTPFlow, response: http.Response) -> None:
+    """Answer `response` from the `requestheaders` hook and close the connection, without reading the body
+    (a response set there is only sent after the whole body has arrived)."""
+    answer_failure(flow.request, response)
+    if flow.killable:
+        flow.kill()
+
+
+def _anthropic_error_response(status_code: int, message: str = "") -> bytes:
+    # mitmproxy calls this from its HTTP/1 server layer (`Http1Server.send` for a ResponseProtocolError), whose
+    # `request` names the flow. Looking at the caller's frame costs only these rare failures; wrapping `send`
+    # instead cost every chunk of every stream a call.
+    server = sys._getframe(1).f_locals.get("self")
+    request = server.request if isinstance(server, _http1.Http1Server) else None
+    chosen = _chosen.pop(request, None) if request is not None else None
+    if chosen is not None:
+        chosen.headers["connection"] = "close"
+        return http1.assemble_response(chosen)
+    if message == "killed":
+        message = "ccany: the flow was killed before it was answered"
+    elif status_code >= 500:
+        message = f"ccany: the upstream did not answer: {message}"
+    status = client_status(status_code)
+    response = http.Response.make(
+        status,
+        error_json(status, message or http.status_codes.RESPONSES.get(status_code, "error")),
+        {"content-type": "application/json", "connection": "close"},
+    )
+    return http1.assemble_response(response)
+
+
+def _http_status_code(code: _events.ErrorCode) -> int | None:
+    # A killed flow is answered (mitmproxy closes the connection without a word): a client of this gateway
+    # must always get an Anthropic answer, and `refuse` relies on it.
+    return _KILLED_STATUS if code is _events.ErrorCode.KILL else _ORIGINAL_STATUS(code)
+
+
+def install() -> None:
+    _http1.make_error_response = _anthropic_error_response
+    _events.ErrorCode.http_status_code = _http_status_code  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    _http1.make_error_response = _ORIGINAL_MAKE
+    _events.ErrorCode.http_status_code = _ORIGINAL_STATUS  # type: ignore[method-assign]
+
+
+def _transport(client: connection.Client, conn: connection.Connection):  # -> ConnectionIO | None
+    server = ctx.master.addons.get("proxyserver")
+    handler = server.connections.get(client.id) if server else None
+    return handler.transports.get(conn) if handler else None
+
+
+def cancel_upstream(flow: http.HTTPFlow, reason: str) -> None:
+    """Drop the upstream connection of `flow`; mitmproxy then fires the `error` hook."""
+    io = _transport(flow.client_conn, flow.server_conn)
+    if io is not None and io.handler is not None:
+        io.handler.cancel(reason)
+
+
+def close_client(client: connection.Client, reason: str) -> None:
+    """Close a client connection from outside its flows (a client too slow to send its request)."""
+    io = _transport(client, client)
+    if io is not None and io.handler is not None:
+        io.handler.cancel(reason)
