@@ -183,7 +183,19 @@ CREATE TABLE model_capabilities (
 );
 """
 
-MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4)]
+# Revocable Datasette sessions: the login cookie carries the user's session version, and a cookie whose version is
+# not the current one is anonymous. Logging out bumps it (ccany_addon/config/sessions.py); so does any change of
+# the password hash, whoever makes it (the pages, the CLI, a script), through this trigger. It compares no hashes:
+# on Datasette's connections the secret-masking authorizer makes them read as NULL, in triggers too.
+_V5 = """
+ALTER TABLE users ADD COLUMN session_version INTEGER NOT NULL DEFAULT 0;
+CREATE TRIGGER users_password_ends_sessions AFTER UPDATE OF password_hash ON users
+BEGIN
+    UPDATE users SET session_version = session_version + 1 WHERE id = NEW.id;
+END;
+"""
+
+MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4), sql_script(_V5)]
 VERSION = len(MIGRATIONS)
 
 

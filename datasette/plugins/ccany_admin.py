@@ -52,7 +52,7 @@ from datasette.permissions import PermissionSQL
 from datasette.utils import await_me_maybe, baseconv
 from datasette.utils.asgi import Forbidden, NotFound, Response
 
-from ccany_addon.config import store
+from ccany_addon.config import sessions, store
 from ccany_addon.config.schema import (
     KEY_STRATEGIES,
     PROVIDER_KINDS,
@@ -228,7 +228,8 @@ async def _resolve_actor(datasette, results: list) -> dict | None:
     row = (
         await datasette.get_database(name).execute(
             "SELECT EXISTS (SELECT 1 FROM users) AS has_users, "
-            "(SELECT json_object('role', role, 'enabled', enabled) FROM users WHERE username = :username) AS user",
+            "(SELECT json_object('role', role, 'enabled', enabled, 'session_version', session_version) "
+            "FROM users WHERE username = :username) AS user",
             {"username": username if isinstance(username, str) else None},
         )
     ).first()
@@ -240,7 +241,11 @@ async def _resolve_actor(datasette, results: list) -> dict | None:
         return {**actor, "role": "admin"}
     if not user or not user["enabled"] or user["role"] not in ROLES:
         return None
-    return {**actor, "id": username, "role": user["role"]}
+    # A login cookie from before the user's last logout or password change is anonymous. API tokens carry no
+    # version (Datasette signs them itself): they end with their expiry (max_signed_tokens_ttl) or a disabled user.
+    if "token" not in actor and not sessions.cookie_is_current(actor, user["session_version"]):
+        return None
+    return {**sessions.without_version(actor), "id": username, "role": user["role"]}
 
 
 def role_of(actor: dict | None) -> str | None:
@@ -343,10 +348,15 @@ def track_event(datasette, event):
             details = {"via": "datasette", **properties}
         else:
             return
-        await datasette.get_database(name).execute_write_fn(
-            lambda conn: store.audit(sqlite_utils.Database(conn), str(actor or "(anonymous)"), event.name, target,
-                                     details)
-        )
+        ends_sessions = event.name == "logout" and isinstance(actor, str) and "token" not in event.actor
+
+        def write(conn: sqlite3.Connection) -> None:
+            db = sqlite_utils.Database(conn)
+            if ends_sessions:  # the browser drops its cookie; copies of it (other devices, a thief) die here
+                sessions.end_sessions(db, actor)
+            store.audit(db, str(actor or "(anonymous)"), event.name, target, details)
+
+        await datasette.get_database(name).execute_write_fn(write)
 
     return inner
 
@@ -422,20 +432,19 @@ async def render(datasette, request, template: str, context: dict, status: int =
     return Response.html(html, status=status, headers=headers)
 
 
-def set_session(datasette, request, response: Response, username: str) -> None:
+def set_session(datasette, request, response: Response, username: str, version: int) -> None:
     """Datasette's signed `ds_actor` cookie, in the format `datasette.set_actor_cookie` writes, but HttpOnly (page
-    scripts never need it) and kept by the browser for as long as it is valid."""
+    scripts never need it), kept by the browser for as long as it is valid, and holding the user's session
+    version (sessions.py: a logout or a password change ends it)."""
     expires = baseconv.base62.encode(int(time.time()) + SESSION_SECONDS)
-    value = datasette.sign({"a": {"id": username}, "e": expires}, "actor")
+    value = datasette.sign({"a": {"id": username, sessions.VERSION_KEY: version}, "e": expires}, "actor")
     response.set_cookie("ds_actor", value, max_age=SESSION_SECONDS, httponly=True, samesite="lax",
                         secure=request.scheme == "https")
 
 
 def safe_next(datasette, value: str | None) -> str:
-    """Only a path on this site: never `//elsewhere` or an absolute URL."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
-        return value
-    return datasette.urls.instance()
+    """Only a path on this site: never `//elsewhere`, `/<TAB>/elsewhere` or an absolute URL."""
+    return sessions.safe_next(value, datasette.urls.instance())
 
 
 def require_actor(request) -> dict:
@@ -514,7 +523,7 @@ async def setup_page(datasette, request):
                                submit="Create the admin account", error=error, status=400)
     state(datasette).has_users = True
     response = Response.redirect(datasette.urls.path("/-/admin"))
-    set_session(datasette, request, response, username)
+    set_session(datasette, request, response, username, 0)
     await datasette.track_event(LoginEvent(actor={"id": username, "role": "admin"}))
     return response
 
@@ -542,17 +551,30 @@ async def login_page(datasette, request):
     form = await request.post_vars()
     username = form.get("username", "").strip()
     next_url = safe_next(datasette, form.get("next"))
-    rows = await read_secrets(datasette, "SELECT username, password_hash, role, enabled FROM users "
+    fields[0]["value"] = username
+    throttle = sessions.throttle_for(datasette)
+    client = request.scope.get("client")
+    address = client[0] if client else None
+    wait = throttle.retry_after(username, address)
+    if wait:  # checked before the password, which is then not even hashed
+        response = await form_page(
+            datasette, request, title=title, intro=intro, fields=fields, submit="Log in", hidden={"next": next_url},
+            error=f"Too many failed logins for this user or from this address: try again in {wait} seconds",
+            status=429)
+        response.headers["retry-after"] = str(wait)
+        return response
+    rows = await read_secrets(datasette, "SELECT username, password_hash, role, enabled, session_version FROM users "
                                          "WHERE username = ?", [username])
     user = rows[0] if rows else None
     ok = await asyncio.to_thread(verify_password, form.get("password", ""),
                                  user["password_hash"] if user else dummy_hash())
     if not (ok and user and user["enabled"]):
-        fields[0]["value"] = username
+        throttle.failed(username, address)
         return await form_page(datasette, request, title=title, intro=intro, fields=fields, submit="Log in",
                                hidden={"next": next_url}, error="Wrong username or password", status=401)
+    throttle.succeeded(username)
     response = Response.redirect(next_url)
-    set_session(datasette, request, response, user["username"])
+    set_session(datasette, request, response, user["username"], user["session_version"])
     await datasette.track_event(LoginEvent(actor={"id": user["username"], "role": user["role"]}))
     return response
 
@@ -571,17 +593,25 @@ async def password_page(datasette, request):
                                                         rows[0]["password_hash"])
     error = None if current_ok else "The current password is wrong"
     error = error or _check_new_password(form.get("password", ""), form.get("password2", ""))
+    version = None
     if error is None:
+
+        def change(db: sqlite_utils.Database) -> int | None:
+            store.set_password(db, actor["id"], actor["id"], form["password"])
+            return sessions.session_version(db, actor["id"])  # bumped by the change: every other session ends
+
         try:
-            await write_config(datasette, request,
-                               lambda db: store.set_password(db, actor["id"], actor["id"], form["password"]))
+            version = await write_config(datasette, request, change)
         except store.ConfigError as failure:
             error = str(failure)
     if error is not None:
         return await form_page(datasette, request, title=title, intro=intro, fields=fields,
                                submit="Change password", error=error, status=400)
-    datasette.add_message(request, "Your password was changed", datasette.INFO)
-    return Response.redirect(datasette.urls.instance())
+    datasette.add_message(request, "Your password was changed; your other sessions are logged out", datasette.INFO)
+    response = Response.redirect(datasette.urls.instance())
+    if version is not None and "token" not in actor:  # this browser stays logged in
+        set_session(datasette, request, response, actor["id"], version)
+    return response
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -763,7 +793,7 @@ async def client_keys_page(datasette, request):
 
 async def users_page(datasette, request):
     actor = require_admin(request)
-    error = message = None
+    error = message = own_version = None
     if request.method == "POST":
         form = await request.post_vars()
         action, username = form.get("action"), form.get("username", "").strip()
@@ -780,9 +810,15 @@ async def users_page(datasette, request):
                                                                                form.get("role", "")))
                 message = f"Changed user {username}"
             elif action == "password":
-                await write_config(datasette, request, lambda db: store.set_password(
-                    db, actor["id"], username, form.get("password", "")))
-                message = f"Set a new password for {username}"
+
+                def set_password(db: sqlite_utils.Database) -> int | None:
+                    store.set_password(db, actor["id"], username, form.get("password", ""))
+                    return sessions.session_version(db, username)  # bumped: that user's sessions have ended
+
+                version = await write_config(datasette, request, set_password)
+                if username == actor["id"] and "token" not in actor:
+                    own_version = version  # but not this browser's
+                message = f"Set a new password for {username}; their sessions are logged out"
             else:
                 raise store.ConfigError("unknown action")
         except (store.ConfigError, sqlite3.IntegrityError) as failure:
@@ -792,9 +828,12 @@ async def users_page(datasette, request):
     db = await config_db(datasette)
     users = [dict(row) for row in (await db.execute(
         "SELECT username, role, enabled, created_at FROM users ORDER BY username")).rows]
-    return await render(datasette, request, "ccany_admin_users.html", {
+    response = await render(datasette, request, "ccany_admin_users.html", {
         "users": users, "roles": ROLES, "error": error, "message": message, "me": actor["id"],
     }, status=400 if error else 200)
+    if own_version is not None:
+        set_session(datasette, request, response, actor["id"], own_version)
+    return response
 
 
 def _change_user(db: sqlite_utils.Database, actor: str, action: str, username: str, role: str) -> None:

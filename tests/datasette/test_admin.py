@@ -302,8 +302,8 @@ async def test_admin_manages_users(flow_log: FlowLog, tmp_path: Path) -> None:
     assert (await ds.client.get("/-/admin", cookies=olga)).status_code == 200
     await ds.client.post("/-/admin/users", cookies=admin, data={"action": "password", "username": "olga",
                                                                 "password": olga_new})
-    assert (await ds.client.post("/-/login", data={"username": "olga", "password": olga_new})
-            ).status_code == 302
+    assert (await ds.client.get("/-/admin", cookies=olga)).status_code == 302  # a new password ends her sessions
+    olga = await session(ds, "olga", olga_new)
     await ds.client.post("/-/admin/users", cookies=admin, data={"action": "disable", "username": "olga"})
     assert (await ds.client.get("/-/admin", cookies=olga)).status_code == 302
     await ds.client.post("/-/admin/users", cookies=admin, data={"action": "enable", "username": "olga"})
