@@ -1,12 +1,34 @@
-"""The proxy's own counters, served at `GET /metrics` in the Prometheus text format (version 0.0.4)."""
+"""The proxy's own counters, served at `GET /metrics` in the Prometheus text format (version 0.0.4).
+
+Every label value comes from a bounded set: `/metrics` needs no key, and a label per client-chosen model
+name let 5,000 names cost 340 MB of memory and a 341 MB page. A model label is a configured model (a tier
+option, a provider's tier model, a route's upstream model or literal pattern), `none` or `other`; a status label
+is a known HTTP status or `other`; an error label is a known error type or `other`."""
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from ccany_addon.errors import ERROR_TYPES
+
+if TYPE_CHECKING:
+    from ccany_addon.config.snapshot import ConfigSnapshot
+    from ccany_addon.models import ModelTiers
 
 Labels = tuple[tuple[str, str], ...]
+# What the gateway runs with now; read on each observation so a config change needs no callback.
+ModelSource = Callable[[], "tuple[ModelTiers, ConfigSnapshot]"]
+
+OTHER = "other"
+NO_MODEL = "none"  # the flow log's value for a request refused before it named a model
+# 499 is the flow log's "client went away before an answer" (nginx's convention), not in HTTPStatus.
+_STATUS_LABELS = {int(status): str(int(status)) for status in HTTPStatus} | {499: "499"}
+ERROR_LABELS = frozenset(ERROR_TYPES.values()) | {"client_disconnected", "upstream_disconnected", "interrupted"}
+_GLOB = frozenset("*?[")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -38,11 +60,41 @@ _HELP = {
 }
 
 
+def configured_models(tiers: ModelTiers, snapshot: ConfigSnapshot) -> frozenset[str]:
+    """Every model name the configuration can send upstream; a pattern without wildcards is a name too,
+    since a route without an upstream model passes the client's (matching) name on."""
+    names = {tiers.big, tiers.middle, tiers.small}
+    for provider in snapshot.providers.values():
+        names.update(provider.models.values())
+    for route in snapshot.routes:
+        names.add(route.upstream_model or "")
+        if _GLOB.isdisjoint(route.pattern):
+            names.add(route.pattern)
+    names.discard("")
+    return frozenset(names)
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, models: ModelSource | None = None) -> None:
         self._counters: dict[str, dict[Labels, float]] = {}
         self._histograms: dict[str, dict[Labels, _Histogram]] = {}
         self.gauges: dict[str, Callable[[], float]] = {}  # read at scrape time
+        self._models = models
+        self._models_of: tuple[object, object] | None = None  # the (tiers, snapshot) _known was built from
+        self._known: frozenset[str] = frozenset({NO_MODEL})
+
+    def set_known_models(self, models: Iterable[str]) -> None:
+        """The model names that keep their own label (swapped whole: observations never see half a set)."""
+        self._known = frozenset(models) | {NO_MODEL}
+
+    def model_label(self, model: str) -> str:
+        if self._models is not None:
+            tiers, snapshot = self._models()
+            # Both are replaced whole on a change (frozen tiers, a new snapshot per config read): identity suffices.
+            if self._models_of is None or self._models_of[0] is not tiers or self._models_of[1] is not snapshot:
+                self.set_known_models(configured_models(tiers, snapshot))
+                self._models_of = (tiers, snapshot)
+        return model if model in self._known else OTHER
 
     def count(self, name: str, labels: Labels = (), value: float = 1) -> None:
         series = self._counters.setdefault(name, {})
@@ -64,10 +116,11 @@ class Metrics:
         duration: float,
         ttft: float | None,
     ) -> None:
+        model = self.model_label(model)
         by_model = (("model", model),)
-        self.count("ccany_requests_total", (("model", model), ("status", str(status))))
+        self.count("ccany_requests_total", (("model", model), ("status", _STATUS_LABELS.get(status, OTHER))))
         if error_type:
-            self.count("ccany_errors_total", (("type", error_type),))
+            self.count("ccany_errors_total", (("type", error_type if error_type in ERROR_LABELS else OTHER),))
         for kind in ("input", "output", "cache_read_input"):
             tokens = usage.get(f"{kind}_tokens")
             if tokens:
