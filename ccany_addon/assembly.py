@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.flowlog.addon import FlowLog
+from ccany_addon.flowlog.shutdown import GracefulStop
 from ccany_addon.gateway import Gateway
 
 
 def build_addons() -> list[object]:
     config = ConfigWatcher()
     gateway = Gateway(config)
-    return [config, gateway, FlowLog(gateway)]
+    # GracefulStop first: its `done` runs before the others'.
+    return [GracefulStop(flowlog := FlowLog(gateway)), config, gateway, flowlog]

@@ -100,6 +100,10 @@ def plan_for(body: dict) -> tuple[int, dict | None, Plan]:
         status = int(m.group(1))
         kind = {401: "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")
         return status, {"error": {"message": f"fake upstream says {status}", "type": kind, "code": None}}, []
+    if (m := re.fullmatch(r"trickle_(\d+)", scenario)):  # a text stream whose chunks come N ms apart
+        pause = int(m.group(1)) / 1000
+        return 200, None, [step for chunk in _text_plan(model, "A slow answer, one piece at a time.")
+                           for step in (("sleep", pause), chunk)]
     plans = {
         "text": lambda: _text_plan(model, "Hello! This is a streamed answer from the fake upstream."),
         "length": lambda: _text_plan(model, "Cut short", "length"),

@@ -1,5 +1,9 @@
 """The flow log addon: sits after the gateway, turns each finished flow into a record for the writer thread,
-and counts it in the gateway's metrics. Its hooks never touch SQLite."""
+and counts it in the gateway's metrics. Its hooks never touch SQLite, and never raise: a flow whose record
+cannot be read is logged with what is known, or counted as lost.
+
+It also knows which flows are in flight: `GracefulStop` waits for them at a stop, and `done` logs the ones
+still unfinished as interrupted before it closes the writer."""
 
 from __future__ import annotations
 
@@ -12,8 +16,17 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from ccany_addon.converters.message_stream import WrittenStream
-from ccany_addon.flowlog.record import BODY_POLICIES, FlowRecord, LogPolicy, StreamClock, StreamRecorder, to_row
-from ccany_addon.flowlog.writer import FlowWriter
+from ccany_addon.errors import mask_secrets
+from ccany_addon.flowlog.record import (
+    BODY_POLICIES,
+    FlowRecord,
+    LogPolicy,
+    StreamClock,
+    StreamRecorder,
+    minimal_row,
+    to_row,
+)
+from ccany_addon.flowlog.writer import FlowWriter, describe_failure
 from ccany_addon.gateway import FlowState, Gateway
 from ccany_addon.option_checks import require_bounds
 
@@ -22,6 +35,7 @@ logger = logging.getLogger("ccany")
 # Probes would fill the log with noise; everything else, refused or failed, is a flow.
 UNLOGGED_HANDLERS = frozenset({"health", "ready", "root", "metrics"})
 CLIENT_DISCONNECTED = "Client disconnected."
+INTERRUPTED = "interrupted"  # the error_type of a flow still unfinished when the proxy stopped
 
 
 class FlowLog:
@@ -31,6 +45,12 @@ class FlowLog:
         self.policy = LogPolicy()
         # A StreamClock leaves `response.stream` once it has the first token; this is where it is found after.
         self._clocks: weakref.WeakKeyDictionary[http.HTTPFlow, StreamClock] = weakref.WeakKeyDictionary()
+        # Seen in `requestheaders`, not yet ended. Weak: a flow mitmproxy forgets without an end hook is not kept.
+        self.in_flight: weakref.WeakSet[http.HTTPFlow] = weakref.WeakSet()
+        self.draining = False  # set by GracefulStop: responses tell HTTP/1 clients the connection closes
+        self._closed = False
+        self.failed = 0  # flows lost before they reached the writer
+        self.degraded = 0  # flows whose record could not be read whole: logged with what was known
 
     def load(self, loader: Any) -> None:
         loader.add_option("ccany_db", str, "data/ccany.db", "SQLite file of the flow log (empty: no flow log).")
@@ -67,13 +87,40 @@ class FlowLog:
         metrics.gauges["ccany_log_queue_depth"] = lambda: self.writer.depth if self.writer else 0
         metrics.gauges["ccany_log_written_total"] = lambda: self.writer.written if self.writer else 0
         metrics.gauges["ccany_log_dropped_total"] = lambda: self.writer.dropped if self.writer else 0
-        metrics.gauges["ccany_log_failed_total"] = lambda: self.writer.failed if self.writer else 0
+        metrics.gauges["ccany_log_failed_total"] = lambda: self.failed + (self.writer.failed if self.writer else 0)
+        metrics.gauges["ccany_log_degraded_total"] = \
+            lambda: self.degraded + (self.writer.degraded if self.writer else 0)
 
     def done(self) -> None:
+        self._log_interrupted()
+        self._closed = True  # a flow that ends from here on was logged as interrupted
         if self.writer is not None:
             queued = self.writer.depth
             self.writer.close()
             logger.info(f"ccany: flow log closed ({queued} flows were still queued; {self.writer.written} written)")
+
+    def _log_interrupted(self) -> None:
+        """Log every flow still in flight (GracefulStop's grace period is over) with what is known of it."""
+        unfinished = list(self.in_flight)
+        self.in_flight.clear()
+        logged = 0
+        for flow in unfinished:
+            try:
+                state = self.gateway.state(flow)
+                if state is None or state.handler in UNLOGGED_HANDLERS:
+                    continue
+                record = self._safe_record(flow, state)
+                earlier = f"; before that: {record.error_type}: {record.error_message}" if record.error_type else ""
+                record.error_type = INTERRUPTED
+                record.error_message = f"ccany stopped before this flow finished{earlier}"
+                if self.writer is not None:
+                    self.writer.submit(record)
+                self._observe(record)
+                logged += 1
+            except Exception as error:
+                self._lost(error)
+        if logged:
+            logger.warning(f"ccany: {logged} flows were unfinished at the stop; logged as {INTERRUPTED}")
 
     def _start_writer(self) -> None:
         options = ctx.options
@@ -85,13 +132,32 @@ class FlowLog:
             lambda record: to_row(record, replace(self.policy, secrets=self.gateway.known_secrets)),
             options.ccany_log_queue_size,
             options.ccany_log_retention_days,
+            salvage=minimal_row,
+            scrub=lambda text: mask_secrets(text, self.gateway.known_secrets),
         )
         self.writer.start()
         logger.info(f"ccany: logging flows to {options.ccany_db}")
 
     # -- hooks
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self.in_flight.add(flow)
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._wrap_stream(flow)
+            self._close_when_draining(flow)
+        except Exception as error:  # the stream goes on unrecorded rather than the hook failing the flow
+            logger.error(f"ccany: flow log could not follow a stream: {describe_failure(error)}")
+
+    def _close_when_draining(self, flow: http.HTTPFlow) -> None:
+        """During a stop the listener is closed: a kept-alive HTTP/1 connection takes no next request. Set on
+        the response headers (streams) and again on the response (answers the gateway builds in its `response`
+        hook); mitmproxy closes the connection after a response that says so."""
+        if self.draining and flow.response is not None and flow.request.http_version.startswith("HTTP/1"):
+            flow.response.headers["connection"] = "close"
+
+    def _wrap_stream(self, flow: http.HTTPFlow) -> None:
         response, state = flow.response, self.gateway.state(flow)
         if response is not None and state is not None and state.translator is not None \
                 and response.stream is state.translator:
@@ -107,10 +173,52 @@ class FlowLog:
         self._finish(flow)
 
     def _finish(self, flow: http.HTTPFlow) -> None:
+        self.in_flight.discard(flow)
+        if self._closed:
+            return
+        try:
+            self._close_when_draining(flow)
+            self._log(flow)
+        except Exception as error:
+            self._lost(error)
+
+    def _lost(self, error: Exception) -> None:
+        self.failed += 1
+        logger.error(f"ccany: a flow could not be logged: {describe_failure(error)} ({self.failed} lost so far)")
+
+    def _safe_record(self, flow: http.HTTPFlow, state: FlowState) -> FlowRecord:
+        """The flow's record; when some part of it cannot be read, a record of what is sure to be there."""
+        try:
+            return self._record(flow, state)
+        except Exception as error:
+            logger.error(f"ccany: flow {state.request_id} is logged without its details: {describe_failure(error)}")
+            failure = error
+        self.degraded += 1
+        request = flow.request
+        return FlowRecord(
+            id=state.request_id, started=request.timestamp_start, method=request.method,
+            path=state.client_path or request.path, client_addr="", client_request=None, client_request_headers=(),
+            client_model=state.client_model or None, status_code=flow.response.status_code if flow.response else None,
+            error_type=state.error.error_type if state.error is not None else None, ended=time.time(),
+            notes=[f"flow log: the flow could not be read whole ({type(failure).__name__})"],
+        )
+
+    def _log(self, flow: http.HTTPFlow) -> None:
         state = self.gateway.state(flow)
         if state is None or state.handler in UNLOGGED_HANDLERS:
             return
-        record = self._record(flow, state)
+        record = self._safe_record(flow, state)
+        if self.writer is not None:
+            self.writer.submit(record)
+        self._observe(record)
+
+    def _observe(self, record: FlowRecord) -> None:
+        try:
+            self._count(record)
+        except Exception as error:  # the metrics, not the log: the flow is already queued
+            logger.error(f"ccany: a flow could not be counted in the metrics: {describe_failure(error)}")
+
+    def _count(self, record: FlowRecord) -> None:
         self.gateway.metrics.observe_flow(
             record.upstream_model or record.client_model or "none",
             record.status_code or 0,
@@ -119,8 +227,6 @@ class FlowLog:
             record.ended - record.started,
             None if record.first_token_at is None else record.first_token_at - record.started,
         )
-        if self.writer is not None:
-            self.writer.submit(record)
 
     def _record(self, flow: http.HTTPFlow, state: FlowState) -> FlowRecord:
         request, response = flow.request, flow.response

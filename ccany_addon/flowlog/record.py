@@ -246,6 +246,29 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
     return row
 
 
+def minimal_row(record: FlowRecord, error: Exception) -> dict:
+    """What is kept of a record `to_row` failed on: when, what and how it ended, and a note naming the failure
+    (never a body: one of them may be what failed)."""
+
+    def text(value: object) -> str | None:
+        return None if value is None else str(value)
+
+    status = record.status_code if isinstance(record.status_code, int) else None
+    return {
+        "id": str(record.id),
+        "started_at": _utc(record.started) if isinstance(record.started, int | float) else None,
+        "method": text(record.method),
+        "path": text(record.path),
+        "status_code": status,
+        "is_stream": int(bool(record.is_stream)),
+        "client_model": text(record.client_model),
+        "upstream_model": text(record.upstream_model),
+        "provider": text(record.provider),
+        "error_type": text(record.error_type),
+        "notes": dumps_str([f"flow log: the row could not be built ({type(error).__name__}); only this is kept"]),
+    }
+
+
 def _utc(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 

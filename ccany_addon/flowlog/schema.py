@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite_utils
 
 from ccany_addon.migrations import Migration, migrate
+from ccany_addon.private_files import create_private
 
 FLOWS = "flows"
 
@@ -119,13 +120,22 @@ def insert_flows(db: sqlite_utils.Database, rows: list[dict]) -> None:
     db.conn.execute(_INDEX_NEW, [last])
 
 
+BUSY_TIMEOUT_MS = 5000
+# After a checkpoint restarts the WAL, SQLite cuts the file back to this size (it never shrinks otherwise).
+WAL_SIZE_LIMIT = 32 * 1024 * 1024
+
+
 def open_db(path: str) -> sqlite_utils.Database:
-    """A connection in WAL mode with the schema current (the writer's, or a test's)."""
+    """A connection in WAL mode with the schema current (the writer's, or a test's). A new DB file is made
+    0600 first: it holds every conversation, and SQLite gives its -wal and -shm files the same mode."""
+    if path != ":memory:":
+        create_private(path)
     db = sqlite_utils.Database(path)
-    db.execute("PRAGMA busy_timeout = 5000")
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if db.execute("PRAGMA page_count").fetchone()[0] == 0:
         db.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     db.enable_wal()
+    db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     # WAL with NORMAL sync cannot corrupt the DB; a power cut may lose the last moments of log.
     db.execute("PRAGMA synchronous = NORMAL")
     migrate(db, MIGRATIONS, "flow DB")

@@ -2,20 +2,29 @@
 
 Hooks call `submit`, which never blocks nor wakes the writer: when the queue is full the record is dropped,
 counted and logged.
-`close` writes everything still queued (mitmproxy's `done` runs on SIGTERM and Ctrl-C).
+A batch the database refuses (locked, disk full) is kept and tried again with backoff while new flows queue; a
+row whose values cannot be written is stored as text with a note (`store.py`) instead of failing its batch.
+`close` writes everything still queued (mitmproxy's `done` runs on SIGTERM and Ctrl-C) and truncates the WAL.
+Every flow that never becomes a row is counted: `dropped` (queue full, or submitted after `close`) or `failed`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ccany_addon.flowlog.schema import FLOWS, insert_flows, open_db
+import sqlite_utils
+
+from ccany_addon.flowlog.schema import BUSY_TIMEOUT_MS, FLOWS, open_db
+from ccany_addon.flowlog.store import StoreUnavailable, store_batch
 
 logger = logging.getLogger("ccany")
 
@@ -25,8 +34,54 @@ BATCH_SIZE = 100
 # batch instead of 9: 0.165 → 0.140 ms of SQLite CPU per flow); a new flow still shows in Datasette well
 # within a second.
 POLL_INTERVAL = 0.25
-BUSY_RETRIES = 6
 PRUNE_EVERY = 3600.0
+# A truncating checkpoint waits for readers through the busy handler: a reader mid-query makes it try again at
+# the next period rather than stall the writer for the usual busy timeout.
+CHECKPOINT_BUSY_MS = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """When a batch the database refused is tried again: after `first` seconds, doubling up to `longest`, until
+    `give_up_after` seconds have passed since it first failed; its flows are then counted as failed. While it
+    waits, new flows queue (beyond the queue size they are dropped and counted). A stop waits `on_stop` seconds
+    at most for a refusing database."""
+
+    first: float = 0.05
+    longest: float = 30.0
+    give_up_after: float = 300.0
+    on_stop: float = 5.0
+
+    def delay(self, failures: int) -> float:
+        return min(self.first * 2 ** (failures - 1), self.longest)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoints:
+    """A reader holding an old snapshot keeps the WAL from restarting, so every write makes it longer; once the
+    reader is gone a truncating checkpoint gives the space back. Tried every `every` seconds or `rows` rows
+    written, and on close (`journal_size_limit` in `open_db` bounds what a restart leaves behind)."""
+
+    every: float = 30.0
+    rows: int = 5000
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A batch of built rows, kept until the database takes it."""
+
+    rows: list[dict]
+    failures: int = 0
+    first_failure: float = 0.0
+    retry_at: float = 0.0
+
+
+def describe_failure(error: BaseException) -> str:
+    """An exception's type and where it was raised, for a log line: its message may quote a body, a header or
+    an upstream answer, and with them a key."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} ({frames[-1].name})" if frames else ""
+    return f"{type(error).__name__}{where}"
 
 
 class FlowWriter[R]:
@@ -36,27 +91,52 @@ class FlowWriter[R]:
         to_row: Callable[[R], dict],
         queue_size: int = 10_000,
         retention_days: int = 0,
+        *,
+        salvage: Callable[[R, Exception], dict] | None = None,
+        scrub: Callable[[str], str] = str,
+        backoff: Backoff = Backoff(),
+        checkpoints: Checkpoints = Checkpoints(),
     ) -> None:
+        """`salvage` makes a smaller row for a record `to_row` failed on; `scrub` masks secrets in a value that
+        has to be stored as text."""
         self.path = path
         self.to_row = to_row
+        self.salvage = salvage
+        self.scrub = scrub
         self.retention_days = retention_days
         self.queue_size = queue_size
+        self.backoff = backoff
+        self.checkpoints = checkpoints
         self._queue: deque[R] = deque()  # append and popleft are atomic: no lock between hooks and writer
         self._stopping = threading.Event()
+        self._stop_began = 0.0
+        self._closed = False
         self._thread: threading.Thread | None = None
+        self._pending: _Pending | None = None
+        self._unchecked_rows = 0  # written since the last complete checkpoint
+        self._next_checkpoint = 0.0
         self.written = 0
-        self.dropped = 0
-        self.failed = 0  # rows that could not be built or written
+        self.degraded = 0  # written with values as text, without bodies, or as a salvaged minimal row
+        self.dropped = 0  # never queued: the queue was full or the writer closed
+        self.failed = 0  # queued but never written: not buildable, refused by every attempt, or left at a stop
 
     # -- the hooks' side
 
     def start(self) -> None:
         open_db(self.path).close()  # schema errors surface at start-up, in the caller's thread
+        if self.path != ":memory:" and os.stat(self.path).st_mode & 0o077:
+            logger.warning(f"ccany: {self.path} is readable by other users; it holds every conversation "
+                           "(chmod 600 it and its -wal and -shm files)")
         self._stopping.clear()
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="ccany-flow-writer", daemon=True)
         self._thread.start()
 
     def submit(self, record: R) -> bool:
+        if self._closed:
+            self.dropped += 1
+            logger.warning(f"ccany: a flow ended after the flow log closed; {self.dropped} flows not logged so far")
+            return False
         if len(self._queue) >= self.queue_size:
             self.dropped += 1
             if self.dropped in (1, 10) or self.dropped % 100 == 0:
@@ -69,16 +149,21 @@ class FlowWriter[R]:
 
     @property
     def depth(self) -> int:
-        return len(self._queue)
+        """Flows waiting to be written, a refused batch included."""
+        return len(self._queue) + (len(self._pending.rows) if self._pending else 0)
 
     def close(self, timeout: float = 60.0) -> None:
         """Write every queued record, then stop."""
+        self._closed = True
         if self._thread is None:
             return
+        self._stop_began = time.monotonic()
         self._stopping.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            logger.error(f"ccany: flow log writer did not finish within {timeout} s; {self.depth} flows unwritten")
+            left = self.depth
+            self.failed += left
+            logger.error(f"ccany: flow log writer did not finish within {timeout} s; {left} flows unwritten")
         self._thread = None
 
     # -- the writer thread
@@ -86,53 +171,112 @@ class FlowWriter[R]:
     def _run(self) -> None:
         db = open_db(self.path)
         next_prune = time.monotonic()
+        self._next_checkpoint = time.monotonic() + self.checkpoints.every
         try:
             while True:
                 stopping = self._stopping.is_set()
-                while self._queue:
-                    batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
-                    self._write(db, self._rows(batch))
-                if self.retention_days > 0 and time.monotonic() >= next_prune:
+                self._drain(db, stopping)
+                if self.retention_days > 0 and time.monotonic() >= next_prune and self._pending is None:
                     self._prune(db)
                     next_prune = time.monotonic() + PRUNE_EVERY
                 if stopping:
-                    return
-                self._stopping.wait(POLL_INTERVAL)
+                    break
+                now = time.monotonic()
+                if self._unchecked_rows and (
+                    self._unchecked_rows >= self.checkpoints.rows or now >= self._next_checkpoint
+                ):
+                    self._checkpoint(db)
+                wait = POLL_INTERVAL if self._pending is None else max(0.0, self._pending.retry_at - now)
+                self._stopping.wait(min(wait, POLL_INTERVAL))
+            self._checkpoint(db)
         finally:
             db.close()
+
+    def _drain(self, db: sqlite_utils.Database, stopping: bool) -> None:
+        """Write queued flows until the queue is empty or the database refuses a batch that must wait."""
+        while True:
+            if self._pending is None:
+                if not self._queue:
+                    return
+                self._pending = _Pending(self._rows([self._queue.popleft() for _ in range(
+                    min(BATCH_SIZE, len(self._queue)))]))
+            pending = self._pending
+            wait = pending.retry_at - time.monotonic()
+            if wait > 0:
+                if not stopping:
+                    return
+                time.sleep(min(wait, max(0.0, self._stop_began + self.backoff.on_stop - time.monotonic())))
+            try:
+                stored = store_batch(db, pending.rows, self.scrub)
+            except StoreUnavailable as error:
+                self._refused(pending, error, stopping)
+                continue
+            self._pending = None
+            self.written += stored.written
+            self.degraded += stored.degraded
+            self.failed += stored.failed
+            self._unchecked_rows += stored.written
+            if stored.degraded or stored.failed:
+                logger.warning(f"ccany: flow log: {stored.degraded} rows stored with values as text or without "
+                               f"bodies, {stored.failed} could not be stored ({self.failed} flows lost so far)")
+            if pending.failures:
+                logger.info(f"ccany: flow log: a refused batch was written after {pending.failures} retries")
+
+    def _refused(self, pending: _Pending, error: StoreUnavailable, stopping: bool) -> None:
+        """Schedule the refused batch again, or give it up (and at a stop everything still queued)."""
+        now = time.monotonic()
+        if pending.failures == 0:
+            pending.first_failure = now
+            logger.warning(f"ccany: flow log: {self.path} refused a batch of {len(pending.rows)} flows ({error}); "
+                           "retrying with backoff")
+        pending.failures += 1
+        limit = self._stop_began + self.backoff.on_stop if stopping else \
+            pending.first_failure + self.backoff.give_up_after
+        if now < limit:
+            pending.retry_at = now + self.backoff.delay(pending.failures)
+            return
+        lost = len(pending.rows)
+        self._pending = None
+        if stopping:
+            lost += len(self._queue)
+            self._queue.clear()
+        self.failed += lost
+        logger.error(f"ccany: flow log: {lost} flows could not be written to {self.path} after "
+                     f"{pending.failures} attempts ({error}); {self.failed} flows lost so far")
 
     def _rows(self, batch: list[R]) -> list[dict]:
         rows = []
         for record in batch:
             try:
                 rows.append(self.to_row(record))
-            except Exception:  # a bad record must not stop the log
-                self.failed += 1
-                logger.exception("ccany: could not build a flow log row")
+                continue
+            except Exception as error:  # a bad record must not stop the log
+                failure = error
+            logger.error(f"ccany: could not build a flow log row: {describe_failure(failure)}")
+            try:
+                if self.salvage is not None:
+                    rows.append(self.salvage(record, failure))
+                    self.degraded += 1
+                    continue
+            except Exception as error:
+                logger.error(f"ccany: could not salvage a flow log row: {describe_failure(error)}")
+            self.failed += 1
         return rows
 
-    def _write(self, db, rows: list[dict]) -> None:
-        for attempt in range(BUSY_RETRIES):
+    def _checkpoint(self, db: sqlite_utils.Database) -> None:
+        """Copy the WAL into the DB and truncate it, unless a reader still needs it (then: at the next period)."""
+        self._next_checkpoint = time.monotonic() + self.checkpoints.every
+        try:
+            db.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_MS}")
             try:
-                db.execute("BEGIN IMMEDIATE")
-                insert_flows(db, rows)
-                if db.conn.in_transaction:
-                    db.conn.commit()
-                self.written += len(rows)
-                return
-            except sqlite3.OperationalError as error:
-                if db.conn.in_transaction:
-                    db.conn.rollback()
-                if "locked" not in str(error) and "busy" not in str(error):
-                    break
-                time.sleep(0.05 * 2**attempt)
-            except sqlite3.Error:
-                if db.conn.in_transaction:
-                    db.conn.rollback()
-                logger.exception("ccany: flow log write failed")
-                break
-        self.failed += len(rows)
-        logger.error(f"ccany: {len(rows)} flows could not be written to {self.path}")
+                blocked = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as error:
+            logger.warning(f"ccany: flow log checkpoint failed: {error}")
+            return
+        if not blocked:
+            self._unchecked_rows = 0
 
     def _prune(self, db) -> None:
         cutoff = (datetime.now(UTC) - timedelta(days=self.retention_days)).strftime("%Y-%m-%d %H:%M:%S")

@@ -282,3 +282,325 @@ def test_conversation_from_the_gateways_parsed_message_matches_the_raw_request()
     policy = LogPolicy("all", 1 << 20)
     assert to_row(from_model, policy)["conversation"] == to_row(from_bytes, policy)["conversation"] \
         == "file body\nand now?\nthe answer"
+
+
+# -- a stop loses nothing: bad rows, a refusing database, the WAL, file modes, hooks that fail, the listeners
+
+
+def written_rows(path: str) -> dict[str, dict]:
+    return {r["id"]: r for r in sqlite_utils.Database(path)["flows"].rows}
+
+
+def test_one_poisoned_row_does_not_take_its_batch_down_and_is_stored_as_text(tmp_path):
+    path = str(tmp_path / "f.db")
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record, scrub=lambda text: text.replace("sk-x", "***"))
+    writer.start()
+    for number in range(40):
+        writer.submit(row(f"req_{number}"))
+    writer.submit({**row("req_dict"), "input_tokens": {"echo": "sk-x"}, "notes": '["converted"]'})
+    writer.submit({**row("req_huge"), "output_tokens": 2**70})
+    writer.submit({**row("req_surrogate"), "client_response": "half \ud800 a pair"})
+    writer.close()
+    rows = written_rows(path)
+    assert len(rows) == 43 and (writer.written, writer.degraded, writer.failed) == (43, 3, 0)
+    assert rows["req_dict"]["input_tokens"] == '{"echo": "***"}'
+    assert json.loads(rows["req_dict"]["notes"]) == ["converted", "flow log: stored as text: input_tokens"]
+    assert rows["req_huge"]["output_tokens"] == float(2**70)  # as text; the INTEGER column's affinity makes it REAL
+    assert json.loads(rows["req_huge"]["notes"]) == ["flow log: stored as text: output_tokens"]
+    assert rows["req_surrogate"]["client_response"] == "half ? a pair"
+    assert rows["req_7"]["notes"] is None and rows["req_7"]["conversation"] == "words"
+    assert_search_index_matches_flows(sqlite_utils.Database(path))
+
+
+def test_a_row_that_cannot_be_stored_as_text_is_stored_without_its_bodies(tmp_path, monkeypatch):
+    from ccany_addon.flowlog import store
+
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    def still_bad(bad_row: dict, scrub) -> dict:
+        return bad_row
+
+    monkeypatch.setattr(store, "_VERSIONS", (store.as_is, still_bad, store.stripped))
+    db = schema.open_db(str(tmp_path / "f.db"))
+    bad = {**row("req_x"), "conversation": Unprintable(), "client_model": Unprintable(), "status_code": 200}
+    assert store.store_batch(db, [row("req_ok"), bad]) == store.Stored(written=2, degraded=1, failed=0)
+    kept = written_rows(str(tmp_path / "f.db"))["req_x"]
+    assert (kept["conversation"], kept["client_model"], kept["status_code"]) == (None, None, 200)
+    assert json.loads(kept["notes"]) == ["flow log: stored without its bodies, which could not be written"]
+    assert store.as_text(bad)["client_model"] == "<unprintable Unprintable>"
+
+
+def test_a_record_to_row_fails_on_is_salvaged_as_a_minimal_row(tmp_path, caplog):
+    from ccany_addon.flowlog.record import minimal_row
+
+    def build(record: FlowRecord) -> dict:
+        raise KeyError("sk-secret-in-a-message")
+
+    record = FlowRecord(id="req_m", started=1_760_000_000.0, method="POST", path="/v1/messages", client_addr="",
+                        client_request=b"body", client_request_headers=(), status_code=200, error_type="api_error")
+    path = str(tmp_path / "f.db")
+    writer: FlowWriter[FlowRecord] = FlowWriter(path, build, salvage=minimal_row)
+    writer.start()
+    writer.submit(record)
+    writer.close()
+    saved = written_rows(path)["req_m"]
+    assert (saved["status_code"], saved["error_type"], saved["client_request"]) == (200, "api_error", None)
+    assert "KeyError" in saved["notes"] and (writer.written, writer.degraded, writer.failed) == (1, 1, 0)
+    assert "KeyError at" in caplog.text and "sk-secret" not in caplog.text
+
+
+def locked_for(path: str, seconds: float) -> threading.Thread:
+    """Another writer holding the DB's write lock for `seconds`."""
+    blocker = sqlite3.connect(path, timeout=0, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+
+    def release() -> None:
+        time.sleep(seconds)
+        blocker.rollback()
+        blocker.close()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    return thread
+
+
+def test_a_batch_the_database_refuses_is_retried_with_backoff_until_it_recovers(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(schema, "BUSY_TIMEOUT_MS", 20)  # "database is locked" at once, not after 5 s
+    from ccany_addon.flowlog import writer as writer_module
+
+    attempts: list[float] = []
+    real_store = writer_module.store_batch
+
+    def counted_store(*args, **kwargs):
+        attempts.append(time.monotonic())
+        return real_store(*args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "store_batch", counted_store)
+    path = str(tmp_path / "f.db")
+    schema.open_db(path).close()
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record, queue_size=150)
+    writer.start()
+    release = locked_for(path, 1.5)
+    for number in range(200):  # 150 queue while the batch waits; the last 50 are dropped
+        writer.submit(row(f"req_{number}"))
+    time.sleep(0.5)
+    assert writer.written == 0 and writer.depth > 0 and writer.failed == 0
+    assert "refused a batch" in caplog.text
+    release.join()
+    time.sleep(1.0)
+    assert writer.written == 150 and writer.failed == 0 and writer.dropped == 50
+    gaps = [later - earlier for earlier, later in zip(attempts, attempts[1:], strict=False)][:4]
+    assert all(later > earlier for earlier, later in zip(gaps, gaps[1:], strict=False)), gaps  # backing off
+    writer.close()
+    assert len(written_rows(path)) == 150
+
+
+def test_a_batch_refused_past_the_bound_is_counted_failed_and_the_log_moves_on(tmp_path, monkeypatch, caplog):
+    from ccany_addon.flowlog.writer import Backoff
+
+    monkeypatch.setattr(schema, "BUSY_TIMEOUT_MS", 20)
+    path = str(tmp_path / "f.db")
+    schema.open_db(path).close()
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record,
+                                          backoff=Backoff(first=0.05, give_up_after=0.4, on_stop=0.2))
+    writer.start()
+    release = locked_for(path, 1.0)
+    for number in range(10):
+        writer.submit(row(f"req_{number}"))
+    release.join()
+    writer.submit(row("req_after"))
+    time.sleep(0.8)
+    assert (writer.failed, writer.written) == (10, 1) and "10 flows could not be written" in caplog.text
+    # At a stop, a refusing database gets `on_stop` seconds, then what is left is counted, not waited for.
+    release = locked_for(path, 3.0)
+    writer.submit(row("req_at_stop"))
+    started = time.monotonic()
+    writer.close()
+    assert time.monotonic() - started < 2.0 and writer.failed == 11 and writer.depth == 0
+    release.join()
+    assert set(written_rows(path)) == {"req_after"}
+
+
+def test_submits_after_close_are_counted_as_dropped(tmp_path):
+    writer: FlowWriter[dict] = FlowWriter(str(tmp_path / "f.db"), lambda record: record)
+    writer.start()
+    writer.close()
+    assert not writer.submit(row("req_late")) and writer.dropped == 1
+
+
+def test_the_wal_is_truncated_once_a_long_reader_lets_go_and_on_close(tmp_path):
+    from ccany_addon.flowlog.writer import Checkpoints
+
+    path = str(tmp_path / "f.db")
+    wal = tmp_path / "f.db-wal"
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record, checkpoints=Checkpoints(every=0.2))
+    writer.start()
+    reader = sqlite3.connect(path)
+    assert reader.execute("PRAGMA journal_size_limit").fetchone()[0] == -1  # per connection: the writer's own
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM flows").fetchone()  # holds its snapshot: the WAL cannot restart
+    for number in range(300):
+        writer.submit({**row(f"req_{number}"), "conversation": f"words {number} " + "x" * 20_000})
+    time.sleep(1.0)
+    grown = wal.stat().st_size
+    assert writer.written == 300 and grown > 5_000_000
+    reader.rollback()
+    deadline = time.monotonic() + 3
+    while wal.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert wal.stat().st_size == 0
+    writer.submit(row("req_last"))
+    writer.close()
+    assert wal.stat().st_size == 0  # the reader's connection keeps the file; the close truncated it
+    assert reader.execute("SELECT count(*) FROM flows").fetchone()[0] == 301
+    reader.close()
+
+
+def test_a_new_flow_db_and_its_wal_and_shm_are_created_0600(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "f.db"
+    db = schema.open_db(str(path))
+    with db.conn:
+        schema.insert_flows(db, [row("req_a")])
+    modes = {name: stat.S_IMODE(os.stat(tmp_path / name).st_mode) for name in ("f.db", "f.db-wal", "f.db-shm")}
+    assert modes == {"f.db": 0o600, "f.db-wal": 0o600, "f.db-shm": 0o600}
+    db.close()
+
+
+def test_an_existing_db_readable_by_others_keeps_its_mode_with_a_warning(tmp_path, caplog):
+    import os
+
+    path = tmp_path / "f.db"
+    schema.open_db(str(path)).close()
+    os.chmod(path, 0o644)
+    writer: FlowWriter[dict] = FlowWriter(str(path), lambda record: record)
+    writer.start()
+    writer.close()
+    assert os.stat(path).st_mode & 0o777 == 0o644 and "readable by other users" in caplog.text
+
+
+class _Metrics:
+    def __init__(self, fail: bool = False) -> None:
+        self.fail, self.observed, self.gauges = fail, 0, {}
+
+    def observe_flow(self, *args: object) -> None:
+        if self.fail:
+            raise ValueError("sk-known-secret-0001 in a metrics label")
+        self.observed += 1
+
+
+class _Gateway:
+    """What FlowLog reads of the gateway: flow states, metrics, known secrets."""
+
+    def __init__(self, metrics: _Metrics) -> None:
+        self.states: dict[str, object] = {}
+        self.metrics = metrics
+        self.known_secrets = ("sk-known-secret-0001",)
+
+    def state(self, flow: http.HTTPFlow):
+        state = self.states[flow.id]  # a flow the test gave no state: KeyError, as a gateway bug would raise
+        return state
+
+
+def _flow_log(tmp_path, metrics: _Metrics):
+    from ccany_addon.flowlog.addon import FlowLog
+    from ccany_addon.flowlog.record import minimal_row
+
+    gateway = _Gateway(metrics)
+    flowlog = FlowLog(gateway)  # type: ignore[arg-type]
+    path = str(tmp_path / "f.db")
+    flowlog.writer = FlowWriter(path, lambda record: to_row(record, LogPolicy()), salvage=minimal_row)
+    flowlog.writer.start()
+    return flowlog, gateway, path
+
+
+def test_flow_log_hooks_never_raise_and_every_loss_is_counted_without_secrets(tmp_path, caplog):
+    from mitmproxy.test import tflow
+
+    from ccany_addon.gateway import FlowState
+
+    flowlog, gateway, path = _flow_log(tmp_path, _Metrics(fail=True))
+    readable, unreadable, stateless = tflow.tflow(resp=True), tflow.tflow(resp=True), tflow.tflow(resp=True)
+    gateway.states[readable.id] = FlowState("req_readable", time.time(), client_model="claude-sonnet-4-5")
+    gateway.states[unreadable.id] = FlowState("req_unreadable", time.time(), key=object())  # no .label
+    for flow in (readable, unreadable, stateless):
+        flowlog.requestheaders(flow)
+        flowlog.responseheaders(flow)
+        flowlog.response(flow)
+    flowlog.done()
+    rows = written_rows(path)
+    assert set(rows) == {"req_readable", "req_unreadable"} and not flowlog.in_flight
+    assert rows["req_readable"]["client_model"] == "claude-sonnet-4-5"  # written although the metrics raised
+    assert "could not be read whole (AttributeError)" in rows["req_unreadable"]["notes"]
+    assert (flowlog.failed, flowlog.degraded) == (1, 1)  # the flow without a state is the one lost
+    assert "KeyError at" in caplog.text and "sk-known-secret" not in caplog.text
+
+
+def test_done_logs_flows_still_in_flight_as_interrupted_and_ignores_their_late_end(tmp_path):
+    from mitmproxy.test import tflow
+
+    from ccany_addon.gateway import FlowState
+    from ccany_addon.routing import GatewayError
+
+    flowlog, gateway, path = _flow_log(tmp_path, _Metrics())
+    finished, waiting, failing = tflow.tflow(resp=True), tflow.tflow(), tflow.tflow(resp=True)
+    for flow, request_id in ((finished, "req_finished"), (waiting, "req_waiting"), (failing, "req_failing")):
+        gateway.states[flow.id] = FlowState(request_id, time.time(), client_model="claude-haiku-4-5")
+        flowlog.requestheaders(flow)
+    gateway.states[failing.id].error = GatewayError(500, "upstream went away")
+    flowlog.response(finished)
+    flowlog.done()
+    flowlog.error(waiting)  # mitmproxy cancelling the connection after `done`: already logged
+    rows = written_rows(path)
+    assert rows["req_finished"]["error_type"] is None
+    assert (rows["req_waiting"]["error_type"], rows["req_waiting"]["status_code"]) == ("interrupted", None)
+    assert rows["req_waiting"]["client_model"] == "claude-haiku-4-5"
+    assert rows["req_failing"]["error_type"] == "interrupted" and rows["req_failing"]["status_code"] == 200
+    assert "before that: api_error: upstream went away" in rows["req_failing"]["error_message"]
+    assert flowlog.writer is not None and flowlog.writer.dropped == 0 and flowlog.failed == 0
+
+
+def test_graceful_stop_closes_mitmproxys_listeners_then_waits_for_flows_in_flight():
+    """Uses mitmproxy's private `Proxyserver.servers` and `ServerInstance.stop` (12.2): fails when they change."""
+    import asyncio
+    import socket
+
+    from mitmproxy.addons.proxyserver import Proxyserver
+    from mitmproxy.test import taddons, tflow
+
+    from ccany_addon.flowlog.addon import FlowLog
+    from ccany_addon.flowlog.shutdown import GracefulStop, stop_listening
+
+    async def scenario() -> None:
+        proxyserver = Proxyserver()
+        flowlog = FlowLog(_Gateway(_Metrics()))  # type: ignore[arg-type]
+        stopper = GracefulStop(flowlog)
+        with taddons.context(proxyserver, stopper) as context:
+            context.configure(proxyserver, mode=["reverse:http://127.0.0.1:9"], listen_host="127.0.0.1",
+                              listen_port=0)
+            context.configure(stopper, ccany_shutdown_grace=1)
+            assert await proxyserver.setup_servers()
+            port = proxyserver.listen_addrs()[0][1]
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+            slow, stuck = tflow.tflow(), tflow.tflow()
+            flowlog.requestheaders(slow)
+            flowlog.requestheaders(stuck)
+            asyncio.get_running_loop().call_later(0.2, flowlog.response, slow)
+            started = time.monotonic()
+            await stopper.done()
+            waited = time.monotonic() - started
+            assert flowlog.draining and list(flowlog.in_flight) == [stuck] and 0.9 < waited < 1.5
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(("127.0.0.1", port), timeout=2)
+            assert await stop_listening() == 0  # nothing left to close
+            flowlog.response(stuck)
+            context.configure(stopper, ccany_shutdown_grace=5)
+            started = time.monotonic()
+            await stopper.done()  # nothing in flight: no wait
+            assert time.monotonic() - started < 0.2
+
+    asyncio.run(scenario())
