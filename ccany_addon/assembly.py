@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ccany_addon.client_timeouts import ClientTimeouts
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.flowlog.addon import FlowLog
 from ccany_addon.flowlog.shutdown import GracefulStop
@@ -12,4 +13,4 @@ def build_addons() -> list[object]:
     config = ConfigWatcher()
     gateway = Gateway(config)
     # GracefulStop first: its `done` runs before the others'.
-    return [GracefulStop(flowlog := FlowLog(gateway)), config, gateway, flowlog]
+    return [GracefulStop(flowlog := FlowLog(gateway)), ClientTimeouts(), config, gateway, flowlog]

@@ -95,6 +95,10 @@ class FlowState:
     sent: bool = False  # the upstream request is whole and the gateway's own: only then does it get the key
 
 
+# count_tokens bodies larger than this are counted on a thread (a 1 MB Claude Code body counts in ~40 ms).
+COUNT_ON_LOOP_BYTES = 1024 * 1024
+
+
 def request_id(flow: http.HTTPFlow) -> str:
     return "req_" + flow.id.replace("-", "")
 
@@ -117,9 +121,10 @@ class Gateway:
         self._temperature: float | None = None
         self.pools = KeyPools()
         self.cache = ResponseCache()
-        self.metrics = Metrics()
+        self.metrics = Metrics(lambda: (self.tiers, self.snapshot))  # model labels: configured models only
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
         self._secret_filter = SecretFilter(lambda: self.known_secrets)
+        self._counting: set[asyncio.Task] = set()
 
     # -- options
 
@@ -254,7 +259,10 @@ class Gateway:
             elif handler == "count_tokens":
                 counted = self._body(flow, CountTokensRequest)
                 authorize_model(state.client, counted.model)
-                self._answer(flow, state, 200, {"input_tokens": count_tokens(counted)})
+                if len(flow.request.raw_content or b"") > COUNT_ON_LOOP_BYTES:
+                    self._count_off_loop(flow, state, counted)
+                else:
+                    self._answer(flow, state, 200, {"input_tokens": count_tokens(counted)})
             elif handler == "models":
                 self._answer(flow, state, 200, endpoints.models_list(self.tiers))
             elif handler == "model":
@@ -368,6 +376,23 @@ class Gateway:
                 mitm_compat.answer_failure(flow.request, answer)
                 message = failure.message
         logger.info(f"ccany: {state.request_id} failed: {message}")
+
+    def _count_off_loop(self, flow: http.HTTPFlow, state: FlowState, counted: CountTokensRequest) -> None:
+        """Counting a large conversation takes seconds of Python: it runs on a thread, which hands the event
+        loop back every few milliseconds, while the flow waits (mitmproxy's intercept, made for this)."""
+        async def count() -> None:
+            try:
+                tokens = await asyncio.to_thread(count_tokens, counted)
+                self._answer(flow, state, 200, {"input_tokens": tokens})
+            except Exception as error:
+                self.internal_error(flow, "request", error)
+            finally:
+                self._counting.discard(task)
+                flow.resume()
+
+        flow.intercept()
+        task = asyncio.get_running_loop().create_task(count())
+        self._counting.add(task)  # the loop keeps only a weak reference to a task
 
     def _upstream_failure(self, flow: http.HTTPFlow, state: FlowState, message: str) -> GatewayError:
         name = self._upstream_name(state)
