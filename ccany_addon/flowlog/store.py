@@ -51,9 +51,10 @@ def store_batch(db: sqlite_utils.Database, rows: list[dict], scrub: Callable[[st
     try:
         _transaction(db, lambda: insert_flows(db, rows))
         return Stored(written=len(rows))
-    except Exception as error:
-        if unavailable(error):
-            raise StoreUnavailable(str(error)) from error
+    except StoreUnavailable:
+        raise
+    except Exception:
+        pass  # some row's values: each row on its own
     stored = Stored()
     _transaction(db, lambda: _one_by_one(db, rows, scrub, stored))
     return stored

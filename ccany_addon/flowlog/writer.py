@@ -150,7 +150,8 @@ class FlowWriter[R]:
     @property
     def depth(self) -> int:
         """Flows waiting to be written, a refused batch included."""
-        return len(self._queue) + (len(self._pending.rows) if self._pending else 0)
+        pending = self._pending  # read once: the writer thread may clear it meanwhile
+        return len(self._queue) + (len(pending.rows) if pending else 0)
 
     def close(self, timeout: float = 60.0) -> None:
         """Write every queued record, then stop."""
