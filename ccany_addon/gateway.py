@@ -257,7 +257,7 @@ class Gateway:
             if handler == "messages":
                 self._forward(flow, state)
             elif handler == "count_tokens":
-                counted = self._body(flow, CountTokensRequest)
+                counted = parse(CountTokensRequest, self._decoded(flow))
                 authorize_model(state.client, counted.model)
                 if len(flow.request.raw_content or b"") > COUNT_ON_LOOP_BYTES:
                     self._count_off_loop(flow, state, counted)
@@ -412,7 +412,8 @@ class Gateway:
         state.client = authenticate(snapshot, key, peer)
 
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
-        request = self._body(flow, MessagesRequest)
+        raw = self._decoded(flow)
+        request = parse(MessagesRequest, raw)
         state.last_message = request.messages[-1] if request.messages else None
         authorize_model(state.client, request.model)
         estimated_tokens = rough_input_tokens(request, len(flow.request.raw_content or b""))
@@ -445,7 +446,7 @@ class Gateway:
             path = f"{upstream.path_prefix}/messages"
             if "?" in flow.request.path:
                 path += "?" + flow.request.path.split("?", 1)[1]
-            body = passthrough.to_anthropic_request(self._decoded(flow), request.model, upstream_model)
+            body = passthrough.to_anthropic_request(raw, request.model, upstream_model)
             headers = {name: client_headers[name] for name in passthrough.FORWARDED_HEADERS if name in client_headers}
             headers.setdefault("anthropic-version", passthrough.DEFAULT_VERSION)
         else:
@@ -537,10 +538,6 @@ class Gateway:
         raw = flow.request.raw_content or b""
         encoding = flow.request.headers.get("content-encoding", "")
         return request_body.decoded(raw, encoding, ctx.options.ccany_max_body_size) if encoding else raw
-
-    @classmethod
-    def _body[T: (MessagesRequest, CountTokensRequest)](cls, flow: http.HTTPFlow, model: type[T]) -> T:
-        return parse(model, cls._decoded(flow))
 
     @staticmethod
     def _answer_headers(state: FlowState, content_type: str, error: GatewayError | None) -> http.Headers:
