@@ -212,6 +212,12 @@ class FlowWriter[R]:
             except StoreUnavailable as error:
                 self._refused(pending, error, stopping)
                 continue
+            except Exception as error:  # not the database's fault nor one row's: lose this batch, not the thread
+                self._pending = None
+                self.failed += len(pending.rows)
+                logger.error(f"ccany: flow log: a batch of {len(pending.rows)} flows could not be written: "
+                             f"{describe_failure(error)}")
+                continue
             self._pending = None
             self.written += stored.written
             self.degraded += stored.degraded

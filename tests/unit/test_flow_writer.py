@@ -604,3 +604,26 @@ def test_graceful_stop_closes_mitmproxys_listeners_then_waits_for_flows_in_fligh
             assert time.monotonic() - started < 0.2
 
     asyncio.run(scenario())
+
+
+def test_an_unexpected_failure_loses_its_batch_not_the_writer_thread(tmp_path, monkeypatch):
+    from ccany_addon.flowlog import writer as writer_module
+
+    calls: list[int] = []
+
+    def broken_once(db, rows, scrub):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        return real(db, rows, scrub)
+
+    real = writer_module.store_batch
+    monkeypatch.setattr(writer_module, "store_batch", broken_once)
+    path = str(tmp_path / "f.db")
+    writer: FlowWriter[dict] = FlowWriter(path, lambda record: record)
+    writer.start()
+    writer.submit(row("req_lost"))
+    time.sleep(0.4)
+    writer.submit(row("req_kept"))
+    writer.close()
+    assert (writer.failed, writer.written) == (1, 1) and set(written_rows(path)) == {"req_kept"}
