@@ -1,4 +1,5 @@
-"""The addons that make up ccany, in hook order: config first, then the gateway, then the flow log."""
+"""The addons that make up ccany, in hook order: the graceful stop first (its `done` must run while the others
+are whole), the client timeouts, the config, the gateway, then the flow log."""
 
 from __future__ import annotations
 
@@ -12,5 +13,4 @@ from ccany_addon.gateway import Gateway
 def build_addons() -> list[object]:
     config = ConfigWatcher()
     gateway = Gateway(config)
-    # GracefulStop first: its `done` runs before the others'.
     return [GracefulStop(flowlog := FlowLog(gateway)), ClientTimeouts(), config, gateway, flowlog]

@@ -6,8 +6,8 @@ relies on changes).
   of this gateway speaks the Anthropic API, so the page becomes an Anthropic error body instead: the one the
   gateway chose for the flow when there is one, else a generic one. A killed flow gets an answer too, so the
   gateway can refuse a request from its headers (`refuse`) without reading the body.
-- Two things no hook can do: cancel an upstream connection that has not answered, and close a client
-  connection that never finished sending its request.
+- Three things no hook can do: cancel an upstream connection that has not answered, close a client
+  connection that never finished sending its request, and stop accepting connections while flows finish.
 """
 
 from __future__ import annotations
@@ -99,3 +99,20 @@ def close_client(client: connection.Client, reason: str) -> None:
     io = _transport(client, client)
     if io is not None and io.handler is not None:
         io.handler.cancel(reason)
+
+
+async def stop_listening() -> int:
+    """Close mitmproxy's listening sockets; connections already open go on. Returns how many servers closed.
+
+    Private API: mitmproxy has no public way to stop accepting while the event loop keeps running (the
+    `proxyserver` addon stops its servers only when the `mode` option changes, and that would also drop the
+    reverse target the gateway reads). This reads `Proxyserver.servers` and awaits `ServerInstance.stop()`
+    (12.2); test_graceful_stop_closes_mitmproxys_listeners… in tests/unit/test_flow_writer.py fails when either
+    changes."""
+    proxyserver = ctx.master.addons.get("proxyserver")
+    if proxyserver is None:
+        return 0
+    running = [server for server in proxyserver.servers if server.is_running]
+    for server in running:
+        await server.stop()
+    return len(running)

@@ -17,6 +17,7 @@ from typing import Any
 
 from mitmproxy import ctx
 
+from ccany_addon import mitm_compat
 from ccany_addon.flowlog.addon import FlowLog
 from ccany_addon.flowlog.writer import describe_failure
 from ccany_addon.option_checks import require_bounds
@@ -24,23 +25,6 @@ from ccany_addon.option_checks import require_bounds
 logger = logging.getLogger("ccany")
 
 POLL = 0.05  # how often the wait looks at the flows in flight
-
-
-async def stop_listening() -> int:
-    """Close mitmproxy's listening sockets; connections already open go on. Returns how many servers closed.
-
-    Private API: mitmproxy has no public way to stop accepting while the event loop keeps running (the
-    `proxyserver` addon stops its servers only when the `mode` option changes, and that would also drop the
-    reverse target the gateway reads). This reads `Proxyserver.servers` and awaits `ServerInstance.stop()`
-    (12.2); test_graceful_stop_closes_mitmproxys_listeners… in tests/unit/test_flow_writer.py fails when either
-    changes."""
-    proxyserver = ctx.master.addons.get("proxyserver")
-    if proxyserver is None:
-        return 0
-    running = [server for server in proxyserver.servers if server.is_running]
-    for server in running:
-        await server.stop()
-    return len(running)
 
 
 class GracefulStop:
@@ -60,7 +44,7 @@ class GracefulStop:
         grace = ctx.options.ccany_shutdown_grace
         self.flowlog.draining = True
         try:
-            closed = await stop_listening()
+            closed = await mitm_compat.stop_listening()
         except Exception as error:  # still wait: the flows in flight are what matters
             closed = 0
             logger.error(f"ccany: the listening sockets could not be closed: {describe_failure(error)}")

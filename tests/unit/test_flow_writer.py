@@ -573,7 +573,8 @@ def test_graceful_stop_closes_mitmproxys_listeners_then_waits_for_flows_in_fligh
     from mitmproxy.test import taddons, tflow
 
     from ccany_addon.flowlog.addon import FlowLog
-    from ccany_addon.flowlog.shutdown import GracefulStop, stop_listening
+    from ccany_addon.flowlog.shutdown import GracefulStop
+    from ccany_addon.mitm_compat import stop_listening
 
     async def scenario() -> None:
         proxyserver = Proxyserver()
