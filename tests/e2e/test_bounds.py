@@ -42,8 +42,8 @@ def head(path: str, headers: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
-def answer_of(sock: socket.socket, timeout: float = 5) -> tuple[int, dict]:
-    """Status and JSON body of the answer on a raw socket."""
+def answer_of(sock: socket.socket, timeout: float = 5) -> tuple[int, dict, str]:
+    """Status, JSON body and request-id of the answer on a raw socket."""
     sock.settimeout(timeout)
     data = b""
     while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
@@ -51,8 +51,10 @@ def answer_of(sock: socket.socket, timeout: float = 5) -> tuple[int, dict]:
         assert chunk, data
         data += chunk
     status_line, _, rest = data.partition(b"\r\n")
-    body = rest.split(b"\r\n\r\n", 1)[1]
-    return int(status_line.split()[1]), json.loads(body)
+    head, body = rest.split(b"\r\n\r\n", 1)
+    request_id = next(line.split(b":", 1)[1].strip().decode() for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"request-id:"))
+    return int(status_line.split()[1]), json.loads(body), request_id
 
 
 def _length(data: bytes) -> int:
@@ -88,16 +90,18 @@ def test_a_content_length_over_the_limit_is_refused_before_the_body(proxy):
     with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
         sock.sendall(head("/v1/messages", {"content-length": str(100 * 1024 * 1024), "x-api-key": proxy.key}))
         started = time.monotonic()
-        status, body = answer_of(sock)
+        status, body, request_id = answer_of(sock)
     assert status == 413 and body["error"]["type"] == "request_too_large"
     assert time.monotonic() - started < 2
+    assert proxy.flow(request_id)["error_type"] == "request_too_large"
 
 
 def test_a_client_without_a_key_is_refused_before_its_body(proxy):
     with socket.create_connection(("127.0.0.1", proxy.port)) as sock:
         sock.sendall(head("/v1/messages", {"content-length": str(LIMIT - 10), "content-type": "application/json"}))
-        status, body = answer_of(sock)  # not one byte of the body was sent
+        status, body, request_id = answer_of(sock)  # not one byte of the body was sent
     assert status == 401 and body["error"]["type"] == "authentication_error"
+    assert proxy.flow(request_id)["status_code"] == 401
 
 
 def test_a_chunked_body_is_cut_at_the_limit(proxy):
@@ -109,8 +113,9 @@ def test_a_chunked_body_is_cut_at_the_limit(proxy):
                 sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
         except OSError:
             pass  # the gateway closed the connection once the limit was passed
-        status, body = answer_of(sock)
+        status, body, request_id = answer_of(sock)
     assert status == 413 and body["error"]["type"] == "request_too_large"
+    assert proxy.flow(request_id)["status_code"] == 413
 
 
 def test_a_gzip_bomb_is_refused_quickly_while_health_answers(proxy):
