@@ -353,7 +353,7 @@ def test_a_record_to_row_fails_on_is_salvaged_as_a_minimal_row(tmp_path, caplog)
 
 def locked_for(path: str, seconds: float) -> threading.Thread:
     """Another writer holding the DB's write lock for `seconds`."""
-    blocker = sqlite3.connect(path, timeout=0, check_same_thread=False)
+    blocker = sqlite3.connect(path, timeout=5, check_same_thread=False)  # the writer may be starting up
     blocker.execute("BEGIN IMMEDIATE")
 
     def release() -> None:
