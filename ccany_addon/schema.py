@@ -116,8 +116,17 @@ class ToolUseBlock:
     input: Any
 
 
+@_part
+class ToolReferenceBlock:
+    """Claude Code's tool search answers with these inside a tool result: the named deferred tool is now loaded.
+    Only the Anthropic API acts on them; converting kinds leave them out."""
+
+    type: Literal["tool_reference"]
+    tool_name: str | None = None
+
+
 ToolResultContent = Annotated[
-    TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")
+    TextBlock | ImageBlock | DocumentBlock | SearchResultBlock | ToolReferenceBlock, Field(discriminator="type")
 ]
 
 
@@ -234,7 +243,7 @@ _TAGS = {
     tag
     for model in (Base64Source, UrlSource, TextSource, ContentSource, FileSource, TextBlock, ImageBlock,
                   DocumentBlock, SearchResultBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock,
-                  RedactedThinkingBlock, ServerToolBlock)
+                  RedactedThinkingBlock, ServerToolBlock, ToolReferenceBlock)
     for tag in model.__pydantic_fields__["type"].annotation.__args__
 }
 
@@ -296,7 +305,7 @@ def _refuse_constants(body: bytes) -> None:
         json.loads(body, parse_constant=refuse)
     except _Constant as constant:
         raise GatewayError(400, f"Request body is not valid JSON: {constant} is not a JSON number") from None
-    except ValueError:
+    except (ValueError, RecursionError):  # nesting deeper than Python's stack: pydantic's parser refuses it too
         pass  # pydantic's parser says what else is wrong
 
 

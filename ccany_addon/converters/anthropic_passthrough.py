@@ -21,10 +21,17 @@ def to_anthropic_request(raw: bytes, client_model: str, upstream_model: str) -> 
     return dumps(body)
 
 
-def message_facts(message: dict) -> tuple[str | None, dict]:
-    """The stop reason and usage of a non-streamed answer."""
-    usage = message.get("usage")
-    return message.get("stop_reason"), usage if isinstance(usage, dict) else {}
+def message_facts(message: object) -> tuple[str | None, dict]:
+    """The stop reason and usage of a non-streamed answer. What is passed through untouched must be a message a
+    client can read: anything else raises ValueError (the upstream's failure)."""
+    if not (isinstance(message, dict) and message.get("type") == "message" and message.get("role") == "assistant"
+            and isinstance(content := message.get("content"), list)
+            and all(isinstance(block, dict) and isinstance(block.get("type"), str) for block in content)
+            and isinstance(usage := message.get("usage"), dict)
+            and all(type(usage.get(name)) is int for name in ("input_tokens", "output_tokens"))):
+        raise ValueError("the upstream's answer is not an Anthropic message")
+    stop_reason = message.get("stop_reason")
+    return stop_reason if isinstance(stop_reason, str) else None, usage
 
 
 class AnthropicEventStream:
@@ -42,6 +49,8 @@ class AnthropicEventStream:
         self.usage: dict = {}
         self.error: str | None = None
         self.error_type: str | None = None
+        self._unframed = False  # data without an `event:` line went by: not an Anthropic event, maybe an error
+        self._unreadable_error = False
 
     def __call__(self, data: bytes) -> list[bytes]:
         """An upstream's stream is untrusted input: what cannot be read ends the client's stream with an error."""
@@ -66,10 +75,22 @@ class AnthropicEventStream:
             return []
         complete, self._buffer = buffer[:end], buffer[end:]
         self._watch(complete)
-        if self.error is not None and self.secrets:  # an upstream's error may quote a key
-            for secret in self.secrets:
-                complete = complete.replace(secret.encode(), b"***")
-        return [complete]
+        return [self._checked(complete) if self.error is not None or self._unframed else complete]
+
+    def _checked(self, events: bytes) -> bytes:
+        """Events after an error or not framed as Anthropic events: nothing after the error (an unreadable one
+        is replaced by the gateway's own), no key."""
+        if self.error is not None:  # the stream has ended
+            start = 0 if events.startswith(b"event: error") else events.find(b"\nevent: error") + 1
+            if start > 0 or events.startswith(b"event: error"):
+                lf, crlf = events.find(b"\n\n", start), events.find(b"\r\n\r\n", start)
+                ends = [end + 2 for end in (lf,) if end >= 0] + [end + 4 for end in (crlf,) if end >= 0]
+                events = events[: min(ends)] if ends else events
+                if self._unreadable_error:
+                    events = events[:start] + encode_event(error_body(500, self.error))
+        for secret in self.secrets:  # an upstream's error may quote a key
+            events = events.replace(secret.encode(), b"***")
+        return events
 
     def _fail(self, message: str) -> list[bytes]:
         self.error, self.error_type, self._buffer = message, error_type(502), b""
@@ -80,6 +101,8 @@ class AnthropicEventStream:
         for block in events.replace(b"\r\n", b"\n").split(b"\n\n"):
             kind = block[7 : block.find(b"\n")] if block.startswith(b"event: ") else b""
             if kind not in (b"message_start", b"message_delta", b"message_stop", b"error"):
+                if not kind and block.strip() and block[:1] != b":":  # a comment is framing
+                    self._unframed = True
                 continue
             if kind == b"message_stop":
                 self.finished = True
@@ -87,6 +110,9 @@ class AnthropicEventStream:
             try:
                 event = loads(block.split(b"data: ", 1)[1])
             except (IndexError, ValueError):
+                if kind == b"error":  # an error all the same, whatever its data
+                    self.error = f"{self.upstream} upstream sent an unreadable error event"
+                    self.error_type, self._unreadable_error = error_type(500), True
                 continue
             if kind == b"message_start":
                 self.usage = dict(event.get("message", {}).get("usage") or {})
@@ -101,8 +127,9 @@ class AnthropicEventStream:
     def _end(self) -> list[bytes]:
         out: list[bytes] = []
         if self._buffer.strip():
-            out.append(self._buffer + b"\n\n")
-            self._watch(out[0])
+            rest = self._buffer + b"\n\n"
+            self._watch(rest)
+            out.append(self._checked(rest))  # the rest of a stream that did not end in an event: no key either
             self._buffer = b""
         if not self.finished and self.error is None:
             self.error = f"{self.upstream} upstream ended the stream before message_stop"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -124,6 +125,27 @@ def _closing_text(text: str) -> str:
                 return ""
             stack.pop()
     return ('"' if in_string else "") + "".join(reversed(stack))
+
+
+# Token counts an upstream reports are untrusted input: anything but a plausible count becomes one (JSON-safe).
+MAX_TOKEN_COUNT = 2**53 - 1
+
+
+def token_count(value: object) -> int:
+    """An upstream's token count as a non-negative int: a number of another type or a string of digits is
+    read as one, anything else counts 0 (a client reading `usage` wants integers)."""
+    if type(value) is int:
+        return min(max(value, 0), MAX_TOKEN_COUNT)
+    if isinstance(value, float) and math.isfinite(value):
+        return min(max(int(value), 0), MAX_TOKEN_COUNT)
+    if isinstance(value, str) and value.isdigit() and len(value) < 20:
+        return min(int(value), MAX_TOKEN_COUNT)
+    return 0
+
+
+def dict_field(value: object, name: str) -> object:
+    """`value[name]` when `value` is an object, else None."""
+    return value.get(name) if isinstance(value, dict) else None
 
 
 def estimate_output_tokens(text_chars: int) -> int:

@@ -16,11 +16,13 @@ import mimetypes
 import re
 
 from ccany_addon.converters.common import (
+    MAX_TOKEN_COUNT,
     ResponseContext,
     UpstreamTarget,
     message_id,
     short_tool_name,
     thinking_signature,
+    token_count,
     tool_use_id,
 )
 from ccany_addon.converters.gemini_schema import clean_schema
@@ -34,6 +36,7 @@ from ccany_addon.schema import (
     MessagesRequest,
     SearchResultBlock,
     TextBlock,
+    ToolReferenceBlock,
     ToolResultBlock,
 )
 from ccany_addon.sse import SSEDecoder
@@ -201,9 +204,11 @@ def _tool_result(block: ToolResultBlock) -> tuple[str, list[dict]]:
     return "\n".join(texts), extra
 
 
-def _content_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock) -> list[dict]:
+def _content_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock | ToolReferenceBlock) -> list[dict]:
     if isinstance(block, TextBlock):
         return [{"text": block.text}] if block.text else []
+    if isinstance(block, ToolReferenceBlock):  # only the Anthropic API loads deferred tools
+        return []
     if isinstance(block, SearchResultBlock):
         body = "\n".join(item.text for item in block.content)
         return [{"text": f"{block.title} ({block.source})\n{body}"}]
@@ -272,12 +277,13 @@ def _stop_reason(finish_reason: str, has_calls: bool, candidate: dict, upstream:
 
 
 def usage_from_gemini(meta: dict | None) -> dict:
-    meta = meta or {}
-    cached = meta.get("cachedContentTokenCount") or 0
-    prompt = (meta.get("promptTokenCount") or 0) + (meta.get("toolUsePromptTokenCount") or 0)
+    meta = meta if isinstance(meta, dict) else {}
+    cached = token_count(meta.get("cachedContentTokenCount"))
+    prompt = token_count(meta.get("promptTokenCount")) + token_count(meta.get("toolUsePromptTokenCount"))
+    output = token_count(meta.get("candidatesTokenCount")) + token_count(meta.get("thoughtsTokenCount"))
     return {
-        "input_tokens": max(prompt - cached, 0),
-        "output_tokens": (meta.get("candidatesTokenCount") or 0) + (meta.get("thoughtsTokenCount") or 0),
+        "input_tokens": min(max(prompt - cached, 0), MAX_TOKEN_COUNT),
+        "output_tokens": min(output, MAX_TOKEN_COUNT),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }

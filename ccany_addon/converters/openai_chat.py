@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from ccany_addon.converters.common import (
     ResponseContext,
     UpstreamTarget,
+    dict_field,
     message_id,
     parse_tool_arguments,
     short_tool_name,
     thinking_signature,
+    token_count,
     tool_use_id,
 )
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
@@ -29,6 +31,7 @@ from ccany_addon.schema import (
     SearchResultBlock,
     TextBlock,
     Tool,
+    ToolReferenceBlock,
     ToolResultBlock,
 )
 from ccany_addon.sse import SSEDecoder
@@ -163,9 +166,11 @@ def tool_result_content(block: ToolResultBlock) -> tuple[str, list[dict]]:
     return text, extra
 
 
-def user_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock) -> list[dict]:
+def user_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock | ToolReferenceBlock) -> list[dict]:
     if isinstance(block, TextBlock):
         return [{"type": "text", "text": block.text}] if block.text else []
+    if isinstance(block, ToolReferenceBlock):  # only the Anthropic API loads deferred tools
+        return []
     if isinstance(block, SearchResultBlock):
         body = "\n".join(item.text for item in block.content)
         return [{"type": "text", "text": f"{block.title} ({block.source})\n{body}"}]
@@ -329,13 +334,13 @@ def _stop_reason(finish_reason: str | None, matched: object, ctx: ResponseContex
 
 
 def usage_from_openai(usage: dict | None) -> dict:
-    usage = usage or {}
-    prompt = usage.get("prompt_tokens") or 0
-    details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") or usage.get("prompt_cache_hit_tokens") or 0
+    usage = usage if isinstance(usage, dict) else {}
+    prompt = token_count(usage.get("prompt_tokens"))
+    cached = token_count(dict_field(usage.get("prompt_tokens_details"), "cached_tokens")
+                         or usage.get("prompt_cache_hit_tokens"))
     return {
         "input_tokens": max(prompt - cached, 0),
-        "output_tokens": usage.get("completion_tokens") or 0,
+        "output_tokens": token_count(usage.get("completion_tokens")),
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": cached,
     }

@@ -14,10 +14,12 @@ from ccany_addon.converters import openai_chat as chat
 from ccany_addon.converters.common import (
     ResponseContext,
     UpstreamTarget,
+    dict_field,
     message_id,
     parse_tool_arguments,
     short_tool_name,
     thinking_signature,
+    token_count,
     tool_use_id,
 )
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
@@ -169,11 +171,11 @@ def _assistant_items(blocks: list) -> list[dict]:
 
 
 def _usage(usage: dict | None) -> dict:
-    usage = usage or {}
-    cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
+    usage = usage if isinstance(usage, dict) else {}
+    cached = token_count(dict_field(usage.get("input_tokens_details"), "cached_tokens"))
     # Anthropic counts cached input apart: Claude Code adds the figures up for its context meter.
-    return {"input_tokens": max((usage.get("input_tokens") or 0) - cached, 0),
-            "output_tokens": usage.get("output_tokens") or 0,
+    return {"input_tokens": max(token_count(usage.get("input_tokens")) - cached, 0),
+            "output_tokens": token_count(usage.get("output_tokens")),
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
 
 

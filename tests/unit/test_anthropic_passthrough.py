@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ccany_addon.conformance import check_stream
-from ccany_addon.converters.anthropic_passthrough import AnthropicEventStream, to_anthropic_request
+from ccany_addon.converters.anthropic_passthrough import AnthropicEventStream, message_facts, to_anthropic_request
 from ccany_addon.sse import encode_event
 
 EVENTS = [
@@ -56,3 +57,46 @@ def test_the_request_is_untouched_unless_a_route_renames_the_model():
     raw = b'{"model": "claude-x", "max_tokens": 5, "messages": []}'
     assert to_anthropic_request(raw, "claude-x", "claude-x") is raw
     assert b'"model":"claude-y"' in to_anthropic_request(raw, "claude-x", "claude-y")
+
+
+KEY = "FZ-provider-key-of-no-known-shape-42"
+
+
+def test_nothing_passes_after_an_error_event_and_its_key_is_masked():
+    error = encode_event({"type": "error", "error": {"type": "overloaded_error", "message": f"Overloaded {KEY}"}})
+    stream = AnthropicEventStream(secrets=(KEY,))
+    data = b"".join(stream(encode_event(EVENTS[0]) + error + b"".join(map(encode_event, EVENTS[1:]))) + stream(b""))
+    report = check_stream(data)
+    assert report.ok and report.error["type"] == "overloaded_error" and KEY not in data.decode()
+    assert data.endswith(error.replace(KEY.encode(), b"***"))
+
+
+def test_an_unreadable_error_event_becomes_the_gateways_own():
+    stream = AnthropicEventStream("api.example:443", secrets=(KEY,))
+    data = b"".join(stream(encode_event(EVENTS[0]) + b"event: error\ndata: " + KEY.encode() + b"\n\n") + stream(b""))
+    report = check_stream(data)
+    assert report.ok and report.error["type"] == "api_error" and KEY not in data.decode()
+    assert "unreadable error event" in report.error["message"]
+
+
+def test_data_without_an_event_line_and_a_stream_that_is_not_sse_never_carry_a_key():
+    stream = AnthropicEventStream(secrets=(KEY,))
+    data = b"".join(stream(encode_event(EVENTS[0]) + b'data: {"error": "' + KEY.encode() + b'"}\n\n') + stream(b""))
+    assert KEY not in data.decode()
+    stream = AnthropicEventStream(secrets=(KEY,))  # a JSON error body answered with status 200 to a stream request
+    data = b"".join(stream(b'{"type": "error", "error": {"message": "' + KEY.encode() + b'"}}') + stream(b""))
+    assert KEY not in data.decode() and not check_stream(data).complete
+
+
+@pytest.mark.parametrize("body", [
+    {"type": "error", "error": {"type": "api_error", "message": "x"}},
+    {**EVENTS[0]["message"], "role": 7},
+    {**EVENTS[0]["message"], "content": [{"text": "no type"}]},
+    {**EVENTS[0]["message"], "usage": {"input_tokens": "5", "output_tokens": 1}},
+    [EVENTS[0]["message"]],
+])
+def test_a_non_streamed_answer_that_is_not_a_message_is_refused(body):
+    with pytest.raises(ValueError):
+        message_facts(body)
+    assert message_facts({**EVENTS[0]["message"], "stop_reason": "end_turn"}) == (
+        "end_turn", {"input_tokens": 5, "output_tokens": 1})

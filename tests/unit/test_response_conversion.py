@@ -289,3 +289,19 @@ def test_upstream_error_reads_fastapi_validation_details():
     error = upstream_error(422, raw, "vllm")
     assert error.status == 400
     assert error.message == "vllm upstream: body.max_tokens: must be at most 8192"
+
+
+@pytest.mark.parametrize(("usage", "expected"), [
+    ({"prompt_tokens": "1200", "completion_tokens": "42", "prompt_tokens_details": {"cached_tokens": "1000"}},
+     (200, 42, 1000)),
+    ({"prompt_tokens": 2**64, "completion_tokens": -5, "prompt_tokens_details": "many"}, (2**53 - 1, 0, 0)),
+    ({"prompt_tokens": 12.9, "completion_tokens": float("nan"), "prompt_tokens_details": [1]}, (12, 0, 0)),
+    ({"prompt_tokens": None, "completion_tokens": [3], "prompt_tokens_details": {"cached_tokens": {"n": 1}}},
+     (0, 0, 0)),
+    ("lots", (0, 0, 0)),
+], ids=["strings", "huge-negative", "floats", "wrong-types", "usage-a-string"])
+def test_usage_counts_of_any_type_become_integers(usage, expected):
+    """An upstream's usage is untrusted input: a client reading `usage` always gets integers."""
+    usage_out = to_message(completion({"content": "x"}, usage=usage), CTX)["usage"]
+    assert (usage_out["input_tokens"], usage_out["output_tokens"], usage_out["cache_read_input_tokens"]) == expected
+    assert all(type(value) is int for value in usage_out.values())

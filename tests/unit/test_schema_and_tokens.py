@@ -318,3 +318,17 @@ def test_converters_leave_known_tools_as_they_were(known_tools):
     count_tokens(request)
     again = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
     assert again.tools is request.tools and again.model_dump() == full_parse(compact({**BASE, "tools": TOOLS}))
+
+
+def test_nesting_deeper_than_the_stack_is_a_400_not_a_crash():
+    body = b'{"model": "m", "max_tokens": 5, "messages": [], "x": ' + b"[" * 3000 + b"]" * 3000 + b"}"
+    with pytest.raises(GatewayError) as raised:
+        parse(MessagesRequest, body)
+    assert raised.value.status == 400 and "not valid JSON" in raised.value.message
+
+
+def test_tool_reference_blocks_in_a_tool_result_are_counted():
+    body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                                     "content": [{"type": "tool_reference",
+                                                                                  "tool_name": "WebFetch"}]}]}]}
+    assert count_tokens(parse(CountTokensRequest, json.dumps(body).encode())) > 0
