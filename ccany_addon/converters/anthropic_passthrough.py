@@ -5,7 +5,7 @@ stream must never look like a clean end."""
 
 from __future__ import annotations
 
-from ccany_addon.errors import error_body, error_type, mask_secrets
+from ccany_addon.errors import GatewayError, error_body, error_type, mask_secrets
 from ccany_addon.json_codec import dumps, loads
 from ccany_addon.sse import encode_event
 
@@ -16,7 +16,10 @@ FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 def to_anthropic_request(raw: bytes, client_model: str, upstream_model: str) -> bytes:
     if upstream_model == client_model:
         return raw
-    body = loads(raw)
+    try:
+        body = loads(raw)
+    except ValueError as error:  # what pydantic's parser took and orjson does not, e.g. 1e400
+        raise GatewayError(400, f"Request body is not valid JSON: {error}") from None
     body["model"] = upstream_model
     return dumps(body)
 
@@ -75,7 +78,33 @@ class AnthropicEventStream:
             return []
         complete, self._buffer = buffer[:end], buffer[end:]
         self._watch(complete)
+        if self.finished:  # nothing after message_stop
+            complete = self._through_stop(complete)
         return [self._checked(complete) if self.error is not None or self._unframed else complete]
+
+    @staticmethod
+    def _through_stop(events: bytes) -> bytes:
+        """`events` up to the end of the message_stop event (with its data) that ended the stream."""
+        start = -1
+        while (start := events.find(b"event: message_stop", start + 1)) >= 0:
+            if start and events[start - 1 : start] != b"\n":
+                continue
+            lf, crlf = events.find(b"\n\n", start), events.find(b"\r\n\r\n", start)
+            ends = [end + 2 for end in (lf,) if end >= 0] + [end + 4 for end in (crlf,) if end >= 0]
+            end = min(ends) if ends else len(events)
+            if b"\ndata:" in events[start:end]:
+                return events[:end]
+        return events
+
+    @staticmethod
+    def _through(events: bytes, head: bytes) -> bytes:
+        """`events` up to the end of the first event that begins with `head`."""
+        start = 0 if events.startswith(head) else events.find(b"\n" + head) + 1
+        if start == 0 and not events.startswith(head):
+            return events
+        lf, crlf = events.find(b"\n\n", start), events.find(b"\r\n\r\n", start)
+        ends = [end + 2 for end in (lf,) if end >= 0] + [end + 4 for end in (crlf,) if end >= 0]
+        return events[: min(ends)] if ends else events
 
     def _checked(self, events: bytes) -> bytes:
         """Events after an error or not framed as Anthropic events: nothing after the error (an unreadable one
@@ -83,9 +112,7 @@ class AnthropicEventStream:
         if self.error is not None:  # the stream has ended
             start = 0 if events.startswith(b"event: error") else events.find(b"\nevent: error") + 1
             if start > 0 or events.startswith(b"event: error"):
-                lf, crlf = events.find(b"\n\n", start), events.find(b"\r\n\r\n", start)
-                ends = [end + 2 for end in (lf,) if end >= 0] + [end + 4 for end in (crlf,) if end >= 0]
-                events = events[: min(ends)] if ends else events
+                events = self._through(events, b"event: error")
                 if self._unreadable_error:
                     events = events[:start] + encode_event(error_body(500, self.error))
         for secret in self.secrets:  # an upstream's error may quote a key
@@ -105,8 +132,10 @@ class AnthropicEventStream:
                     self._unframed = True
                 continue
             if kind == b"message_stop":
+                if b"\ndata:" not in block:  # not an event a client reads as the end
+                    continue
                 self.finished = True
-                continue
+                break  # the stream has ended: what follows is not sent
             try:
                 event = loads(block.split(b"data: ", 1)[1])
             except (IndexError, ValueError):

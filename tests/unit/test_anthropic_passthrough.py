@@ -100,3 +100,27 @@ def test_a_non_streamed_answer_that_is_not_a_message_is_refused(body):
         message_facts(body)
     assert message_facts({**EVENTS[0]["message"], "stop_reason": "end_turn"}) == (
         "end_turn", {"input_tokens": 5, "output_tokens": 1})
+
+
+def test_nothing_passes_after_message_stop():
+    error = encode_event({"type": "error", "error": {"type": "overloaded_error", "message": f"late {KEY}"}})
+    stream = AnthropicEventStream(secrets=(KEY,))
+    data = b"".join(stream((STREAM + error).replace(b"\n", b"\r\n")) + stream(b""))
+    assert data == STREAM.replace(b"\n", b"\r\n") and check_stream(data).complete
+    assert stream.error is None
+
+
+def test_a_renamed_request_orjson_cannot_read_is_a_400():
+    from ccany_addon.errors import GatewayError
+
+    with pytest.raises(GatewayError) as raised:
+        to_anthropic_request(b'{"model": "a", "temperature": 1e400}', "a", "b")
+    assert raised.value.status == 400
+
+
+def test_a_message_stop_without_data_is_not_the_end():
+    junk = STREAM.index(b"event: message_delta")
+    data = STREAM[:junk] + b"event: message_stop\n\n" + STREAM[junk:]
+    stream = AnthropicEventStream()
+    out = b"".join(stream(data) + stream(b""))
+    assert out == data and stream.finished and stream.error is None
