@@ -757,6 +757,8 @@ def answer_problems(case: Case) -> list[str]:
         if not content_type.startswith("application/json"):
             problems.append(f"content-type {content_type!r}")
         return problems
+    if b"internal error while handling this request" in body:  # fail-closed caught a bug: find it in the log
+        problems.append(f"status {status}: an internal error")
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if not (parsed.get("type") == "error" and isinstance(error, dict) and isinstance(error.get("message"), str)
             and ERROR_TYPES.get(status) == error.get("type")):
