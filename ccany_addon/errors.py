@@ -58,7 +58,9 @@ class GatewayError(Exception):
         self.status = client_status(status)
         self.message = message
         self.retry_after = retry_after  # seconds, sent as `retry-after`
-        self.should_retry = should_retry  # sent as `x-should-retry`, which the Anthropic SDKs obey
+        # sent as `x-should-retry`, which the Anthropic SDKs and Claude Code obey: a 401 is never worth a retry
+        # (without it Claude Code retries a wrong key for about three minutes)
+        self.should_retry = False if should_retry is None and self.status == 401 else should_retry
 
     @property
     def error_type(self) -> str:

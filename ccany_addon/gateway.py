@@ -22,6 +22,7 @@ from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot, Provider, Pro
 from ccany_addon.converters import anthropic_passthrough as passthrough
 from ccany_addon.converters.capability_fit import fit_request
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
+from ccany_addon.converters.error_words import client_words
 from ccany_addon.converters.openai_chat import upstream_error
 from ccany_addon.count_tokens import count_tokens, rough_input_tokens
 from ccany_addon.dialects import DIALECTS, Dialect, StreamTranslator
@@ -93,6 +94,7 @@ class FlowState:
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)
     sent: bool = False  # the upstream request is whole and the gateway's own: only then does it get the key
+    late_system: bool = False  # the converted request carries a system message after the first
 
 
 # count_tokens bodies larger than this are counted on a thread (a 1 MB Claude Code body counts in ~40 ms).
@@ -334,6 +336,15 @@ class Gateway:
         raw = self._decoded_answer(state, response)
         if response.status_code != 200:
             error = upstream_error(response.status_code, raw, self._upstream_name(state), self.known_secrets)
+            if state.upstream.kind != "anthropic" and \
+                    (words := client_words(response.status_code, error.message, state.late_system)) is not None:
+                # a refusal of this request the CLI recovers from, in the words it acts on (not a key's failure)
+                state.notes.append(f"upstream said: {error.message[:300]}")
+                raise GatewayError(400, words, should_retry=False)
+            if response.status_code in (401, 403) and state.key is None:
+                error.message = (f"ccany: the upstream refused the gateway's own API key (not your client key); "
+                                 f"whoever runs the gateway must fix it: {error.message}")
+                error.should_retry = False
             if state.key is not None and is_key_failure(response.status_code):
                 error = self._key_failed(state, response, raw, error)
             elif (wait := cooldown_from(response.headers, raw, time.time())) is not None:
@@ -468,6 +479,8 @@ class Gateway:
         if self._temperature is not None:
             request = request.model_copy(update={"temperature": self._temperature})
         request, fitted = fit_request(request, caps)
+        state.late_system = not target.fold_system_messages and any(
+            message.role == "system" for message in request.messages[1:])
         body, notes = dialect.to_request(request, target)
         notes = fitted + notes
         for note in notes:

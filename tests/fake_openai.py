@@ -96,6 +96,15 @@ def plan_for(body: dict) -> tuple[int, dict | None, Plan]:
     """(status, error body, stream plan) for a request body."""
     model = body.get("model", "")
     scenario = model.split(":", 1)[1] if model.startswith("scenario:") else "claude-code"
+    if scenario == "overflow":  # OpenAI's words for a prompt over the context window
+        return 400, {"error": {"message": "This model's maximum context length is 128000 tokens. However, your "
+                                          "messages resulted in 131072 tokens. Please reduce the length of the "
+                                          "messages.", "type": "invalid_request_error",
+                               "code": "context_length_exceeded"}}, []
+    if scenario == "strict_system" and any(m.get("role") == "system" for m in body.get("messages", [])[1:]):
+        # vLLM with a Mistral-style chat template: a system message anywhere but first is refused
+        return 400, {"object": "error", "message": "System message must be at the beginning.",
+                     "type": "BadRequestError", "param": None, "code": 400}, []
     if (m := re.fullmatch(r"http_(\d{3})", scenario)):
         status = int(m.group(1))
         kind = {401: "invalid_request_error", 429: "rate_limit_exceeded"}.get(status, "server_error")

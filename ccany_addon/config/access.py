@@ -50,7 +50,8 @@ def authenticate(snapshot: ConfigSnapshot, key: str | None, client_address: str,
 
 def authorize_model(client: ClientKey | None, model: str) -> None:
     if client is not None and not client.allows(model):
-        raise GatewayError(403, f"Client key {client.name!r} may not use model {model!r}")
+        # 400, as the gateway protocol has it: the CLI shows it and does not retry
+        raise GatewayError(400, f"Client key {client.name!r} may not use model {model!r}", should_retry=False)
 
 
 def _expired(expires_at: str, now: datetime) -> bool:

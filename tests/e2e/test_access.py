@@ -50,7 +50,7 @@ def post(proxy, key: str | None, model: str) -> httpx.Response:
      ("wrong", 401, "authentication_error", "Invalid client key"),
      ("disabled", 401, "authentication_error", "is disabled"),
      ("expired", 401, "authentication_error", "expired on 2020-01-31"),
-     ("haiku-only", 403, "permission_error", "may not use model 'claude-sonnet-4-5'")],
+     ("haiku-only", 400, "invalid_request_error", "may not use model 'claude-sonnet-4-5'")],
 )
 def test_requests_without_a_usable_key_are_refused(gateway, fake_upstream, who, status, error_type, words):
     proxy, _, keys = gateway
@@ -59,6 +59,7 @@ def test_requests_without_a_usable_key_are_refused(gateway, fake_upstream, who, 
     response = post(proxy, key, "claude-sonnet-4-5")
     assert response.status_code == status and response.json()["error"]["type"] == error_type
     assert words in response.json()["error"]["message"]
+    assert response.headers["x-should-retry"] == "false"  # Claude Code would otherwise retry for minutes
     assert fake_upstream.requests() == []
     row = proxy.flow(response.headers["request-id"])
     assert row["status_code"] == status and row["error_type"] == error_type
