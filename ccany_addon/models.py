@@ -7,23 +7,44 @@ import functools
 import re
 from dataclasses import dataclass, fields, replace
 
+TIERS = ("big", "middle", "small")
+
 
 @dataclass(frozen=True, slots=True)
 class ModelTiers:
     big: str
     middle: str
     small: str
+    # The tier of a Claude name with no tier word (Fable, Mythos, whatever family comes next): passed through
+    # unchanged it would reach an upstream that has no such model and fail with a 404.
+    unknown_claude: str = "big"
 
     def map(self, client_model: str) -> str:
-        """Claude tier names map to the configured models; any other name passes through unchanged."""
+        """Claude tier names map to the configured models (a Claude name without a tier word to the
+        `unknown_claude` tier); any other name passes through unchanged."""
         name = client_model.lower()
         if "haiku" in name:
-            return self.small
+            return self.tier("small")
         if "sonnet" in name:
-            return self.middle or self.big
+            return self.tier("middle")
         if "opus" in name:
-            return self.big
+            return self.tier("big")
+        if is_claude_name(name):
+            return self.tier(self.unknown_claude)
         return client_model
+
+    def tier(self, tier: str) -> str:
+        """The model of a tier name (big, middle, small); middle falls back to big, as sonnet does."""
+        if tier == "small":
+            return self.small
+        if tier == "middle":
+            return self.middle or self.big
+        return self.big
+
+
+def is_claude_name(model: str) -> bool:
+    """`claude-…`, also behind a vendor prefix (`anthropic/claude-…`, as OpenRouter spells it)."""
+    return model.lower().rsplit("/", 1)[-1].startswith("claude")
 
 
 @dataclass(frozen=True, slots=True)

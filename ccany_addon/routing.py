@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider, Route
 from ccany_addon.errors import GatewayError
-from ccany_addon.models import ModelTiers
+from ccany_addon.models import TIERS, ModelTiers
 from ccany_addon.schema import ImageBlock, MessagesRequest, ToolResultBlock
 
 REDACTED = "[redacted]"
@@ -62,10 +62,18 @@ class Choice:
     provider: Provider | None = None  # a config DB provider, whose key pool gives the key
 
 
-def request_scenarios(request: MessagesRequest, estimated_tokens: int, long_context_threshold: int) -> frozenset:
+# Claude Code's `x-claude-code-request-class` (sent with CLAUDE_CODE_GATEWAY_HINT_HEADERS=1) names what a request
+# is for: main, subagent, workflow, compaction, auxiliary (titles, classifiers, summaries), side_reply. Compaction
+# and auxiliary requests are the work nobody watches token by token: the `background` scenario.
+BACKGROUND_REQUEST_CLASSES = frozenset({"compaction", "auxiliary"})
+
+
+def request_scenarios(request: MessagesRequest, estimated_tokens: int, long_context_threshold: int,
+                      request_class: str = "") -> frozenset:
     """The scenarios a route may ask for, as this request meets them."""
     found = set()
-    if "haiku" in request.model.lower():
+    # Without the hint headers, a haiku name is the only sign of background work.
+    if "haiku" in request.model.lower() or request_class.lower() in BACKGROUND_REQUEST_CLASSES:
         found.add("background")
     if request.thinking is not None and request.thinking.type != "disabled":
         found.add("thinking")
@@ -101,7 +109,8 @@ def choose(model: str, snapshot: ConfigSnapshot, default: Upstream | None, tiers
                 provider = snapshot.providers.get(fallback)
                 if provider is None or not usable(provider):
                     continue
-                if (own_model := _fallback_model(provider, route, model, snapshot, scenarios)) is not None:
+                if (own_model := _fallback_model(provider, route, model, snapshot, scenarios,
+                                                 tiers.unknown_claude)) is not None:
                     return Choice(_upstream(provider), own_model, f"{rule} → fallback {provider.name}", provider)
         upstream_model = route.upstream_model or _provider_model(route.provider, model, tiers)
         return Choice(_upstream(route.provider), upstream_model, rule, route.provider)
@@ -117,18 +126,12 @@ def _provider_model(provider: Provider, model: str, tiers: ModelTiers) -> str:
     if provider.kind == "anthropic" and not provider.models:
         return model  # Claude names are the Anthropic API's own
     own = ModelTiers(provider.models.get("big", tiers.big), provider.models.get("middle", ""),
-                     provider.models.get("small", tiers.small))
+                     provider.models.get("small", tiers.small), tiers.unknown_claude)
     return own.map(model)
 
 
-# Tier names in the shape ModelTiers maps, so that its one rule (sonnet takes the big model when no middle is set)
-# answers for a tier found without a Claude name too.
-_TIER_PROBE = ModelTiers("big", "middle", "small")
-_TIER_CLAUDE_NAME = {"big": "opus", "middle": "sonnet", "small": "haiku"}
-
-
 def _fallback_model(provider: Provider, route: Route, model: str, snapshot: ConfigSnapshot,
-                    scenarios: frozenset) -> str | None:
+                    scenarios: frozenset, unknown_claude: str) -> str | None:
     """The fallback provider's own model for this request; None: it has none, and is skipped.
 
     Neither the client's name nor the routed provider's model is sent: another provider would reject it. In order:
@@ -144,20 +147,21 @@ def _fallback_model(provider: Provider, route: Route, model: str, snapshot: Conf
                       if candidate.provider.name == provider.name and candidate.upstream_model), None)
     if own_route is not None:
         return own_route.upstream_model
-    tier = _requested_tier(model, route)
+    tier = _requested_tier(model, route, unknown_claude)
     own = ModelTiers(provider.models.get("big", ""), provider.models.get("middle", ""),
                      provider.models.get("small", ""))
-    if tier is not None and (tier_model := own.map(_TIER_CLAUDE_NAME[tier])):
+    if tier is not None and (tier_model := own.tier(tier)):
         return tier_model
     if provider.kind == "anthropic" and not provider.models:
         return model if model.lower().startswith("claude") else None
     return own.big or own.middle or own.small or None
 
 
-def _requested_tier(model: str, route: Route) -> str | None:
+def _requested_tier(model: str, route: Route, unknown_claude: str) -> str | None:
     """big, middle or small: what the client's Claude name asks for, else what the route's model is to its
     provider."""
-    tier = _TIER_PROBE.map(model)
+    # The tier names themselves as the tiers' models: the one mapping answers with the tier a name asks for.
+    tier = ModelTiers(*TIERS, unknown_claude).map(model)
     if tier != model:  # the name passed through unchanged: no Claude tier in it
         return tier
     routed = route.upstream_model

@@ -33,7 +33,7 @@ from ccany_addon.option_checks import require_bounds
 logger = logging.getLogger("ccany")
 
 # Probes would fill the log with noise; everything else, refused or failed, is a flow.
-UNLOGGED_HANDLERS = frozenset({"health", "ready", "root", "metrics"})
+UNLOGGED_HANDLERS = frozenset({"health", "ready", "root", "hello", "metrics"})
 CLIENT_DISCONNECTED = "Client disconnected."
 INTERRUPTED = "interrupted"  # the error_type of a flow still unfinished when the proxy stopped
 

@@ -57,8 +57,14 @@ FLOW_COLUMNS: dict[str, type] = {
     "route": str,  # the rule that chose the upstream: "route <pattern>", "provider,model", "tier", "default"
     "provider_key": str,  # "<id>:<name>" of the provider key used (its id in the config DB), never the key
     "cache_hit": int,  # 1: answered from the response cache, the upstream not asked
+    # Claude Code's X-Claude-Code-Agent-Id and -Parent-Agent-Id (which subagent asked, and who started it), and
+    # X-Claude-Code-Request-Class (main, subagent, compaction, auxiliary...; with CLAUDE_CODE_GATEWAY_HINT_HEADERS=1)
+    "agent_id": str,
+    "parent_agent_id": str,
+    "request_class": str,
 }
-_ADDED_LATER = {"route", "provider_key", "cache_hit"}  # columns of later migrations (v1 creates the rest)
+# columns of later migrations (v1 creates the rest)
+_ADDED_LATER = {"route", "provider_key", "cache_hit", "agent_id", "parent_agent_id", "request_class"}
 
 FLOW_INDEXES: list[list[str]] = [
     ["started_at"],
@@ -96,7 +102,12 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.execute(f"DROP TRIGGER IF EXISTS [{FLOWS}_ai]")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    for column in ("agent_id", "parent_agent_id", "request_class"):
+        db[FLOWS].add_column(column, str)  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
 VERSION = len(MIGRATIONS)
 
 # A flow row is tens of KB of bodies: 16 KB pages write it in a quarter of the page writes 4 KB pages take

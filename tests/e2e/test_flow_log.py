@@ -122,9 +122,20 @@ def test_malformed_request_is_a_flow_too(proxy):
 def test_refused_path_is_a_flow_but_health_probes_are_not(proxy):
     refused = httpx.get(f"{proxy.url}/v1/files", timeout=20)
     assert proxy.flow(refused.headers["request-id"])["status_code"] == 404
-    health = httpx.get(f"{proxy.url}/health", timeout=20)
-    with pytest.raises(AssertionError, match="no flow"):
-        proxy.flow(health.headers["request-id"], timeout=1.0)
+    for probe in (httpx.get(f"{proxy.url}/health", timeout=20), httpx.head(f"{proxy.url}/api/hello", timeout=20)):
+        with pytest.raises(AssertionError, match="no flow"):
+            proxy.flow(probe.headers["request-id"], timeout=1.0)
+
+
+def test_claude_code_agent_and_request_class_headers_are_columns(client, proxy):
+    raw = client.messages.with_raw_response.create(
+        **HELLO, extra_headers={"X-Claude-Code-Agent-Id": "agent-7", "X-Claude-Code-Parent-Agent-Id": "agent-1",
+                                "X-Claude-Code-Request-Class": "compaction"})
+    row = proxy.flow(raw.headers["request-id"])
+    assert (row["session_id"], row["agent_id"], row["parent_agent_id"], row["request_class"]) == (
+        "session-42", "agent-7", "agent-1", "compaction")
+    plain = proxy.flow(client.messages.with_raw_response.create(**HELLO).headers["request-id"])
+    assert (plain["agent_id"], plain["parent_agent_id"], plain["request_class"]) == (None, None, None)
 
 
 def test_client_that_hangs_up_mid_stream_is_logged(proxy):

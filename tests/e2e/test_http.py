@@ -52,7 +52,7 @@ def test_malformed_requests_get_a_400_naming_the_problem(proxy, fake_upstream, b
 
 
 def test_unknown_fields_are_tolerated(proxy):
-    body = {**GOOD, "context_management": {"edits": []}, "safeguards": {"x": 1}, "output_config": {"effort": "high"},
+    body = {**GOOD, "context_management": {"edits": []}, "output_config": {"effort": "high"},
             "messages": [{"role": "user", "content": "hi", "future_field": True}]}
     assert post(proxy, body).status_code == 200
 
@@ -109,11 +109,27 @@ def test_own_endpoints(proxy, fake_upstream):
     head = httpx.head(f"{proxy.url}/")
     assert head.status_code == 200 and head.content == b""
     assert httpx.get(f"{proxy.url}/").status_code == 200
-    models = httpx.get(f"{proxy.url}/v1/models").json()
+    # Claude Code 2.1.33x's warm-up, at start and every few seconds
+    hello = httpx.head(f"{proxy.url}/api/hello")
+    assert hello.status_code == 200 and hello.content == b""
+    # what Claude Code's model discovery asks (CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY=1)
+    models = httpx.get(f"{proxy.url}/v1/models?limit=1000").json()
     assert {m["type"] for m in models["data"]} == {"model"}
-    assert any("gpt-4o-mini" in m["display_name"] for m in models["data"] if "haiku" in m["id"])
+    by_id = {m["id"]: m for m in models["data"]}
+    assert {"claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5", "claude-fable-5-2"} <= set(by_id)
+    assert by_id["claude-haiku-5-5"]["display_name"] == "Haiku 5.5 → gpt-4o-mini @ 127.0.0.1"
+    assert by_id["claude-fable-5-2"]["display_name"] == "Fable 5.2 → gpt-4o @ 127.0.0.1"
     assert models["has_more"] is False
+    assert httpx.get(f"{proxy.url}/v1/models/claude-fable-5-2").json() == by_id["claude-fable-5-2"]
     assert fake_upstream.requests() == []
+
+
+def test_a_tierless_claude_name_reaches_the_upstream_as_the_big_model(proxy, fake_upstream):
+    fake_upstream.clear()
+    response = post(proxy, {**GOOD, "model": "claude-fable-5-2"})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"] == "claude-fable-5-2"
+    assert [request["body"]["model"] for request in fake_upstream.requests()] == ["gpt-4o"]
 
 
 @pytest.mark.parametrize(("method", "path"), [("GET", "/v1/chat/completions"), ("POST", "/v1/chat/completions"),

@@ -550,7 +550,14 @@ TIERS = ModelTiers(big="gpt-5", middle="gpt-4.1", small="gpt-4o-mini")
         (TIERS, "claude-opus-4-5", "gpt-5"),
         (TIERS, "gpt-4o", "gpt-4o"),
         (TIERS, "deepseek/DeepSeek-Chat", "deepseek/DeepSeek-Chat"),
-        (TIERS, "claude-instant-1", "claude-instant-1"),
+        # a Claude name with no tier word goes to the `unknown_claude` tier (big unless set), never upstream as is
+        (TIERS, "claude-instant-1", "gpt-5"),
+        (TIERS, "claude-fable-5-2", "gpt-5"),
+        (TIERS, "anthropic/claude-mythos-5", "gpt-5"),
+        (ModelTiers("gpt-5", "gpt-4.1", "gpt-4o-mini", "small"), "claude-fable-5-2", "gpt-4o-mini"),
+        (ModelTiers("gpt-5", "gpt-4.1", "gpt-4o-mini", "middle"), "Claude-Fable-5", "gpt-4.1"),
+        (ModelTiers("gpt-5", "", "gpt-4o-mini", "middle"), "claude-fable-5", "gpt-5"),
+        (TIERS, "my-claude-clone", "my-claude-clone"),
     ],
 )
 def test_model_tiers(tiers, client_model, expected):

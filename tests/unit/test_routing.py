@@ -87,6 +87,43 @@ def test_request_scenarios(fields, tokens, expected):
     assert request_scenarios(request(**fields), tokens, 60_000) == expected
 
 
+@pytest.mark.parametrize(("request_class", "expected"), [
+    ("compaction", {"background"}), ("auxiliary", {"background"}), ("Compaction", {"background"}),
+    ("main", set()), ("subagent", set()), ("side_reply", set()), ("", set()), ("something-new", set()),
+])
+def test_the_request_class_hint_header_marks_background_work(request_class, expected):
+    assert request_scenarios(request(), 100, 60_000, request_class) == expected
+
+
+def test_a_claude_name_without_a_tier_word_goes_to_the_chosen_tier():
+    fable = choose("claude-fable-5-2", ConfigSnapshot(), DEFAULT, TIERS)
+    assert (fable.model, fable.rule) == ("gpt-4o", "tier")
+    small = ModelTiers("gpt-4o", "", "gpt-4o-mini", "small")
+    assert choose("claude-fable-5-2", ConfigSnapshot(), DEFAULT, small).model == "gpt-4o-mini"
+    assert choose("llama3", ConfigSnapshot(), DEFAULT, small).model == "llama3"  # not Claude: unchanged
+
+
+def test_a_routed_providers_tiers_follow_the_same_rule_for_unknown_claude_names():
+    local = provider("local", models={"big": "qwen-big", "small": "qwen-small"})
+    config = snapshot(Route("claude-*", local, None))
+    assert choose("claude-fable-5-2", config, DEFAULT, TIERS).model == "qwen-big"
+    assert choose("claude-fable-5-2", config, DEFAULT, ModelTiers("gpt-4o", "", "gpt-4o-mini", "small")).model \
+        == "qwen-small"
+    # the anthropic kind knows every Claude name itself
+    anthropic = snapshot(Route("claude-*", provider("anthropic", kind="anthropic"), None))
+    assert choose("claude-fable-5-2", anthropic, DEFAULT, TIERS).model == "claude-fable-5-2"
+
+
+def test_a_fallback_gets_the_chosen_tier_for_an_unknown_claude_name():
+    backup = provider("backup", models={"big": "b-big", "small": "b-small"})
+    main = provider("main", models={"big": "m-big"}, fallback=("backup",))
+    config = snapshot(Route("claude-*", main, None), extra=(backup,))
+    cooling = lambda candidate: candidate.name != "main"  # noqa: E731
+    small = ModelTiers("gpt-4o", "", "gpt-4o-mini", "small")
+    assert choose("claude-fable-5-2", config, DEFAULT, TIERS, usable=cooling).model == "b-big"
+    assert choose("claude-fable-5-2", config, DEFAULT, small, usable=cooling).model == "b-small"
+
+
 def test_scenario_routes_apply_only_when_the_request_meets_them():
     main, thinker = provider("main"), provider("thinker")
     config = snapshot(Route("*", thinker, "deep-reasoner", "thinking"), Route("claude-*", main, "plain"))
