@@ -1,7 +1,8 @@
 """`ccany-claude-setup` (or `scripts/claude-setup`): point the local Claude Code at this gateway.
 
-Writes `ANTHROPIC_BASE_URL` and `ANTHROPIC_AUTH_TOKEN` into the `env` block of `~/.claude/settings.json` and
-marks onboarding done in `~/.claude.json`, keeping a timestamped backup of each file it changes.
+Writes `ANTHROPIC_BASE_URL`, `ANTHROPIC_AUTH_TOKEN` and the settings that make Claude Code work best through a
+converting gateway (`GATEWAY_ENV`, `CONVERTING_ENV`) into the `env` block of `~/.claude/settings.json`, and marks
+onboarding done in `~/.claude.json`, keeping a timestamped backup of each file it changes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,17 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# For any gateway: the hint headers (x-claude-code-request-class, which the flow log records and the `background`
+# route scenario reads) and the model list from the gateway's /v1/models, whose names say where each model goes.
+GATEWAY_ENV = {
+    "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1",
+    "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1",
+}
+# For a gateway that converts to another API (every provider kind but `anthropic`): auto mode's safety check runs
+# on Anthropic's servers (the request's `safeguards`), which no converted upstream can do. With this the CLI runs
+# the check itself, as ordinary requests through the gateway.
+CONVERTING_ENV = {"CLAUDE_CODE_AUTO_MODE_SERVER": "0"}
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -44,12 +56,26 @@ def _save(path: Path, data: dict[str, Any], stamp: str) -> Path | None:
     return backup
 
 
-def configure(home: Path, base_url: str, token: str) -> list[str]:
+def gateway_env(base_url: str, token: str, converting: bool = True, context_window: int | None = None,
+                max_output_tokens: int | None = None) -> dict[str, str]:
+    """The `env` entries written: Claude Code cannot learn an upstream model's window or output limit from the
+    gateway, so those are the caller's to give (the smallest of the models it routes to)."""
+    env = {"ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_AUTH_TOKEN": token, **GATEWAY_ENV}
+    if converting:
+        env.update(CONVERTING_ENV)
+    if context_window:
+        env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] = str(context_window)
+    if max_output_tokens:
+        env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"] = str(max_output_tokens)
+    return env
+
+
+def configure(home: Path, base_url: str, token: str, ours: dict[str, str] | None = None) -> list[str]:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     settings_path, state_path = home / ".claude" / "settings.json", home / ".claude.json"
     settings = _load(settings_path)
     env = settings.get("env") if isinstance(settings.get("env"), dict) else {}
-    settings["env"] = {**env, "ANTHROPIC_BASE_URL": base_url, "ANTHROPIC_AUTH_TOKEN": token}
+    settings["env"] = {**env, **(ours or gateway_env(base_url, token))}
     state = _load(state_path)
     state["hasCompletedOnboarding"] = True
     done = []
@@ -64,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--url", default="http://127.0.0.1:8082", help="the gateway (default http://127.0.0.1:8082)")
     parser.add_argument("--token-env", metavar="VAR",
                         help="read the client key from this environment variable (else stdin; 'none' without keys)")
+    parser.add_argument("--anthropic", action="store_true",
+                        help="the gateway forwards to Anthropic itself (the anthropic kind): keep auto mode's "
+                             "server-side check")
+    parser.add_argument("--context-window", type=int, metavar="TOKENS",
+                        help="CLAUDE_CODE_AUTO_COMPACT_WINDOW: the upstream model's context window")
+    parser.add_argument("--max-output-tokens", type=int, metavar="TOKENS",
+                        help="CLAUDE_CODE_MAX_OUTPUT_TOKENS: the upstream model's output limit")
     args = parser.parse_args(argv)
     if args.token_env:
         token = os.environ.get(args.token_env, "")
@@ -71,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         token = input("client key (empty when the gateway has none): ")
     else:
         token = sys.stdin.readline().strip()
-    for line in configure(Path.home(), args.url.rstrip("/"), token.strip() or "none"):
+    base_url, token = args.url.rstrip("/"), token.strip() or "none"
+    ours = gateway_env(base_url, token, not args.anthropic, args.context_window, args.max_output_tokens)
+    for line in configure(Path.home(), base_url, token, ours):
         print(line)
     return 0
 

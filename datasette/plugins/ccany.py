@@ -239,7 +239,7 @@ LIMIT 200""",
         "description": "Every flow of one Claude Code session (:session_id), in order.",
         "sql": """SELECT
   row_number() OVER (ORDER BY started_at, id) AS turn,
-  id, started_at, client_model, upstream_model, status_code, stop_reason,
+  id, started_at, request_class, agent_id, client_model, upstream_model, status_code, stop_reason,
   input_tokens, output_tokens, cache_read_input_tokens, ttft_ms, duration_ms, error_type,
   substr(conversation, 1, 300) AS conversation
 FROM flows

@@ -198,6 +198,8 @@ def test_session_turns_in_order(flow_log: FlowLog) -> None:
         assert [row["id"] for row in got] == [row["id"] for row in expected]
         assert [row["turn"] for row in got] == list(range(1, len(expected) + 1))
         assert [row["input_tokens"] for row in got] == [row["input_tokens"] for row in expected]
+        assert [(row["request_class"], row["agent_id"]) for row in got] == [
+            (row.get("request_class"), row.get("agent_id")) for row in expected]
     assert query(flow_log, "session_turns", session_id="no-such-session") == []
 
 

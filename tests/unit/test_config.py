@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
+from ccany_addon.claude_setup import gateway_env
 from ccany_addon.config import store
 from ccany_addon.config.access import authenticate, authorize_model, is_loopback, presented_key
 from ccany_addon.config.cli import main as config_main
@@ -194,10 +195,20 @@ def test_claude_setup_writes_env_and_onboarding_with_backups(tmp_path):
     assert result.returncode == 0, result.stderr
     settings = json.loads((home / ".claude" / "settings.json").read_text())
     assert settings == {"env": {"KEEP": "1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9999",
-                                "ANTHROPIC_AUTH_TOKEN": "cck_secret"}, "model": "opus"}
+                                "ANTHROPIC_AUTH_TOKEN": "cck_secret", "CLAUDE_CODE_GATEWAY_HINT_HEADERS": "1",
+                                "CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY": "1",
+                                "CLAUDE_CODE_AUTO_MODE_SERVER": "0"}, "model": "opus"}
     assert json.loads((home / ".claude.json").read_text()) == {"numStartups": 3, "hasCompletedOnboarding": True}
     backups = sorted(path.name for path in home.rglob("*.bak-*"))
     assert len(backups) == 2 and json.loads(next(home.glob(".claude.json.bak-*")).read_text()) == {"numStartups": 3}
+
+
+def test_claude_setup_for_an_anthropic_gateway_keeps_auto_mode_on_the_server_and_takes_the_window():
+    env = gateway_env("http://gw", "t", converting=False, context_window=128_000, max_output_tokens=16_384)
+    assert "CLAUDE_CODE_AUTO_MODE_SERVER" not in env
+    assert (env["CLAUDE_CODE_AUTO_COMPACT_WINDOW"], env["CLAUDE_CODE_MAX_OUTPUT_TOKENS"]) == ("128000", "16384")
+    assert env["CLAUDE_CODE_GATEWAY_HINT_HEADERS"] == env["CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY"] == "1"
+    assert "CLAUDE_CODE_AUTO_COMPACT_WINDOW" not in gateway_env("http://gw", "t")
 
 
 TRICKY_HASHES = ["0123456789", "1234567890", "1e5", "0x1f", "1_000", "12:30", "yes", "null", ".5", "+7"]
