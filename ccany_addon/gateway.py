@@ -37,7 +37,7 @@ from ccany_addon.fail_closed import (
 from ccany_addon.json_codec import dumps, loads
 from ccany_addon.key_pool import KeyPools, cooldown_from, is_key_failure
 from ccany_addon.metrics import Metrics
-from ccany_addon.models import ModelTiers, capabilities
+from ccany_addon.models import TIERS, ModelTiers, capabilities
 from ccany_addon.option_checks import require_bounds
 from ccany_addon.response_cache import ResponseCache, cache_key
 from ccany_addon.routing import KEY_HEADERS, REDACTED, Upstream
@@ -97,6 +97,12 @@ class FlowState:
     late_system: bool = False  # the converted request carries a system message after the first
 
 
+# Auto mode asks the upstream to run its safety check (`safeguards`); a converting upstream cannot. The gateway
+# protocol's answer: a 400 whose message names the field, and Claude Code retries without it and runs the check
+# itself with ordinary requests (its own parser reads the message from `safeguards:` on).
+SAFEGUARDS_REFUSED = ("safeguards: not supported by this gateway's upstream model; send the request without it and "
+                      "run auto mode's check with ordinary requests")
+
 # count_tokens bodies larger than this are counted on a thread (a 1 MB Claude Code body counts in ~40 ms).
 COUNT_ON_LOOP_BYTES = 1024 * 1024
 
@@ -136,6 +142,11 @@ class Gateway:
             "ccany_middle_model", str, "", "Upstream model for sonnet requests (empty: the big model)."
         )
         loader.add_option("ccany_small_model", str, "gpt-4o-mini", "Upstream model for haiku requests.")
+        loader.add_option(
+            "ccany_unknown_claude_tier", str, "big",
+            "Tier (big, middle, small) of a claude-* name with no haiku/sonnet/opus in it, such as claude-fable-5-2.",
+            choices=TIERS,
+        )
         loader.add_option(
             "ccany_upstream_key_env", str, "OPENAI_API_KEY",
             "Environment variable holding the upstream API key (the key itself is never an option).",
@@ -180,6 +191,8 @@ class Gateway:
                           options.ccany_cache_max_mb * 1024 * 1024)
         if "ccany_upstream_path" in updated and not options.ccany_upstream_path.startswith("/"):
             raise exceptions.OptionsError("ccany_upstream_path must start with '/'")
+        if options.ccany_unknown_claude_tier not in TIERS:  # mitmproxy shows `choices` but does not enforce them
+            raise exceptions.OptionsError(f"ccany_unknown_claude_tier must be one of {', '.join(TIERS)}")
         if "ccany_temperature_override" in updated:
             text = options.ccany_temperature_override.strip()
             try:
@@ -190,7 +203,8 @@ class Gateway:
             # mitmproxy then stops reading a chunked body at the limit (and refuses a larger Content-Length
             # before reading) instead of buffering it whole; a non-streamed upstream answer is bounded alike.
             options.body_size_limit = str(options.ccany_max_body_size)
-        self.tiers = ModelTiers(options.ccany_big_model, options.ccany_middle_model, options.ccany_small_model)
+        self.tiers = ModelTiers(options.ccany_big_model, options.ccany_middle_model, options.ccany_small_model,
+                                options.ccany_unknown_claude_tier)
         target = _reverse_target(options.mode)
         key_env = options.ccany_upstream_key_env
         if target is None:
@@ -266,9 +280,10 @@ class Gateway:
                 else:
                     self._answer(flow, state, 200, {"input_tokens": count_tokens(counted)})
             elif handler == "models":
-                self._answer(flow, state, 200, endpoints.models_list(self.tiers))
+                self._answer(flow, state, 200, endpoints.models_list(self.tiers, self.snapshot, self.upstream))
             elif handler == "model":
-                self._answer(flow, state, 200, endpoints.model_info(self.tiers, path.rsplit("/", 1)[1]))
+                self._answer(flow, state, 200, endpoints.model_info(self.tiers, path.rsplit("/", 1)[1],
+                                                                    self.snapshot, self.upstream))
             elif handler == "metrics":
                 text = b"" if flow.request.method == "HEAD" else self.metrics.render().encode()
                 flow.response = self._response(state, 200, text, "text/plain; version=0.0.4; charset=utf-8")
@@ -430,12 +445,15 @@ class Gateway:
         estimated_tokens = rough_input_tokens(request, len(flow.request.raw_content or b""))
         snapshot = self.snapshot
         self.pools.forget_disabled(snapshot)
-        scenarios = routing.request_scenarios(request, estimated_tokens, ctx.options.ccany_long_context_threshold)
+        scenarios = routing.request_scenarios(request, estimated_tokens, ctx.options.ccany_long_context_threshold,
+                                              flow.request.headers.get("x-claude-code-request-class", ""))
         choice = routing.choose(request.model, snapshot, self.upstream, self.tiers, scenarios,
                                 lambda provider: self.pools.ready_in(provider) == 0)
         upstream, upstream_model = choice.upstream, choice.model
         state.upstream, state.route, state.provider = upstream, choice.rule, choice.provider
         state.client_model, state.upstream_model, state.stream = request.model, upstream_model, request.stream
+        if upstream.kind != "anthropic" and request.model_extra and "safeguards" in request.model_extra:
+            raise GatewayError(400, SAFEGUARDS_REFUSED, should_retry=False)
         if not request.stream and self.cache.enabled:
             client = str(state.client.id) if state.client else ""
             state.cache_key = cache_key(client, upstream.provider, upstream_model, flow.request.raw_content or b"")

@@ -55,6 +55,14 @@ def test_non_streaming_answer_passes_through_with_the_provider_key(client, proxy
     assert json.loads(row["upstream_request_headers"])["x-api-key"] == "[redacted]"
 
 
+def test_auto_modes_safeguards_field_reaches_the_anthropic_upstream_untouched(client, proxy, fake_upstream):
+    fake_upstream.clear()
+    safeguards = {"version": 1, "checks": [{"type": "tool_use_review"}]}
+    client.messages.create(model="claude-sonnet-4-5", max_tokens=50, messages=[{"role": "user", "content": "hi"}],
+                           extra_body={"safeguards": safeguards})
+    assert fake_upstream.requests()[-1]["body"]["safeguards"] == safeguards
+
+
 def test_stream_passes_through_whole_and_is_logged(proxy, fake_upstream):
     fake_upstream.clear()
     body = {"model": "claude-haiku-4-5", "max_tokens": 50, "stream": True,

@@ -1,7 +1,9 @@
-"""The error words Claude Code acts on, through the real proxy: a context overflow, a refused late system message
-and the gateway's own key refused, as the SDK and raw HTTP see them."""
+"""The error words Claude Code acts on, through the real proxy: a context overflow, a refused late system message,
+the gateway's own key refused and auto mode's `safeguards`, as the SDK and raw HTTP see them."""
 
 from __future__ import annotations
+
+import re
 
 import anthropic
 import httpx
@@ -41,3 +43,17 @@ def test_the_gateways_own_key_refused_is_not_retried_and_says_whose_key(proxy):
     message = anthropic_error(response, 401, "authentication_error")
     assert "gateway's own API key (not your client key)" in message and "fake upstream says 401" in message
     assert response.headers["x-should-retry"] == "false"
+
+
+def test_auto_modes_safeguards_are_refused_in_words_the_cli_retries_without(proxy, fake_upstream):
+    """The gateway protocol: an upstream that cannot run auto mode's check answers 400 naming `safeguards`, and the
+    client retries without it, running the check itself with ordinary requests."""
+    fake_upstream.clear()
+    body = {"model": "scenario:text", "max_tokens": 50, "messages": [{"role": "user", "content": "ls"}],
+            "safeguards": {"version": 1}}
+    message = anthropic_error(httpx.post(f"{proxy.url}/v1/messages", json=body, timeout=20), 400,
+                              "invalid_request_error")
+    assert re.match(r"^(?:body\.)?safeguards(?:\.\w+)*:", message)  # the CLI's own test of the message
+    assert fake_upstream.requests() == []
+    body.pop("safeguards")
+    assert httpx.post(f"{proxy.url}/v1/messages", json=body, timeout=20).status_code == 200

@@ -195,9 +195,15 @@ def test_ccany_console_script_serves_and_rejects_bad_options(fake_upstream, tmp_
                          capture_output=True, text=True, timeout=30, cwd=ROOT)
     assert bad.returncode != 0
     assert "ccany_request_timeout" in bad.stderr
-    proxy = start_proxy(fake_upstream.url, tmp_path, program="ccany")
+    no_tier = subprocess.run([str(VENV_BIN / "ccany"), "--set", "ccany_unknown_claude_tier=huge"],
+                             capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert no_tier.returncode != 0 and "ccany_unknown_claude_tier" in no_tier.stderr
+    proxy = start_proxy(fake_upstream.url, tmp_path, "ccany_unknown_claude_tier=small", program="ccany")
     try:
         assert post(proxy, GOOD).json()["content"][0]["type"] == "text"
+        fake_upstream.clear()
+        assert post(proxy, {**GOOD, "model": "claude-fable-5-2"}).status_code == 200
+        assert [request["body"]["model"] for request in fake_upstream.requests()] == ["gpt-4o-mini"]
     finally:
         stop(proxy.process)
 
