@@ -29,6 +29,7 @@ def proxy(fake_upstream, tmp_path_factory):
     # scenario routes first (lower priority number), then the catch-all
     store.add_route(db, "test", "*", "thinker", "scenario:reasoning", priority=10, scenario="thinking")
     store.add_route(db, "test", "*", "eyes", "gpt-4o", priority=20, scenario="image")
+    store.add_route(db, "test", "*", "eyes", "gpt-4o-mini", priority=30, scenario="background")
     store.add_route(db, "test", "claude-*", "local", None, priority=100)
     store.set_capabilities(db, "test", "tiny-*", max_output_tokens=1000, tools=False, vision=False, late_system=False)
     db.close()
@@ -72,3 +73,26 @@ def test_scenario_routes_pick_the_provider_for_thinking_and_images(proxy, fake_u
     assert fake_upstream.requests()[-1]["body"]["messages"][0]["content"][0]["type"] == "image_url"
     plain = post(proxy)
     assert proxy.flow(plain.headers["request-id"])["route"] == "route claude-*"
+
+
+def test_claude_codes_request_class_puts_compaction_on_the_background_route(proxy, fake_upstream):
+    """With CLAUDE_CODE_GATEWAY_HINT_HEADERS=1 Claude Code names what a request is for; a compaction of a Sonnet
+    conversation is background work although its model name says otherwise."""
+    compaction = httpx.post(f"{proxy.url}/v1/messages", timeout=20, headers={
+        "x-claude-code-request-class": "compaction", "x-claude-code-session-id": "s-1"},
+        json={"model": "claude-sonnet-5-5", "max_tokens": 1000, "messages": [{"role": "user", "content": "sum up"}]})
+    row = proxy.flow(compaction.headers["request-id"])
+    assert (row["provider"], row["upstream_model"], row["route"], row["request_class"]) == (
+        "eyes", "gpt-4o-mini", "route * [background]", "compaction")
+    main = httpx.post(f"{proxy.url}/v1/messages", timeout=20, headers={"x-claude-code-request-class": "main"},
+                      json={"model": "claude-sonnet-5-5", "max_tokens": 1000, "messages": [{"role": "user",
+                                                                                              "content": "go"}]})
+    assert proxy.flow(main.headers["request-id"])["route"] == "route claude-*"
+
+
+def test_the_model_list_names_where_each_model_and_scenario_goes(proxy):
+    models = {m["id"]: m for m in httpx.get(f"{proxy.url}/v1/models?limit=1000", timeout=20).json()["data"]}
+    fable = models["claude-fable-5-2"]
+    assert fable["display_name"] == "Fable 5.2 → tiny-model @ local"  # no tier word: the provider's big model
+    assert "background requests → gpt-4o-mini @ eyes" in fable["description"]
+    assert "thinking requests → scenario:reasoning @ thinker" in fable["description"]
