@@ -20,6 +20,7 @@ from ccany_addon.config.access import authenticate, authorize_model, presented_k
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot, Provider, ProviderKey
 from ccany_addon.converters import anthropic_passthrough as passthrough
+from ccany_addon.converters import prompt_cache
 from ccany_addon.converters.capability_fit import fit_request
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
 from ccany_addon.converters.error_words import client_words
@@ -95,6 +96,9 @@ class FlowState:
     usage: dict = field(default_factory=dict)
     sent: bool = False  # the upstream request is whole and the gateway's own: only then does it get the key
     late_system: bool = False  # the converted request carries a system message after the first
+    cc_version: str | None = None  # from Claude Code's billing-header system block, for the flow log
+    cc_entrypoint: str | None = None
+    prompt_cache_key: str | None = None  # the session's hashed id, for upstreams that take `prompt_cache_key`
 
 
 # Auto mode asks the upstream to run its safety check (`safeguards`); a converting upstream cannot. The gateway
@@ -441,6 +445,9 @@ class Gateway:
         raw = self._decoded(flow)
         request = parse(MessagesRequest, raw)
         state.last_message = request.messages[-1] if request.messages else None
+        if (billing := prompt_cache.billing_facts(request)) is not None:
+            state.cc_version, state.cc_entrypoint = billing.cc_version, billing.cc_entrypoint
+        state.prompt_cache_key = prompt_cache.cache_key(flow.request.headers.get("x-claude-code-session-id"))
         authorize_model(state.client, request.model)
         estimated_tokens = rough_input_tokens(request, len(flow.request.raw_content or b""))
         snapshot = self.snapshot
@@ -496,10 +503,16 @@ class Gateway:
         )
         if self._temperature is not None:
             request = request.model_copy(update={"temperature": self._temperature})
+        # the billing header changes per conversation: in front of the prompt it would defeat prefix caching
+        request = prompt_cache.without_billing(request)
         request, fitted = fit_request(request, caps)
         state.late_system = not target.fold_system_messages and any(
             message.role == "system" for message in request.messages[1:])
         body, notes = dialect.to_request(request, target)
+        upstream = state.upstream
+        if state.prompt_cache_key is not None and upstream is not None and \
+                prompt_cache.sends_cache_key(upstream.kind, upstream.host, caps.prompt_cache_key):
+            body["prompt_cache_key"] = state.prompt_cache_key
         notes = fitted + notes
         for note in notes:
             logger.info(f"ccany: {state.request_id}: {note}")

@@ -61,6 +61,9 @@ class Capabilities:
     # DeepSeek answers 400 on a tool turn whose assistant message lacks its `reasoning_content`.
     echo_reasoning: bool = False
     web_search: bool = False
+    # Send OpenAI's `prompt_cache_key` (a hash of the Claude Code session) to an OpenAI-dialect upstream. None:
+    # the upstream's host decides (only api.openai.com gets it; strict compatible servers refuse unknown fields).
+    prompt_cache_key: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +79,17 @@ class CapabilityOverride:
     reasoning: bool | None = None
     uses_max_completion_tokens: bool | None = None
     late_system: bool | None = None
+    prompt_cache_key: bool | None = None  # read when the config DB has the column
 
     @classmethod
     def from_row(cls, row: dict) -> CapabilityOverride:
         flag = {name: None if row[name] is None else bool(row[name]) for name in ("vision", "tools", "reasoning",
                                                                                  "late_system")}
         field_name = row["max_tokens_field"]
+        cache_key = row.get("prompt_cache_key")
         return cls(row["pattern"], row["max_output_tokens"], row["context_window"], **flag,
-                   uses_max_completion_tokens=None if field_name is None else field_name == "max_completion_tokens")
+                   uses_max_completion_tokens=None if field_name is None else field_name == "max_completion_tokens",
+                   prompt_cache_key=None if cache_key is None else bool(cache_key))
 
     def matches(self, upstream_model: str) -> bool:
         return fnmatch.fnmatchcase(upstream_model.lower(), self.pattern.lower())

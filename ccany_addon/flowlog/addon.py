@@ -244,6 +244,8 @@ class FlowLog:
             route=state.route,
             provider_key=state.key.label if state.key else None,
             cache_hit=state.cache_hit,
+            cc_version=state.cc_version,
+            cc_entrypoint=state.cc_entrypoint,
             notes=state.notes,
             ended=time.time(),
         )

@@ -123,6 +123,8 @@ class FlowRecord:
     route: str | None = None
     provider_key: str | None = None
     cache_hit: bool = False
+    cc_version: str | None = None  # from Claude Code's billing-header system block
+    cc_entrypoint: str | None = None
     status_code: int | None = None
     client_response: bytes | None = None  # None for a stream: rebuilt from `events`
     client_response_headers: HeaderFields = ()
@@ -219,6 +221,8 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
         "agent_id": headers.get("x-claude-code-agent-id"),
         "parent_agent_id": headers.get("x-claude-code-parent-agent-id"),
         "request_class": headers.get("x-claude-code-request-class"),
+        "cc_version": record.cc_version,
+        "cc_entrypoint": record.cc_entrypoint,
         "client_key_id": None if record.client_key_id is None else str(record.client_key_id),
         "stop_reason": record.stop_reason,
         "input_tokens": record.usage.get("input_tokens"),

@@ -62,9 +62,14 @@ FLOW_COLUMNS: dict[str, type] = {
     "agent_id": str,
     "parent_agent_id": str,
     "request_class": str,
+    # From Claude Code's billing-header system block (`cc_version=2.1.332.<hash>; cc_entrypoint=cli;`), which
+    # converting kinds take out of the prompt so that conversations share a cacheable prefix
+    "cc_version": str,
+    "cc_entrypoint": str,
 }
 # columns of later migrations (v1 creates the rest)
-_ADDED_LATER = {"route", "provider_key", "cache_hit", "agent_id", "parent_agent_id", "request_class"}
+_ADDED_LATER = {"route", "provider_key", "cache_hit", "agent_id", "parent_agent_id", "request_class", "cc_version",
+                "cc_entrypoint"}
 
 FLOW_INDEXES: list[list[str]] = [
     ["started_at"],
@@ -107,7 +112,12 @@ def _v5(db: sqlite_utils.Database) -> None:
         db[FLOWS].add_column(column, str)  # type: ignore[union-attr]
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    for column in ("cc_version", "cc_entrypoint"):
+        db[FLOWS].add_column(column, str)  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
 VERSION = len(MIGRATIONS)
 
 # A flow row is tens of KB of bodies: 16 KB pages write it in a quarter of the page writes 4 KB pages take
