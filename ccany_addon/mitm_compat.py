@@ -116,3 +116,20 @@ async def stop_listening() -> int:
     for server in running:
         await server.stop()
     return len(running)
+
+
+def write_to_client(flow: http.HTTPFlow, data: bytes) -> bool:
+    """Send `data` as one more chunk of the flow's chunked HTTP/1 response, beside mitmproxy's own writes (which
+    always write whole chunks, so the client's stream is between two of them whenever this runs). Only for a
+    plain-text HTTP/1 client: through TLS or HTTP/2 the bytes would need mitmproxy's own layers. False when it
+    could not be sent."""
+    response = flow.response
+    if (flow.client_conn.tls or response is None or not flow.request.http_version.startswith("HTTP/1")
+            or "chunked" not in response.headers.get("transfer-encoding", "").lower()):
+        return False
+    io = _transport(flow.client_conn, flow.client_conn)
+    writer = io.writer if io is not None else None
+    if writer is None or writer.is_closing():
+        return False
+    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+    return True

@@ -130,6 +130,7 @@ def plan_for(body: dict) -> tuple[int, dict | None, Plan]:
         "drop": lambda: [*_text_plan(model, "This answer will be cut")[:3], ("sleep", 0.05), ("drop",)],
         "truncated": lambda: _text_plan(model, "No ending")[:3],
         "slow": lambda: [("sleep", 5.0), *_text_plan(model, "Too late")],
+        "silent": lambda: [("sleep", 15.0), *_text_plan(model, "Thought it over.")],  # headers, then 15 s of nothing
         "hang": lambda: [*_text_plan(model, "Wait for it")[:3], ("sleep", 30.0)],
         "claude-code": lambda: _claude_code_plan(model, body),
         "bench": lambda: _text_plan(model, "abcdefg" * 47),  # 50 chunks: role, 47 pieces, finish, usage

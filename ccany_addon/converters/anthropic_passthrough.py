@@ -37,6 +37,9 @@ def message_facts(message: object) -> tuple[str | None, dict]:
     return stop_reason if isinstance(stop_reason, str) else None, usage
 
 
+PING_EVENT = encode_event({"type": "ping"})
+
+
 class AnthropicEventStream:
     """Anthropic SSE bytes in, the same bytes out in whole events (the `flow.response.stream` callable)."""
 
@@ -54,16 +57,30 @@ class AnthropicEventStream:
         self.error_type: str | None = None
         self._unframed = False  # data without an `event:` line went by: not an Anthropic event, maybe an error
         self._unreadable_error = False
+        self.started = False  # the upstream's message_start went by
+        self.sends = 0  # reads that sent the client something: the keep-alive watches it move
 
     def __call__(self, data: bytes) -> list[bytes]:
         """An upstream's stream is untrusted input: what cannot be read ends the client's stream with an error."""
         if self.finished or self.error is not None:
             return []
         try:
-            return self._events(data)
+            out = self._events(data)
         except Exception as error:
-            return self._fail(f"{self.upstream} upstream sent stream data of an unexpected shape "
-                              f"({type(error).__name__})")
+            out = self._fail(f"{self.upstream} upstream sent stream data of an unexpected shape "
+                             f"({type(error).__name__})")
+        if out:
+            self.sends += 1
+        return out
+
+    @property
+    def ended(self) -> bool:
+        return self.finished or self.error is not None
+
+    def idle(self) -> list[bytes]:
+        """A `ping` for a silent stream, once the upstream's own message_start has gone by (before it, a ping
+        would break the grammar, and this stream invents no message_start)."""
+        return [PING_EVENT] if self.started and not self.ended else []
 
     def _events(self, data: bytes) -> list[bytes]:
         if not data:
@@ -144,6 +161,7 @@ class AnthropicEventStream:
                     self.error_type, self._unreadable_error = error_type(500), True
                 continue
             if kind == b"message_start":
+                self.started = True
                 self.usage = dict(event.get("message", {}).get("usage") or {})
             elif kind == b"message_delta":
                 self.usage.update(event.get("usage") or {})

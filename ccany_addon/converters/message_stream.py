@@ -20,6 +20,8 @@ from ccany_addon.converters.common import (
 from ccany_addon.errors import error_body, error_type, mask_secrets
 from ccany_addon.sse import encode_delta, encode_event, encode_json_delta
 
+PING = {"type": "ping"}
+
 
 class MessageStreamWriter:
     """Appends encoded Anthropic SSE events to `out` lists; one per client stream."""
@@ -75,7 +77,7 @@ class MessageStreamWriter:
         }
         self._message = message
         self.emit({"type": "message_start", "message": message}, out)
-        self.emit({"type": "ping"}, out)
+        self.emit(PING, out)
 
     # -- content
 
@@ -225,6 +227,7 @@ class WrittenStream:
 
     writer: MessageStreamWriter
     upstream: str
+    sends = 0  # reads that sent the client something: the keep-alive watches it move
 
     def translate(self, data: bytes) -> list[bytes]:
         raise NotImplementedError
@@ -233,12 +236,29 @@ class WrittenStream:
         """The `flow.response.stream` callable. An upstream's stream is untrusted input: whatever a translator
         cannot read ends the client's stream with an error event (mitmproxy would leave it hanging)."""
         try:
-            return self.translate(data)
+            out = self.translate(data)
         except Exception as error:
-            out: list[bytes] = []
+            out = []
             self.writer.fail(502, f"{self.upstream} upstream sent stream data of an unexpected shape "
                                   f"({type(error).__name__})", out)
-            return out
+        if out:
+            self.sends += 1
+        return out
+
+    @property
+    def ended(self) -> bool:
+        return self.writer.finished
+
+    def idle(self) -> list[bytes]:
+        """What keeps a silent stream alive: a `ping`, after the `message_start` the upstream has not yet
+        given cause for (a converting stream's message_start needs nothing from the upstream)."""
+        out: list[bytes] = []
+        if not self.writer.finished:
+            if self.writer.started:
+                self.writer.emit(PING, out)
+            else:
+                self.writer.start(out)  # message_start, then its ping
+        return out
 
     # What the flow log reads once the stream has ended.
     @property

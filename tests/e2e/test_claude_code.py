@@ -53,6 +53,10 @@ def test_claude_answers_a_prompt(proxy, fake_upstream, tmp_path):
     main_turn = next(body for body in sent if body.get("tools"))
     assert main_turn["stream"] is True
     assert main_turn["max_tokens"] <= 16384  # Claude Code asks 32k+; gpt-4o takes 16k
+    # its per-conversation billing-header block stays out of the upstream's prompt (issue 17 item 6)
+    assert not any("x-anthropic-billing-header" in json.dumps(body) for body in sent)
+    assert main_turn["messages"][0]["role"] == "system"
+    assert main_turn["messages"][0]["content"].startswith("You are")
 
 
 def test_claude_writes_a_file_with_the_write_tool(proxy, fake_upstream, tmp_path):

@@ -63,4 +63,8 @@ def test_the_answer_chosen_for_a_request_is_the_one_sent():
 def test_connections_are_reached_as_the_module_expects():
     assert "self.connections" in inspect.getsource(proxyserver.Proxyserver.__init__)
     assert "transports" in server.ConnectionHandler.__annotations__
-    assert "handler" in server.ConnectionIO.__dataclass_fields__
+    assert {"handler", "writer"} <= set(server.ConnectionIO.__dataclass_fields__)
+    # write_to_client frames its bytes as mitmproxy frames each chunk of a chunked HTTP/1 response, whole, in
+    # one write of the connection's writer
+    assert 'b"%x\\r\\n%s\\r\\n" % (len(event.data), event.data)' in inspect.getsource(_http1.Http1Server.send)
+    assert "writer.write(command.data)" in inspect.getsource(server.ConnectionHandler.server_event)
