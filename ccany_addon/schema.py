@@ -125,8 +125,29 @@ class ToolReferenceBlock:
     tool_name: str | None = None
 
 
+# The tag an unknown block is validated under; no client sends it (a client that does gets an UnknownBlock).
+UNKNOWN_TAG = "ccany-unknown-block"
+_UNKNOWN_TYPE = "ccany_unknown_type"  # where the block's own type waits while it is validated under UNKNOWN_TAG
+
+
+@_part
+class UnknownBlock:
+    """A content block of a type this gateway does not know: clients add new ones every month, and an open list
+    is the protocol's rule. Accepted, never a 400: the anthropic kind forwards the body as it came, converting
+    kinds leave the block out with a note, count_tokens prices its JSON. `type` and every other field are as
+    the client sent them. (`parse` gives unknown blocks UNKNOWN_TAG only after a first validation refused them,
+    so a body without one costs nothing more, and a block of a known type with wrong fields still gets its
+    own 400.)"""
+
+    type: Literal["ccany-unknown-block"]
+
+    def __post_init__(self) -> None:
+        self.type = vars(self).pop(_UNKNOWN_TYPE, self.type)
+
+
 ToolResultContent = Annotated[
-    TextBlock | ImageBlock | DocumentBlock | SearchResultBlock | ToolReferenceBlock, Field(discriminator="type")
+    TextBlock | ImageBlock | DocumentBlock | SearchResultBlock | ToolReferenceBlock | UnknownBlock,
+    Field(discriminator="type"),
 ]
 
 
@@ -170,6 +191,17 @@ class ServerToolBlock:
     ]
 
 
+@_part
+class ToolChangeBlock:
+    """A change to the request's tools from this point of the conversation on, in a `system` message (the
+    Anthropic API's mid-conversation tool changes): `tool` is `{"type": "tool_reference", "name": …}` (a tool of
+    `tools`, usually a deferred one) or, for an addition, `{"type": "tool_definition", "definition": {name,
+    description, input_schema}}` (a tool defined inline)."""
+
+    type: Literal["tool_addition", "tool_removal"]
+    tool: dict[str, Any]
+
+
 ContentBlock = Annotated[
     TextBlock
     | ImageBlock
@@ -179,7 +211,9 @@ ContentBlock = Annotated[
     | ToolResultBlock
     | ThinkingBlock
     | RedactedThinkingBlock
-    | ServerToolBlock,
+    | ServerToolBlock
+    | ToolChangeBlock
+    | UnknownBlock,
     Field(discriminator="type"),
 ]
 
@@ -243,7 +277,7 @@ _TAGS = {
     tag
     for model in (Base64Source, UrlSource, TextSource, ContentSource, FileSource, TextBlock, ImageBlock,
                   DocumentBlock, SearchResultBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock,
-                  RedactedThinkingBlock, ServerToolBlock, ToolReferenceBlock)
+                  RedactedThinkingBlock, ServerToolBlock, ToolReferenceBlock, ToolChangeBlock, UnknownBlock)
     for tag in model.__pydantic_fields__["type"].annotation.__args__
 }
 
@@ -270,8 +304,43 @@ def _location(loc: tuple[str | int, ...]) -> list[str]:
     return parts
 
 
+def _is_unknown_block(problem: Any) -> bool:
+    """Whether a validation problem is only a content block of a type the gateway does not know (accepted)."""
+    if problem["type"] != "union_tag_invalid" or not isinstance(problem.get("input"), dict) \
+            or not isinstance(problem["input"].get("type"), str):  # a type that is no string stays a 400
+        return False
+    loc = _location(problem["loc"])
+    return len(loc) >= 2 and loc[-2] == "content" and loc[-1].isdigit()
+
+
+def _validate[T: Request](model: type[T], value: Any) -> T:
+    """`model` validated from parsed JSON, content blocks of unknown types taken as UnknownBlock.
+
+    Validation runs first as if every block were known: a body without unknown blocks (nearly all) costs
+    nothing more. When it fails on blocks of unknown types, those blocks are given UNKNOWN_TAG, their own type
+    kept aside (in place: `value` is the caller's own parse), and validation runs again; a ValidationError from
+    that names the real problem."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        unknown = [_location(p["loc"]) for p in error.errors(include_url=False) if _is_unknown_block(p)]
+        if not unknown:
+            raise
+    for path in unknown:
+        node = value
+        try:
+            for part in path:
+                node = node[int(part)] if isinstance(node, list) else node[part]
+        except (LookupError, TypeError, ValueError):  # not a path into the body after all: validation says why
+            continue
+        if isinstance(node, dict) and isinstance(node.get("type"), str):
+            node[_UNKNOWN_TYPE], node["type"] = node["type"], UNKNOWN_TAG
+    return model.model_validate(value)
+
+
 def _describe(error: ValidationError) -> str:
     problems = error.errors(include_url=False)
+    problems = [p for p in problems if not _is_unknown_block(p)] or problems  # unknown blocks are no problem
     # The deepest problem is the specific one; shallower ones are other members of the same union.
     first = max(problems, key=lambda p: len(p["loc"]))
     loc = _location(first["loc"])
@@ -341,7 +410,7 @@ class KnownTools:
             if not isinstance(value, dict) or value.get("tools") != self._placeholder:
                 return None
             value["tools"] = None
-            request = model.model_validate(value)
+            request = _validate(model, value)
         except ValueError:
             return None
         tools = self._known.pop(text)
@@ -375,9 +444,10 @@ def parse[T: Request](model: type[T], body: bytes) -> T:
     result stands."""
     if (known := _KNOWN_TOOLS.parse(model, body)) is not None:
         return known
+    value = None
     try:
         value = loads(body)
-        request = model.model_validate(value)
+        request = _validate(model, value)
     except ValueError:  # orjson's JSONDecodeError and pydantic's ValidationError both are
         pass
     else:
@@ -386,6 +456,7 @@ def parse[T: Request](model: type[T], body: bytes) -> T:
         return request
     _refuse_constants(body)
     try:
-        return model.model_validate_json(body)
+        # The body as _validate left it (its unknown blocks marked), so the problem named is the real one.
+        return model.model_validate_json(body if value is None else dumps(value))
     except ValidationError as error:
         raise GatewayError(400, _describe(error)) from None

@@ -28,6 +28,7 @@ from ccany_addon.converters.common import (
 from ccany_addon.converters.gemini_schema import clean_schema
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
 from ccany_addon.converters.openai_chat import system_text
+from ccany_addon.converters.tool_search import conversation_tools, reference_text
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.schema import (
@@ -36,6 +37,7 @@ from ccany_addon.schema import (
     MessagesRequest,
     SearchResultBlock,
     TextBlock,
+    Tool,
     ToolReferenceBlock,
     ToolResultBlock,
 )
@@ -76,7 +78,10 @@ def to_gemini_request(request: MessagesRequest, target: UpstreamTarget) -> tuple
         config["thinkingConfig"] = thinking
     body["generationConfig"] = config
 
-    declarations = _function_declarations(request, notes)
+    changes = conversation_tools(request)
+    notes.extend(changes.notes(request.tools))
+    tools = changes.declared(request.tools) if target.capabilities.tools else None
+    declarations = _function_declarations(tools, changes.loaded, notes)
     if declarations:
         body["tools"] = [{"functionDeclarations": declarations}]
         if (choice := request.tool_choice) is not None:
@@ -207,11 +212,14 @@ def _tool_result(block: ToolResultBlock) -> tuple[str, list[dict]]:
 def _content_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock | ToolReferenceBlock) -> list[dict]:
     if isinstance(block, TextBlock):
         return [{"text": block.text}] if block.text else []
-    if isinstance(block, ToolReferenceBlock):  # only the Anthropic API loads deferred tools
-        return []
+    if isinstance(block, ToolReferenceBlock):  # the tool itself is declared (tool_search.py)
+        text = reference_text(block)
+        return [{"text": text}] if text else []
     if isinstance(block, SearchResultBlock):
         body = "\n".join(item.text for item in block.content)
         return [{"text": f"{block.title} ({block.source})\n{body}"}]
+    if not isinstance(block, ImageBlock | DocumentBlock):
+        return []  # a block of an unknown type (a note says so: tool_search.py)
     source = block.source
     title = f"{block.title}\n" if isinstance(block, DocumentBlock) and block.title else ""
     if source.type == "base64":
@@ -230,13 +238,13 @@ def _content_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBl
                             "Gemini; send it as base64, a URL or text")
 
 
-def _function_declarations(request: MessagesRequest, notes: list[str]) -> list[dict]:
+def _function_declarations(tools: list[Tool] | None, loaded: set[str], notes: list[str]) -> list[dict]:
     declarations: list[dict] = []
-    for position, tool in enumerate(request.tools or ()):
+    for position, tool in enumerate(tools or ()):
         if not tool.is_custom:
             notes.append(f"left out server tool {tool.name!r} ({tool.type}): no Gemini equivalent here")
             continue
-        if tool.defer_loading:
+        if tool.defer_loading and tool.name not in loaded:
             notes.append(f"left out deferred tool {tool.name!r}")
             continue
         declaration: dict = {"name": short_tool_name(tool.name)}

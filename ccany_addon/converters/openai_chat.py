@@ -21,6 +21,7 @@ from ccany_addon.converters.common import (
 )
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
 from ccany_addon.converters.text_template import TextChunkTemplate
+from ccany_addon.converters.tool_search import conversation_tools, reference_text
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.models import Capabilities
@@ -74,7 +75,10 @@ def to_chat_request(request: MessagesRequest, target: UpstreamTarget) -> tuple[d
         else:
             body["reasoning"] = {"effort": effort}
 
-    tools = function_tools(request.tools, caps.web_search)
+    changes = conversation_tools(request)
+    notes.extend(changes.notes(request.tools))
+    tools = function_tools(changes.declared(request.tools) if caps.tools else None, caps.web_search,
+                           frozenset(changes.loaded))
     notes.extend(tools.notes)
     if tools.web_search:
         body["web_search_options"] = {}
@@ -105,7 +109,7 @@ def _messages(request: MessagesRequest, target: UpstreamTarget) -> list[dict]:
             text = "\n\n".join(b.text for b in blocks if isinstance(b, TextBlock))
             if target.fold_system_messages:
                 leading_system.append(text)
-            else:
+            elif text:  # a system message of tool changes only (tool_search.py) says nothing to the model
                 out.append({"role": "system", "content": text})
         elif message.role == "assistant":
             out.append(_assistant_message(blocks, target.capabilities))
@@ -169,8 +173,9 @@ def tool_result_content(block: ToolResultBlock) -> tuple[str, list[dict]]:
 def user_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock | ToolReferenceBlock) -> list[dict]:
     if isinstance(block, TextBlock):
         return [{"type": "text", "text": block.text}] if block.text else []
-    if isinstance(block, ToolReferenceBlock):  # only the Anthropic API loads deferred tools
-        return []
+    if isinstance(block, ToolReferenceBlock):  # the tool itself is declared (tool_search.py)
+        text = reference_text(block)
+        return [{"type": "text", "text": text}] if text else []
     if isinstance(block, SearchResultBlock):
         body = "\n".join(item.text for item in block.content)
         return [{"type": "text", "text": f"{block.title} ({block.source})\n{body}"}]
@@ -181,7 +186,9 @@ def user_part(block: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock 
         if source.type == "url":
             return [{"type": "image_url", "image_url": {"url": source.url}}]
         raise GatewayError(400, "image source type 'file' (Anthropic Files API) cannot be sent to this upstream")
-    return _document_part(block)
+    if isinstance(block, DocumentBlock):
+        return _document_part(block)
+    return []  # a block of an unknown type (a note says so: tool_search.py)
 
 
 def _document_part(block: DocumentBlock) -> list[dict]:
@@ -243,30 +250,31 @@ class FunctionTools:
 
 
 _NO_TOOLS = FunctionTools([])
-_RECENT_TOOLS: dict[tuple[int, bool], tuple[list[Tool], FunctionTools]] = {}
+_RECENT_TOOLS: dict[tuple[int, bool, frozenset[str]], tuple[list[Tool], FunctionTools]] = {}
 _RECENT_SIZE = 8
 
 
-def function_tools(tools: list[Tool] | None, web_search: bool) -> FunctionTools:
-    """The tools for an upstream that runs web search itself (`web_search`) or not.
+def function_tools(tools: list[Tool] | None, web_search: bool, loaded: frozenset[str] = frozenset()) -> FunctionTools:
+    """The tools for an upstream that runs web search itself (`web_search`) or not; deferred tools only when
+    tool search has `loaded` them.
 
     Claude Code's requests share one tools list while its array stays the same (schema.KnownTools), so the
     last few lists' conversions are kept (16 tools take 13 µs). Holding the list keeps its id from being reused.
     """
     if not tools:
         return _NO_TOOLS
-    key = (id(tools), web_search)
+    key = (id(tools), web_search, loaded)
     recent = _RECENT_TOOLS.get(key)
     if recent is not None and recent[0] is tools:
         return recent[1]
-    converted = _function_tools(tools, web_search)
+    converted = _function_tools(tools, web_search, loaded)
     _RECENT_TOOLS[key] = (tools, converted)
     if len(_RECENT_TOOLS) > _RECENT_SIZE:
         del _RECENT_TOOLS[next(iter(_RECENT_TOOLS))]
     return converted
 
 
-def _function_tools(tools: list[Tool], web_search: bool) -> FunctionTools:
+def _function_tools(tools: list[Tool], web_search: bool, loaded: frozenset[str]) -> FunctionTools:
     functions: list[dict] = []
     notes: list[str] = []
     searches = False
@@ -277,7 +285,7 @@ def _function_tools(tools: list[Tool], web_search: bool) -> FunctionTools:
             else:
                 notes.append(f"left out server tool {tool.name!r} ({tool.type}): the upstream has no equivalent")
             continue
-        if tool.defer_loading:
+        if tool.defer_loading and tool.name not in loaded:
             notes.append(f"left out deferred tool {tool.name!r}")
             continue
         schema = {k: v for k, v in (tool.input_schema or {}).items() if k != "$schema"}

@@ -23,6 +23,7 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
+from ccany_addon.converters.tool_search import conversation_tools
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
 from ccany_addon.schema import (
@@ -76,7 +77,10 @@ def to_responses_request(request: MessagesRequest, target: UpstreamTarget) -> tu
         body["reasoning"] = {"effort": effort, "summary": "auto"}
 
     # Responses models have no `web_search_options`: server tools are left out with a note.
-    chat_tools = chat.function_tools(request.tools, web_search=False)
+    changes = conversation_tools(request)
+    notes.extend(changes.notes(request.tools))
+    chat_tools = chat.function_tools(changes.declared(request.tools) if caps.tools else None, web_search=False,
+                                     loaded=frozenset(changes.loaded))
     notes.extend(chat_tools.notes)
     if chat_tools.functions:
         body["tools"] = [{"type": "function", **tool["function"], "strict": False} for tool in chat_tools.functions]

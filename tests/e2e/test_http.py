@@ -37,8 +37,9 @@ def anthropic_error(response: httpx.Response, status: int, error_type: str) -> s
         ({"model": "x", "messages": []}, "max_tokens: Field required"),
         ({"model": "x", "max_tokens": "many", "messages": []}, "max_tokens: Input should be a valid integer"),
         ({"model": "x", "max_tokens": 5, "messages": "hi"}, "messages: Input should be a valid array"),
-        ({"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "hologram"}]}]},
-         "messages.0.content.0.type: unknown content block type 'hologram'"),
+        ({"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "hologram"},
+                                                                                 {"type": "text"}]}]},
+         "messages.0.content.1.text: Field required"),
         ({"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": [
             {"type": "tool_result", "content": "x"}]}]}, "messages.0.content.0.tool_use_id: Field required"),
     ],
@@ -49,6 +50,14 @@ def test_malformed_requests_get_a_400_naming_the_problem(proxy, fake_upstream, b
     assert expected in message
     assert fake_upstream.requests() == []
     assert post(proxy, GOOD).status_code == 200  # and the proxy keeps serving
+
+
+def test_unknown_content_blocks_are_dropped_not_refused(proxy, fake_upstream):
+    fake_upstream.clear()
+    body = {**GOOD, "messages": [{"role": "user", "content": [{"type": "hologram", "glow": 3},
+                                                              {"type": "text", "text": "hi"}]}]}
+    assert post(proxy, body).status_code == 200
+    assert "hologram" not in json.dumps(fake_upstream.requests()[-1]["body"])
 
 
 def test_unknown_fields_are_tolerated(proxy):

@@ -574,9 +574,9 @@ def test_response_keeps_client_model_name():
     assert message["model"] == "claude-opus-4-1"
 
 
-def test_a_tool_reference_in_a_tool_result_is_accepted_and_left_out():
-    """Claude Code's tool search answers with `tool_reference` blocks inside a tool result: never a 400, and only
-    the Anthropic API can act on them, so converting kinds leave them out."""
+def test_a_tool_reference_in_a_tool_result_reads_as_text():
+    """Claude Code's tool search answers with `tool_reference` blocks inside a tool result: never a 400; a model
+    that does not know the block reads that the tool is available (tests/unit/test_tool_search.py: declared)."""
     from ccany_addon.converters.gemini import to_gemini_request
     from ccany_addon.converters.openai_responses import to_responses_request
 
@@ -585,8 +585,9 @@ def test_a_tool_reference_in_a_tool_result_is_accepted_and_left_out():
         user([tool_result("call_1", [text("Found one."), {"type": "tool_reference", "tool_name": "WebFetch"}]),
               text("go on")])]}
     body, _ = convert(fields)
-    assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1", "content": "Found one."}
+    assert body["messages"][2] == {"role": "tool", "tool_call_id": "call_1",
+                                   "content": "Found one.\nTool WebFetch is now available."}
     responses, _ = to_responses_request(request(**fields), target("gpt-5-codex"))
-    assert "tool_reference" not in json.dumps(responses) and "Found one." in json.dumps(responses)
+    assert "tool_reference" not in json.dumps(responses) and "Tool WebFetch is now available." in json.dumps(responses)
     gemini, _ = to_gemini_request(request(**fields), target("gemini-2.5-flash"))
-    assert "tool_reference" not in json.dumps(gemini) and "Found one." in json.dumps(gemini)
+    assert "tool_reference" not in json.dumps(gemini) and "Tool WebFetch is now available." in json.dumps(gemini)

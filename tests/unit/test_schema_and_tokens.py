@@ -48,18 +48,22 @@ def one_block(block: dict) -> bytes:
         pytest.param(body(messages={"role": "user"}), "messages:", id="messages-not-list"),
         pytest.param(body(messages=[{"role": "robot", "content": "x"}]), "messages.0.role:", id="bad-role"),
         pytest.param(body(messages=[{"role": "user"}]), "messages.0.content: Field required", id="missing-content"),
-        pytest.param(one_block({"type": "foo"}), "messages.0.content.0.type: unknown content block type 'foo'",
-                     id="unknown-block-type"),
+        pytest.param(one_block({"type": 7}), "messages.0.content.0.type: unknown content block type '7'",
+                     id="block-type-not-a-string"),
         pytest.param(body(messages=[{"role": "user", "content": "a"}, {"role": "assistant", "content": [
-            {"type": "text", "text": "ok"}, {"type": "bar"}]}]),
-                     "messages.1.content.1.type: unknown content block type 'bar'", id="unknown-block-type-later"),
+            {"type": "bar"}, {"type": "text"}]}]),
+                     "messages.1.content.1.text: Field required", id="known-block-wrong-after-unknown-block"),
         pytest.param(one_block({"text": "no type"}), "messages.0.content.0.type: Field required",
                      id="block-without-type"),
         pytest.param(one_block({"type": "tool_result", "content": "x"}),
                      "messages.0.content.0.tool_use_id: Field required", id="tool-result-without-id"),
-        pytest.param(one_block({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "foo"}]}),
-                     "messages.0.content.0.content.0.type: unknown content block type 'foo'",
-                     id="unknown-block-in-tool-result"),
+        pytest.param(one_block({"type": "tool_result", "content": [{"type": "foo"}]}),
+                     "messages.0.content.0.tool_use_id: Field required", id="tool-result-wrong-with-unknown-block"),
+        pytest.param(one_block({"type": "tool_result", "tool_use_id": "t", "content": [{"type": "foo"},
+                                                                                      {"type": "image"}]}),
+                     "messages.0.content.0.content.1.source: Field required", id="wrong-block-in-tool-result"),
+        pytest.param(one_block({"type": "tool_addition"}), "messages.0.content.0.tool: Field required",
+                     id="tool-addition-without-tool"),
         pytest.param(one_block({"type": "text"}), "messages.0.content.0.text: Field required", id="text-without-text"),
         pytest.param(one_block({"type": "tool_use", "id": "t", "input": {}}), "messages.0.content.0.name:",
                      id="tool-use-without-name"),
@@ -332,3 +336,36 @@ def test_tool_reference_blocks_in_a_tool_result_are_counted():
                                                                      "content": [{"type": "tool_reference",
                                                                                   "tool_name": "WebFetch"}]}]}]}
     assert count_tokens(parse(CountTokensRequest, json.dumps(body).encode())) > 0
+
+
+@pytest.mark.parametrize("parse_twice", [False, True], ids=["first-parse", "known-tools"])
+def test_unknown_content_blocks_are_accepted_as_they_came(known_tools, parse_twice):
+    """Open lists: a block of a type the gateway does not know is no 400, anywhere a content block can stand."""
+    blocks = [{"type": "hologram", "depth": [1, 2]}, {"type": "text", "text": "hi"},
+              {"type": "tool_result", "tool_use_id": "t", "content": [{"type": "smell", "note": "x"},
+                                                                      {"type": "text", "text": "ok"}]}]
+    raw = compact({**BASE, "tools": TOOLS, "messages": [{"role": "user", "content": blocks}]})
+    request = parse(MessagesRequest, raw)
+    if parse_twice:
+        request = parse(MessagesRequest, raw)
+    content = request.messages[0].content
+    assert isinstance(content[0], schema.UnknownBlock) and isinstance(content[2].content[0], schema.UnknownBlock)
+    assert schema.as_dict(content[0]) == blocks[0]
+    assert schema.as_dict(content[2].content[0]) == {"type": "smell", "note": "x"}
+
+
+def test_unknown_blocks_are_counted_never_refused():
+    words = "a block of a future type with some words in it " * 10
+    known = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
+    unknown = {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                                       {"type": "hologram", "caption": words}]}]}
+    assert count_tokens(parse(CountTokensRequest, json.dumps(unknown).encode())) > \
+        count_tokens(parse(CountTokensRequest, json.dumps(known).encode())) + 50
+
+
+def test_tool_changes_parse():
+    addition = {"type": "tool_addition", "tool": {"type": "tool_definition", "definition": {
+        "name": "Late", "input_schema": {"type": "object"}}}}
+    request = parse(MessagesRequest, body(messages=[{"role": "user", "content": "hi"},
+                                                    {"role": "system", "content": [addition]}]))
+    assert isinstance(request.messages[1].content[0], schema.ToolChangeBlock)
