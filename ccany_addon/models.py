@@ -64,6 +64,11 @@ class Capabilities:
     # Send OpenAI's `prompt_cache_key` (a hash of the Claude Code session) to an OpenAI-dialect upstream. None:
     # the upstream's host decides (only api.openai.com gets it; strict compatible servers refuse unknown fields).
     prompt_cache_key: bool | None = None
+    # `output_config.format` as the upstream's JSON-schema answer format; without it the protocol's rejection
+    # (capability_rejected: structured_outputs_unsupported). Off for unknown servers, on for known families.
+    structured_outputs: bool = False
+    # OpenAI's `xhigh` reasoning effort (models after gpt-5.1-codex-max); elsewhere `high` is the top.
+    xhigh_effort: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class CapabilityOverride:
     uses_max_completion_tokens: bool | None = None
     late_system: bool | None = None
     prompt_cache_key: bool | None = None  # read when the config DB has the column
+    structured_outputs: bool | None = None  # read when the config DB has the column
 
     @classmethod
     def from_row(cls, row: dict) -> CapabilityOverride:
@@ -87,9 +93,11 @@ class CapabilityOverride:
                                                                                  "late_system")}
         field_name = row["max_tokens_field"]
         cache_key = row.get("prompt_cache_key")
+        structured = row.get("structured_outputs")
         return cls(row["pattern"], row["max_output_tokens"], row["context_window"], **flag,
                    uses_max_completion_tokens=None if field_name is None else field_name == "max_completion_tokens",
-                   prompt_cache_key=None if cache_key is None else bool(cache_key))
+                   prompt_cache_key=None if cache_key is None else bool(cache_key),
+                   structured_outputs=None if structured is None else bool(structured))
 
     def matches(self, upstream_model: str) -> bool:
         return fnmatch.fnmatchcase(upstream_model.lower(), self.pattern.lower())
@@ -103,18 +111,24 @@ class CapabilityOverride:
 _FAMILIES: tuple[tuple[re.Pattern[str], Capabilities], ...] = tuple(
     (re.compile(pattern), caps)
     for pattern, caps in (
-        (r"^(o1|o3|o4)(-|$)", Capabilities(100_000, 200_000, reasoning=True, uses_max_completion_tokens=True)),
-        (r"^gpt-5", Capabilities(128_000, 400_000, reasoning=True, uses_max_completion_tokens=True)),
-        (r"^codex", Capabilities(128_000, 400_000, reasoning=True, uses_max_completion_tokens=True)),
-        (r"^gpt-4\.1", Capabilities(32_768, 1_047_576)),
+        (r"^(o1|o3|o4)(-|$)", Capabilities(100_000, 200_000, reasoning=True, uses_max_completion_tokens=True,
+                                           structured_outputs=True)),
+        (r"^gpt-5\.(?:[2-9]|1-codex-max)|^gpt-[6-9]",
+         Capabilities(128_000, 400_000, reasoning=True, uses_max_completion_tokens=True, structured_outputs=True,
+                      xhigh_effort=True)),
+        (r"^gpt-5", Capabilities(128_000, 400_000, reasoning=True, uses_max_completion_tokens=True,
+                                 structured_outputs=True)),
+        (r"^codex", Capabilities(128_000, 400_000, reasoning=True, uses_max_completion_tokens=True,
+                                 structured_outputs=True)),
+        (r"^gpt-4\.1", Capabilities(32_768, 1_047_576, structured_outputs=True)),
         (r"^gpt-4o.*search", Capabilities(16_384, 128_000, web_search=True)),
-        (r"^gpt-4o", Capabilities(16_384, 128_000)),
+        (r"^gpt-4o", Capabilities(16_384, 128_000, structured_outputs=True)),
         (r"^gpt-4-turbo", Capabilities(4_096, 128_000)),
         (r"^gpt-3\.5", Capabilities(4_096, 16_385, vision=False)),
         (r"^deepseek-reasoner", Capabilities(65_536, 128_000, reasoning=True, vision=False, echo_reasoning=True)),
         (r"^deepseek", Capabilities(8_192, 128_000, vision=False, echo_reasoning=True)),
-        (r"^gemini-(2\.5|3)", Capabilities(65_536, 1_048_576, reasoning=True)),
-        (r"^gemini", Capabilities(8_192, 1_048_576)),
+        (r"^gemini-(2\.5|3)", Capabilities(65_536, 1_048_576, reasoning=True, structured_outputs=True)),
+        (r"^gemini", Capabilities(8_192, 1_048_576, structured_outputs=True)),
         (r"^claude", Capabilities(64_000, 200_000, reasoning=True)),
         (r"^(qwen3?-coder|qwen3)", Capabilities(65_536, 262_144, late_system=False)),
         (r"^qwen", Capabilities(8_192, 131_072, late_system=False)),

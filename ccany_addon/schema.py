@@ -254,6 +254,7 @@ class Metadata(_Model):
 
 class OutputConfig(_Model):
     effort: str | None = None
+    format: dict[str, Any] | None = None  # structured outputs: {"type": "json_schema", "schema": {…}}
 
 
 class MessagesRequest(_Model):

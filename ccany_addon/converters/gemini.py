@@ -28,6 +28,7 @@ from ccany_addon.converters.common import (
 from ccany_addon.converters.gemini_schema import clean_schema
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
 from ccany_addon.converters.openai_chat import system_text
+from ccany_addon.converters.structured import effort_level, gemini_thinking_budget, gemini_thinking_level, output_schema
 from ccany_addon.converters.tool_search import conversation_tools, reference_text
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
@@ -76,6 +77,8 @@ def to_gemini_request(request: MessagesRequest, target: UpstreamTarget) -> tuple
             notes.append(f"kept the first {MAX_STOP_SEQUENCES} of {len(request.stop_sequences)} stop sequences")
     if thinking := _thinking_config(request, model):
         config["thinkingConfig"] = thinking
+    if (schema := output_schema(request, target.capabilities)) is not None:
+        config.update(_response_schema(schema, model))
     body["generationConfig"] = config
 
     changes = conversation_tools(request)
@@ -103,28 +106,46 @@ def _thinking_config(request: MessagesRequest, model: str) -> dict | None:
 
     - 1.x/2.0 models: never a thinkingConfig (they reject it).
     - Gemini 3 (thinks always; `thinkingLevel` is its knob, a budget is only tolerated): thinking asked for →
-      `includeThoughts`, plus level low (budget ≤ 8k) or high; adaptive keeps the model's own dynamic level.
+      `includeThoughts`, plus level low (budget ≤ 8k) or high; adaptive takes `output_config.effort` on the
+      model's scale (structured.gemini_thinking_level), and without one keeps the model's own dynamic level.
     - Gemini 2.5 and aliases: thinking asked for → `includeThoughts` with the budget clamped to the family's
-      maximum (Pro 32,768, others 24,576), adaptive → -1 (dynamic). Not asked for → Flash models get
-      budget 0 (Anthropic semantics: no thinking, and no thinking cost); Pro cannot stop thinking, so nothing.
+      maximum (Pro 32,768, others 24,576); adaptive takes the effort's budget (xhigh and max: the maximum), and
+      without one -1 (dynamic). Not asked for → Flash models get budget 0 (Anthropic semantics: no thinking,
+      and no thinking cost); Pro cannot stop thinking, so nothing.
     """
     if not _THINKING_MODEL.match(model):
         return None
     thinking = request.thinking
     wanted = thinking is not None and thinking.type != "disabled"
+    effort = effort_level(request) if request.output_config and request.output_config.effort else None
     if model.startswith("gemini-3"):
         if not wanted:
             return None
         config: dict = {"includeThoughts": True}
         if thinking.type == "enabled":
             config["thinkingLevel"] = "low" if (thinking.budget_tokens or 0) <= 8192 else "high"
+        elif effort and (level := gemini_thinking_level(effort, "flash" in model)):
+            config["thinkingLevel"] = level
         return config
     if not wanted:
         return {"thinkingBudget": 0} if "flash" in model else None
-    if thinking.type == "adaptive":
-        return {"includeThoughts": True, "thinkingBudget": -1}
     ceiling = 32_768 if "pro" in model else 24_576
+    if thinking.type == "adaptive":
+        return {"includeThoughts": True, "thinkingBudget": gemini_thinking_budget(effort, ceiling) if effort else -1}
     return {"includeThoughts": True, "thinkingBudget": min(thinking.budget_tokens or 1024, ceiling)}
+
+
+def _response_schema(schema: dict, model: str) -> dict:
+    """Structured outputs: 2.5 and later take JSON Schema as it is (`responseJsonSchema`); older models only
+    their OpenAPI subset (`responseSchema`), cleaned as tool schemas are."""
+    if _THINKING_MODEL.match(model):
+        return {"responseMimeType": "application/json", "responseJsonSchema": schema}
+    try:
+        cleaned = clean_schema(schema)
+    except (TypeError, ValueError, AttributeError, RecursionError) as error:
+        raise GatewayError(400, "output_config.format.schema: a schema of this shape cannot be converted for "
+                                f"Gemini ({type(error).__name__})") from None
+    return {"responseMimeType": "application/json", "responseSchema": cleaned}
 
 
 def _contents(request: MessagesRequest, signs: bool, notes: list[str]) -> tuple[list[dict], str]:

@@ -20,6 +20,7 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
+from ccany_addon.converters.structured import openai_effort, openai_response_format, output_schema
 from ccany_addon.converters.text_template import TextChunkTemplate
 from ccany_addon.converters.tool_search import conversation_tools, reference_text
 from ccany_addon.errors import GatewayError, mask_secrets
@@ -67,7 +68,10 @@ def to_chat_request(request: MessagesRequest, target: UpstreamTarget) -> tuple[d
         body["stream_options"] = {"include_usage": True}
     if request.metadata and request.metadata.user_id:
         body["user"] = user_field(request.metadata.user_id)
-    if caps.reasoning and (effort := reasoning_effort(request)):
+    if (schema := output_schema(request, caps)) is not None:
+        body["response_format"] = openai_response_format(schema)
+    # OpenRouter normalises `xhigh` for every model behind it.
+    if caps.reasoning and (effort := openai_effort(request, caps.xhigh_effort or target.reasoning_object)):
         if not target.reasoning_object:
             body["reasoning_effort"] = effort
         elif request.thinking is not None and request.thinking.budget_tokens:
@@ -306,17 +310,6 @@ def user_field(user_id: str) -> str:
     if len(user_id) <= MAX_USER_FIELD:
         return user_id
     return "user_" + hashlib.sha256(user_id.encode()).hexdigest()[:40]
-
-
-def reasoning_effort(request: MessagesRequest) -> str | None:
-    thinking = request.thinking
-    if thinking is None or thinking.type == "disabled":
-        return None
-    if thinking.type == "enabled":
-        budget = thinking.budget_tokens or 0
-        return "low" if budget <= 4096 else "medium" if budget <= 16384 else "high"
-    effort = (request.output_config.effort if request.output_config else None) or "medium"
-    return {"low": "low", "medium": "medium", "high": "high", "max": "high"}.get(effort, "medium")
 
 
 # ---------------------------------------------------------------- response

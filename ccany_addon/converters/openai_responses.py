@@ -23,6 +23,7 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
+from ccany_addon.converters.structured import openai_effort, output_schema, responses_text_format
 from ccany_addon.converters.tool_search import conversation_tools
 from ccany_addon.errors import GatewayError, mask_secrets
 from ccany_addon.json_codec import dumps_str, loads
@@ -73,8 +74,10 @@ def to_responses_request(request: MessagesRequest, target: UpstreamTarget) -> tu
     body["store"] = False
     if request.metadata and request.metadata.user_id:
         body["user"] = chat.user_field(request.metadata.user_id)
-    if caps.reasoning and (effort := chat.reasoning_effort(request)):
+    if caps.reasoning and (effort := openai_effort(request, caps.xhigh_effort)):
         body["reasoning"] = {"effort": effort, "summary": "auto"}
+    if (schema := output_schema(request, caps)) is not None:
+        body["text"] = {"format": responses_text_format(schema)}
 
     # Responses models have no `web_search_options`: server tools are left out with a note.
     changes = conversation_tools(request)
