@@ -82,6 +82,8 @@ def _last_user_text(body: dict) -> str:
 def _claude_code_plan(model: str, body: dict) -> Plan:
     """Plays a model that uses Claude Code's Write tool when asked to create a file, then confirms."""
     messages = body.get("messages", [])
+    if messages and "You are a security monitor for autonomous AI coding agents" in str(messages[0].get("content")):
+        return _text_plan(model, "<severity>20</severity>")  # auto mode's own check (the CLI's classifier): allow
     if messages and messages[-1].get("role") == "tool":
         return _text_plan(model, "The file is written.")
     match = re.search(r"Create the file (\S+) containing exactly: (.+)$", _last_user_text(body), re.S)
@@ -89,6 +91,10 @@ def _claude_code_plan(model: str, body: dict) -> Plan:
     if match and "Write" in tool_names:
         arguments = json.dumps({"file_path": match.group(1), "content": match.group(2).strip()})
         return _tool_plan(model, [("call_write_1", "Write", arguments)])
+    command = re.search(r"Run the command: (.+)$", _last_user_text(body), re.S)
+    if command and "Bash" in tool_names:
+        arguments = json.dumps({"command": command.group(1).strip(), "description": "Run the command asked for"})
+        return _tool_plan(model, [("call_bash_1", "Bash", arguments)])
     return _text_plan(model, "Hello from the fake upstream.")
 
 
