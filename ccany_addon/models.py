@@ -84,20 +84,19 @@ class CapabilityOverride:
     reasoning: bool | None = None
     uses_max_completion_tokens: bool | None = None
     late_system: bool | None = None
-    prompt_cache_key: bool | None = None  # read when the config DB has the column
-    structured_outputs: bool | None = None  # read when the config DB has the column
+    prompt_cache_key: bool | None = None
+    structured_outputs: bool | None = None
+    xhigh_effort: bool | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> CapabilityOverride:
-        flag = {name: None if row[name] is None else bool(row[name]) for name in ("vision", "tools", "reasoning",
-                                                                                 "late_system")}
+        """A row as read from the table; a column the row lacks (a row from before config DB v6) is unset."""
+        flag = {name: None if (value := row.get(name)) is None else bool(value)
+                for name in ("vision", "tools", "reasoning", "late_system", "prompt_cache_key", "structured_outputs",
+                             "xhigh_effort")}
         field_name = row["max_tokens_field"]
-        cache_key = row.get("prompt_cache_key")
-        structured = row.get("structured_outputs")
         return cls(row["pattern"], row["max_output_tokens"], row["context_window"], **flag,
-                   uses_max_completion_tokens=None if field_name is None else field_name == "max_completion_tokens",
-                   prompt_cache_key=None if cache_key is None else bool(cache_key),
-                   structured_outputs=None if structured is None else bool(structured))
+                   uses_max_completion_tokens=None if field_name is None else field_name == "max_completion_tokens")
 
     def matches(self, upstream_model: str) -> bool:
         return fnmatch.fnmatchcase(upstream_model.lower(), self.pattern.lower())

@@ -22,6 +22,7 @@ from ccany_addon.config.schema import (
     open_config_db,
 )
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
+from ccany_addon.config.snapshot import setting_value
 from ccany_addon.config.transfer import dump_yaml, export_config, import_config, load_yaml
 from ccany_addon.private_files import create_private
 
@@ -37,6 +38,30 @@ def _secret(args: argparse.Namespace, what: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(f"{what}: ")
     return sys.stdin.readline().rstrip("\n")
+
+
+# The yes/no facts of a `model_capabilities` row, each a `capabilities` option (`--late-system` …).
+CAPABILITY_FLAGS = ("vision", "tools", "reasoning", "late_system", "prompt_cache_key", "structured_outputs",
+                    "xhigh_effort")
+UNSET = "default"  # a capability option's value that clears the override (NULL: the built-in value again)
+
+
+def _flag(text: str) -> bool | None:
+    if text.strip().lower() == UNSET:
+        return None
+    try:
+        return bool(setting_value(bool, text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected true, false or {UNSET}, not {text!r}") from None
+
+
+def _count(text: str) -> int | None:
+    if text.strip().lower() == UNSET:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or {UNSET}, not {text!r}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -84,6 +109,20 @@ def _parser() -> argparse.ArgumentParser:
     setting = commands.add_parser("setting", help="set a tunable (empty value: remove it)")
     setting.add_argument("name", choices=sorted(SETTINGS))
     setting.add_argument("value")
+
+    caps = commands.add_parser("capabilities", help="override built-in capabilities of matching upstream models",
+                               description=f"Each option given is set; '{UNSET}' clears it (the built-in value "
+                                           "applies again); options not given keep what the row has.")
+    caps.add_argument("pattern", help="a glob over the upstream model, e.g. 'qwen3-*'")
+    for name in ("max_output_tokens", "context_window"):
+        caps.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_count, default=argparse.SUPPRESS,
+                          metavar="N")
+    caps.add_argument("--max-tokens-field", dest="max_tokens_field", default=argparse.SUPPRESS,
+                      choices=("max_tokens", "max_completion_tokens", UNSET))
+    for name in CAPABILITY_FLAGS:
+        caps.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_flag, default=argparse.SUPPRESS,
+                          metavar=f"true|false|{UNSET}")
+    caps.add_argument("--notes", default=argparse.SUPPRESS)
 
     export = commands.add_parser("export", help="write the whole config as YAML")
     export.add_argument("file", nargs="?", help="default: standard output")
@@ -137,6 +176,15 @@ def _run(args: argparse.Namespace, db, cipher: Cipher) -> str:
         case "setting":
             store.set_setting(db, ACTOR, args.name, args.value or None)
             return f"{args.name} = {args.value or '(default)'}"
+        case "capabilities":
+            facts = {name: value for name, value in vars(args).items() if name not in ("db", "command", "pattern")}
+            if facts.get("max_tokens_field") == UNSET:
+                facts["max_tokens_field"] = None
+            if not facts:
+                raise store.ConfigError("name at least one capability to set (see capabilities --help)")
+            capability_id = store.set_capabilities(db, ACTOR, args.pattern, **facts)
+            shown = ", ".join(f"{name}={UNSET if value is None else value}" for name, value in facts.items())
+            return f"capabilities of {args.pattern}: {shown} (id {capability_id})"
         case "export":
             text = dump_yaml(export_config(db, cipher, args.with_secrets))
             if not args.file:

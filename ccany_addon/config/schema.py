@@ -195,7 +195,16 @@ BEGIN
 END;
 """
 
-MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4), sql_script(_V5)]
+# Capability overrides for the facts Claude Code 2.1.33x made matter (NULL: the built-in value, as in v4):
+# whether an OpenAI-dialect upstream gets `prompt_cache_key`, whether the model takes a JSON-schema answer format
+# (`response_format`, Gemini's response schema), whether it has OpenAI's `xhigh` reasoning effort.
+_V6 = """
+ALTER TABLE model_capabilities ADD COLUMN prompt_cache_key INTEGER;
+ALTER TABLE model_capabilities ADD COLUMN structured_outputs INTEGER;
+ALTER TABLE model_capabilities ADD COLUMN xhigh_effort INTEGER;
+"""
+
+MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4), sql_script(_V5), sql_script(_V6)]
 VERSION = len(MIGRATIONS)
 
 

@@ -101,7 +101,7 @@ def set_key_enabled(db: sqlite_utils.Database, actor: str, key_id: int, enabled:
 def set_capabilities(db: sqlite_utils.Database, actor: str, pattern: str, **facts: Any) -> int:
     """Overrides of the built-in model capabilities for upstream models matching `pattern` (a glob)."""
     columns = {"max_output_tokens", "context_window", "vision", "tools", "reasoning", "max_tokens_field",
-               "late_system", "notes"}
+               "late_system", "prompt_cache_key", "structured_outputs", "xhigh_effort", "notes"}
     if unknown := set(facts) - columns:
         raise ConfigError(f"unknown capabilities: {', '.join(sorted(unknown))}")
     row = {"pattern": pattern, **{name: int(v) if isinstance(v, bool) else v for name, v in facts.items()}}

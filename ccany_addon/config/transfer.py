@@ -123,7 +123,9 @@ _SPECS: dict[str, dict[str, _Field]] = {
               "password_hash": _Field("text")},
     "model_capabilities": {"pattern": _Field("text", True), "max_output_tokens": _Field("number"),
                            "context_window": _Field("number"), "vision": _Field("flag"), "tools": _Field("flag"),
-                           "reasoning": _Field("flag"), "late_system": _Field("flag"), "notes": _Field("text"),
+                           "reasoning": _Field("flag"), "late_system": _Field("flag"),
+                           "prompt_cache_key": _Field("flag"), "structured_outputs": _Field("flag"),
+                           "xhigh_effort": _Field("flag"), "notes": _Field("text"),
                            "max_tokens_field": _Field("text", choices=("max_tokens", "max_completion_tokens"))},
 }
 _SECTIONS = ("providers", "routes", "client_keys", "users", "model_capabilities")

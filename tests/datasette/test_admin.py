@@ -374,3 +374,51 @@ async def test_key_health_is_shown_and_a_disabled_key_can_be_re_enabled(flow_log
     assert ("alice", "enable provider key", f"provider_keys/{disabled_id}") in [
         (r["actor"], r["action"], r["target"]) for r in audit_rows(config)]
     assert ("gateway", "disable provider key") in [(r["actor"], r["action"]) for r in audit_rows(config)]
+
+
+async def test_admin_sets_the_new_capability_flags_in_the_row_editor(flow_log: FlowLog, tmp_path: Path) -> None:
+    """structured_outputs, prompt_cache_key and xhigh_effort are columns of model_capabilities like late_system:
+    shown on the table and row pages, written by Datasette's row editor, read by the proxy's snapshot."""
+    from ccany_addon.config.snapshot import read_snapshot
+    from ccany_addon.models import capabilities
+
+    config = make_config(tmp_path / "config.db")
+    ds = datasette_for(flow_log.path, config)
+    admin, viewer = await session(ds, *ADMIN), await session(ds, *VIEWER)
+    flags = ("late_system", "prompt_cache_key", "structured_outputs", "xhigh_effort")
+    inserted = await ds.client.post("/config/model_capabilities/-/insert", cookies=admin, json={
+        "row": {"pattern": "qwen3-*", "late_system": 0, "structured_outputs": 1, "prompt_cache_key": 1},
+        "return": True})
+    assert inserted.status_code == 201, inserted.text
+    row = inserted.json()["rows"][0]
+    assert [row[name] for name in flags] == [0, 1, 1, None]
+    updated = await ds.client.post(f"/config/model_capabilities/{row['id']}/-/update", cookies=admin, json={
+        "update": {"xhigh_effort": 1, "prompt_cache_key": None}, "return": True})
+    assert updated.status_code == 200, updated.text
+    assert [updated.json()["rows"][0][name] for name in flags] == [0, None, 1, 1]
+    # a viewer reads them but may not change them
+    denied = await ds.client.post(f"/config/model_capabilities/{row['id']}/-/update", cookies=viewer,
+                                  json={"update": {"structured_outputs": 0}})
+    assert denied.status_code == 403
+    # the table and row pages show every flag, with the row editor for admins
+    table = (await ds.client.get("/config/model_capabilities", cookies=admin)).text
+    assert all(f'data-column="{name}"' in table for name in flags) and 'data-table-action="insert-row"' in table
+    page = await ds.client.get(f"/config/model_capabilities/{row['id']}", cookies=viewer)
+    assert page.status_code == 200 and all(f'data-column="{name}"' in page.text for name in flags)
+    assert 'data-row-action="edit"' in (await ds.client.get(f"/config/model_capabilities/{row['id']}",
+                                                            cookies=admin)).text
+    as_json = (await ds.client.get(f"/config/model_capabilities/{row['id']}.json?_shape=objects",
+                                   cookies=viewer)).json()["rows"][0]
+    assert [as_json[name] for name in flags] == [0, None, 1, 1]
+    # what the proxy then does with qwen3 models
+    db = open_config_db(config.path, None)
+    try:
+        caps = capabilities("qwen3-coder", read_snapshot(db, None).capabilities)
+    finally:
+        db.close()
+    assert (caps.late_system, caps.prompt_cache_key, caps.structured_outputs, caps.xhigh_effort) == (
+        False, None, True, True)
+    assert [(r["actor"], r["action"], r["target"]) for r in audit_rows(config)
+            if r["details"] and json.loads(r["details"]).get("via") == "datasette"] == [
+        ("alice", "insert-rows", "model_capabilities"),
+        ("alice", "update-row", f"model_capabilities/{row['id']}")]

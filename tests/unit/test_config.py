@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 
 import pytest
+import sqlite_utils
 import yaml
 
 from ccany_addon.claude_setup import gateway_env
@@ -360,3 +361,111 @@ def test_import_keeps_disabled_providers_keys_and_routes_disabled(config, tmp_pa
     assert next(db["providers"].rows)["enabled"] == 0 and next(db["provider_keys"].rows)["enabled"] == 0
     route = next(db["routes"].rows)
     assert (route["enabled"], route["priority"]) == (0, 7)
+
+
+NEW_CAPABILITY_FLAGS = ("prompt_cache_key", "structured_outputs", "xhigh_effort")
+
+
+def test_new_capability_flags_are_read_into_the_snapshot_and_applied(config):
+    from ccany_addon.models import capabilities
+    _, db, _ = config
+    store.set_capabilities(db, "t", "qwen3-*", structured_outputs=True, prompt_cache_key=True, xhigh_effort=True)
+    store.set_capabilities(db, "t", "gpt-5*", structured_outputs=False, prompt_cache_key=False)
+    store.set_capabilities(db, "t", "gpt-4o*", max_output_tokens=1000)  # the new flags unset: NULL
+    assert {row["pattern"]: [row[name] for name in NEW_CAPABILITY_FLAGS] for row in db["model_capabilities"].rows} \
+        == {"qwen3-*": [1, 1, 1], "gpt-5*": [0, 0, None], "gpt-4o*": [None, None, None]}
+    overrides = read_snapshot(db, None).capabilities
+    assert [(o.prompt_cache_key, o.structured_outputs, o.xhigh_effort) for o in overrides] == [
+        (True, True, True), (False, False, None), (None, None, None)]
+    # built-in: qwen has neither structured outputs nor a cache-key rule nor xhigh; the rows turn them on
+    assert (capabilities("qwen3-coder").structured_outputs, capabilities("qwen3-coder").prompt_cache_key) == (
+        False, None)
+    qwen = capabilities("qwen3-coder", overrides)
+    assert (qwen.structured_outputs, qwen.prompt_cache_key, qwen.xhigh_effort, qwen.late_system) == (
+        True, True, True, False)
+    # and off where the built-in says on; an unset flag keeps the family's value (gpt-5.2 has xhigh)
+    gpt = capabilities("gpt-5.2", overrides)
+    assert (gpt.structured_outputs, gpt.prompt_cache_key, gpt.xhigh_effort) == (False, False, True)
+    assert capabilities("gpt-4o", overrides).structured_outputs is True
+    assert capabilities("gpt-4o", overrides).max_output_tokens == 1000
+    # setting a flag back to None clears the override: the built-in applies again
+    store.set_capabilities(db, "t", "gpt-5*", structured_outputs=None)
+    assert capabilities("gpt-5.2", read_snapshot(db, None).capabilities).structured_outputs is True
+
+
+def test_a_v5_config_db_gains_the_new_capability_columns_unset(tmp_path):
+    from ccany_addon.config.schema import MIGRATIONS, VERSION
+    from ccany_addon.migrations import migrate
+    path = tmp_path / "old.db"
+    old = sqlite_utils.Database(str(path))
+    migrate(old, MIGRATIONS[:5], "config DB")
+    old["model_capabilities"].insert({"pattern": "qwen3-*", "late_system": 0})
+    old.close()
+    db = open_config_db(path, None)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 6
+    row = next(db["model_capabilities"].rows)
+    assert row["late_system"] == 0 and all(row[name] is None for name in NEW_CAPABILITY_FLAGS)
+    override = read_snapshot(db, None).capabilities[0]
+    assert override.late_system is False and override.structured_outputs is None
+    db.close()
+
+
+def test_new_capability_flags_round_trip_through_export_and_import(config, tmp_path):
+    path, db, _ = config
+    store.set_capabilities(db, "t", "my-vllm-*", structured_outputs=True, prompt_cache_key=False, late_system=False)
+    store.set_capabilities(db, "t", "gpt-5*", xhigh_effort=False)
+    assert config_main(["--db", str(path), "export", str(tmp_path / "caps.yaml")]) == 0
+    assert yaml.safe_load((tmp_path / "caps.yaml").read_text())["model_capabilities"] == [
+        {"pattern": "my-vllm-*", "late_system": 0, "prompt_cache_key": 0, "structured_outputs": 1},
+        {"pattern": "gpt-5*", "xhigh_effort": 0}]
+    other = tmp_path / "b" / "config.db"
+    assert config_main(["--db", str(other), "import", str(tmp_path / "caps.yaml")]) == 0
+    imported = open_config_db(other, None)
+    assert read_snapshot(imported, None).capabilities == read_snapshot(db, None).capabilities
+    assert [(o.pattern, o.structured_outputs, o.prompt_cache_key, o.xhigh_effort, o.late_system)
+            for o in read_snapshot(imported, None).capabilities] == [
+        ("my-vllm-*", True, False, None, False), ("gpt-5*", None, None, False, None)]
+    imported.close()
+    # a hand-written file may say yes/no; anything else is refused, naming the entry and field
+    (tmp_path / "hand.yaml").write_text("model_capabilities:\n- {pattern: 'qwen*', structured_outputs: yes, "
+                                        "xhigh_effort: off}\n")
+    assert config_main(["--db", str(path), "import", str(tmp_path / "hand.yaml")]) == 0
+    row = db.execute("SELECT structured_outputs, xhigh_effort FROM model_capabilities WHERE pattern = 'qwen*'")
+    assert row.fetchone() == (1, 0)
+
+
+@pytest.mark.parametrize("name", NEW_CAPABILITY_FLAGS)
+def test_import_refuses_a_new_capability_flag_that_is_not_a_boolean(config, tmp_path, capsys, name):
+    path, db, _ = config
+    before = _dump(db)
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({"model_capabilities": [{"pattern": "x*", name: "maybe"}]}))
+    assert config_main(["--db", str(path), "import", str(tmp_path / "bad.yaml")]) == 1
+    assert f"model_capabilities[0] (pattern 'x*'): {name} must be true or false" in capsys.readouterr().err
+    assert _dump(db) == before
+
+
+def test_cli_sets_and_clears_capabilities(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("CCANY_MASTER_KEY", raising=False)
+    db_path = str(tmp_path / "config.db")
+    assert config_main(["--db", db_path, "capabilities", "qwen3-*", "--structured-outputs", "true",
+                        "--prompt-cache-key", "on", "--xhigh-effort", "false", "--late-system", "no",
+                        "--max-output-tokens", "4096", "--max-tokens-field", "max_tokens", "--notes", "vLLM"]) == 0
+    assert "capabilities of qwen3-*" in capsys.readouterr().out
+    db = open_config_db(db_path, None)
+    override = read_snapshot(db, None).capabilities[0]
+    assert (override.structured_outputs, override.prompt_cache_key, override.xhigh_effort, override.late_system,
+            override.max_output_tokens, override.uses_max_completion_tokens) == (True, True, False, False, 4096, False)
+    # options not given keep their value; `default` clears one
+    assert config_main(["--db", db_path, "capabilities", "qwen3-*", "--prompt-cache-key", "default",
+                        "--max-tokens-field", "default"]) == 0
+    row = next(db["model_capabilities"].rows)
+    assert (row["prompt_cache_key"], row["max_tokens_field"], row["structured_outputs"], row["notes"]) == (
+        None, None, 1, "vLLM")
+    assert db["model_capabilities"].count == 1
+    assert [r["action"] for r in db["audit"].rows][-2:] == ["set model capabilities"] * 2
+    db.close()
+    with pytest.raises(SystemExit):
+        config_main(["--db", db_path, "capabilities", "qwen3-*", "--structured-outputs", "maybe"])
+    assert "expected true, false or default" in capsys.readouterr().err
+    assert config_main(["--db", db_path, "capabilities", "qwen3-*"]) == 1
+    assert "name at least one capability" in capsys.readouterr().err
