@@ -91,6 +91,10 @@ def _claude_code_plan(model: str, body: dict) -> Plan:
     if match and "Write" in tool_names:
         arguments = json.dumps({"file_path": match.group(1), "content": match.group(2).strip()})
         return _tool_plan(model, [("call_write_1", "Write", arguments)])
+    wanted = re.search(r"Load the tool (\w+)", _last_user_text(body))
+    if wanted and "ToolSearch" in tool_names and not (messages and messages[-1].get("role") == "tool"):
+        arguments = json.dumps({"query": f"select:{wanted.group(1)}"})
+        return _tool_plan(model, [("call_search_1", "ToolSearch", arguments)])
     command = re.search(r"Run the command: (.+)$", _last_user_text(body), re.S)
     if command and "Bash" in tool_names:
         arguments = json.dumps({"command": command.group(1).strip(), "description": "Run the command asked for"})

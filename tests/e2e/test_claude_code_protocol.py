@@ -50,3 +50,24 @@ def test_a_wrong_client_key_fails_fast_after_one_request(fake_upstream, tmp_path
         stop(proxy.process)
     assert result.returncode != 0 and elapsed < 10, (elapsed, result.stdout)
     assert [row[0] for row in rows] == [401], rows
+
+
+def test_tool_search_loads_a_deferred_tool_without_a_400_and_the_requests_stay_small(proxy, fake_upstream, tmp_path):
+    """2.1.332 sends its deferred tools by name only; ToolSearch's result holds a tool_reference, which the
+    gateway turns into that tool's function declaration upstream. Had it refused the block (as every unknown block
+    type used to be), the CLI would turn tool search off and declare every tool in full: 89 KB a turn, not ~50."""
+    fake_upstream.clear()
+    with sqlite3.connect(proxy.db) as conn:
+        before = {row[0] for row in conn.execute("select id from flows")}
+    result = run_claude(proxy, tmp_path, "Load the tool NotebookEdit")
+    assert result.returncode == 0, result.stdout + result.stderr
+    sent = [r["body"] for r in fake_upstream.requests() if r["path"] == "/v1/chat/completions"]
+    declared = [{tool["function"]["name"] for tool in body.get("tools", [])} for body in sent if body.get("tools")]
+    assert len(declared) >= 2 and "NotebookEdit" not in declared[0] and "NotebookEdit" in declared[-1]
+    time.sleep(1.0)
+    with sqlite3.connect(proxy.db) as conn:
+        rows = [(status, size) for flow_id, status, size in conn.execute(
+            "select id, status_code, length(client_request) from flows where path like '/v1/messages%'")
+            if flow_id not in before]
+    assert rows and all(status == 200 for status, _ in rows), rows
+    assert max(size for _, size in rows) < 70_000, rows
