@@ -20,7 +20,7 @@ MODELS = {"openai": "gpt-4o", "azure": "gpt-4o", "responses": "gpt-5-codex", "ge
 
 
 def test_the_current_request_kinds_are_recorded():
-    assert {path.stem for path in BODIES} >= {"main", "subagent", "compaction", "auto_mode_classifier"}
+    assert {path.stem for path in BODIES} >= {"main", "subagent", "compaction", "auto_mode_classifier", "title"}
 
 
 @pytest.mark.parametrize("path", BODIES, ids=lambda path: path.stem)
@@ -32,6 +32,8 @@ def test_a_recorded_body_is_claude_codes_and_keeps_no_key(path):
     assert facts is not None and facts.cc_version is not None and facts.cc_version.startswith("2.1.332.")
     if path.stem == "auto_mode_classifier":  # auto mode's own check (CLAUDE_CODE_AUTO_MODE_SERVER=0): no tools
         assert not request.stream and not request.tools and "security monitor" in path.read_text()
+    elif path.stem == "title":  # the session title, asked as structured output
+        assert request.output_config is not None and "format" in json.dumps(request.model_dump()["output_config"])
     else:
         assert request.stream and request.tools
 
