@@ -504,10 +504,10 @@ class Gateway:
         if self._temperature is not None:
             request = request.model_copy(update={"temperature": self._temperature})
         # the billing header changes per conversation: in front of the prompt it would defeat prefix caching
-        request = prompt_cache.without_billing(request)
+        request = prompt_cache.opening_system_first(prompt_cache.without_billing(request))
         request, fitted = fit_request(request, caps)
         state.late_system = not target.fold_system_messages and any(
-            message.role == "system" for message in request.messages[1:])
+            message.role == "system" for message in request.messages)
         body, notes = dialect.to_request(request, target)
         upstream = state.upstream
         if state.prompt_cache_key is not None and upstream is not None and \

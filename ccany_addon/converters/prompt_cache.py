@@ -86,6 +86,21 @@ def without_billing(request: MessagesRequest) -> MessagesRequest:
     return request.model_copy(update={"system": kept or None})
 
 
+def opening_system_first(request: MessagesRequest) -> MessagesRequest:
+    """System messages among the opening user turn moved ahead of it (the same object when there are none).
+    Claude Code puts its ~9 KB environment there (working directory, platform, today's date): the same for every
+    conversation of a project on a day, while the opening prompt is not, so behind the prompt no two
+    conversations could share it from an upstream's prefix cache. Every turn of a conversation moves it alike,
+    so the prefix also stays stable from turn to turn."""
+    messages = request.messages
+    opening = next((i for i, message in enumerate(messages) if message.role == "assistant"), len(messages))
+    systems = [message for message in messages[:opening] if message.role == "system"]
+    if not systems or all(message.role == "system" for message in messages[:len(systems)]):
+        return request
+    others = [message for message in messages[:opening] if message.role != "system"]
+    return request.model_copy(update={"messages": [*systems, *others, *messages[opening:]]})
+
+
 def cache_key(session_id: str | None) -> str | None:
     """The `prompt_cache_key` of a Claude Code session: a hash of its id (None without one). Every request of a
     session, subagents included, shares it; OpenAI routes requests of one key and prefix to the same cache."""

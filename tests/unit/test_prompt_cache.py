@@ -100,3 +100,31 @@ def test_the_capability_is_unset_by_default_and_overridable():
            "reasoning": None, "max_tokens_field": None, "late_system": None}
     assert CapabilityOverride.from_row(row).prompt_cache_key is None  # a config DB without the column
     assert CapabilityOverride.from_row({**row, "prompt_cache_key": 1}).prompt_cache_key is True
+
+
+ENVIRONMENT = {"role": "system",
+               "content": "# Environment\nPrimary working directory: /work\nToday's date is 2026-12-04."}
+
+
+def conversation(prompt: str, *later: dict) -> MessagesRequest:
+    return parse(MessagesRequest, json.dumps({"model": "claude-opus-5-5", "max_tokens": 10, "system": PROMPT,
+                                              "messages": [{"role": "user", "content": prompt}, ENVIRONMENT,
+                                                           *later]}).encode())
+
+
+@pytest.mark.parametrize("kind", ["openai", "azure", "responses"])  # Gemini keeps system text apart from contents
+def test_the_opening_environment_goes_in_front_of_the_prompt_so_conversations_share_it(kind):
+    target = UpstreamTarget("gpt-4o", capabilities("gpt-4o"))
+    first, second = (DIALECTS[kind].to_request(prompt_cache.opening_system_first(conversation(prompt)), target)[0]
+                     for prompt in ("Fix the bug in parser.py", "Write a README"))
+    shared = json.dumps(first)[:json.dumps(first).find("Fix the bug")]
+    assert "Today's date is 2026-12-04." in shared and json.dumps(second).startswith(shared)
+
+
+def test_only_the_opening_turn_is_reordered_and_a_request_already_in_order_is_kept():
+    later = [{"role": "assistant", "content": "Done."}, {"role": "system", "content": "A file changed."},
+             {"role": "user", "content": "Thanks"}]
+    moved = prompt_cache.opening_system_first(conversation("Fix the bug", *later))
+    assert [m.role for m in moved.messages] == ["system", "user", "assistant", "system", "user"]
+    assert moved.messages[3].content == "A file changed."  # a system message later on stays where it was
+    assert prompt_cache.opening_system_first(moved) is moved
