@@ -23,8 +23,12 @@ class StreamTranslator(Protocol):
     usage: dict
     error: str | None
     error_type: str | None
+    sends: int  # reads that sent the client something (the keep-alive watches it move)
+    ended: bool
 
     def __call__(self, data: bytes) -> list[bytes]: ...
+
+    def idle(self) -> list[bytes]: ...  # what keeps the client's stream alive while the upstream is silent
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,6 +137,7 @@ class Gateway:
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
         self._secret_filter = SecretFilter(lambda: self.known_secrets)
         self._counting: set[asyncio.Task] = set()
+        self._known_secrets: tuple[ConfigSnapshot | None, str, tuple[str, ...]] = (None, "", ())
 
     # -- options
 
@@ -395,7 +396,7 @@ class Gateway:
         message = flow.error.msg if flow.error else "unknown error"
         if flow.response is None:
             failure = state.error
-            if failure is None and message.startswith("Request body exceeds"):  # mitmproxy's body_size_limit
+            if failure is None and mitm_compat.body_too_large(message):
                 failure = request_body.too_large(f"more than {ctx.options.ccany_max_body_size}",
                                                   ctx.options.ccany_max_body_size)
             elif failure is None and state.response_context is not None:
@@ -688,8 +689,12 @@ class Gateway:
     @property
     def known_secrets(self) -> tuple[str, ...]:
         """Every upstream key the gateway holds, to be masked wherever text leaves it."""
-        own = (self.upstream.key,) if self.upstream and self.upstream.key else ()
-        return tuple(dict.fromkeys(own + self.snapshot.secrets))
+        snapshot, own = self.snapshot, self.upstream.key if self.upstream else ""
+        # asked per request and per log line: worked out again only when the config or the key changes
+        if self._known_secrets[0] is not snapshot or self._known_secrets[1] != own:
+            secrets = tuple(dict.fromkeys(((own,) if own else ()) + snapshot.secrets))
+            self._known_secrets = (snapshot, own, secrets)
+        return self._known_secrets[2]
 
     def state(self, flow: http.HTTPFlow) -> FlowState | None:
         return self._flows.get(flow)

@@ -11,22 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any, Protocol
+from typing import Any
 
 from mitmproxy import ctx, http
 
 from ccany_addon import mitm_compat
+from ccany_addon.dialects import StreamTranslator
 from ccany_addon.gateway import Gateway
 from ccany_addon.option_checks import require_bounds
 
 logger = logging.getLogger("ccany")
-
-
-class Idling(Protocol):
-    sends: int  # reads that sent the client something
-    ended: bool
-
-    def idle(self) -> list[bytes]: ...
 
 
 class KeepAlive:
@@ -46,7 +40,7 @@ class KeepAlive:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         state = self.gateway.state(flow)
         interval = ctx.options.ccany_keepalive_interval
-        if interval and state is not None and state.translator is not None and hasattr(state.translator, "idle"):
+        if interval and state is not None and state.translator is not None:
             self._watch(flow, state.translator, state.translator.sends, interval / 2)
 
     def response(self, flow: http.HTTPFlow) -> None:
@@ -55,10 +49,10 @@ class KeepAlive:
 
     error = response
 
-    def _watch(self, flow: http.HTTPFlow, stream: Idling, seen: int, every: float) -> None:
+    def _watch(self, flow: http.HTTPFlow, stream: StreamTranslator, seen: int, every: float) -> None:
         self._timers[flow] = asyncio.get_running_loop().call_later(every, self._look, flow, stream, seen, every)
 
-    def _look(self, flow: http.HTTPFlow, stream: Idling, seen: int, every: float) -> None:
+    def _look(self, flow: http.HTTPFlow, stream: StreamTranslator, seen: int, every: float) -> None:
         self._timers.pop(flow, None)
         if stream.ended or flow.error is not None or not flow.live:
             return

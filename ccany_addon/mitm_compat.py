@@ -29,6 +29,11 @@ _KILLED_STATUS = 500
 _chosen: weakref.WeakKeyDictionary[http.Request, http.Response] = weakref.WeakKeyDictionary()
 
 
+def body_too_large(error_message: str) -> bool:
+    """Whether a flow's error is mitmproxy's refusal of a request body over `body_size_limit`."""
+    return error_message.startswith("Request body exceeds")
+
+
 def answer_failure(request: http.Request, response: http.Response) -> None:
     """Use `response` if mitmproxy has to answer this request's failure itself."""
     _chosen[request] = response

@@ -29,6 +29,13 @@ def test_a_kill_is_a_response_protocol_error_whose_code_gives_no_status_by_defau
     assert "event.code.http_status_code()" in inspect.getsource(_http1.Http1Server.send)
 
 
+def test_a_body_over_the_limit_is_recognised_by_mitmproxys_own_words():
+    source = inspect.getsource(http_layers.HttpStream.check_body_size)
+    assert "{'Request' if request else 'Response'} body exceeds mitmproxy's body_size_limit." in source
+    assert mitm_compat.body_too_large("Request body exceeds mitmproxy's body_size_limit.")
+    assert not mitm_compat.body_too_large("Client disconnected.")
+
+
 def test_install_answers_kills_and_uninstall_restores():
     mitm_compat.install()
     try:
