@@ -1,5 +1,5 @@
 """The mitmproxy script: `mitmdump -s ccany_addon/addon.py --mode reverse:https://api.openai.com`."""
 
-from ccany_addon.assembly import build_addons
+from ccany_addon.proxy.assembly import build_addons
 
 addons = build_addons()

@@ -11,7 +11,7 @@ import sys
 from mitmproxy.tools import main as mitmproxy_main
 from mitmproxy.tools.dump import DumpMaster
 
-from ccany_addon.assembly import build_addons
+from ccany_addon.proxy.assembly import build_addons
 
 
 class GatewayMaster(DumpMaster):

@@ -88,9 +88,9 @@ def long_conversation_body(stream: bool) -> dict:
 
 
 def openai_body(stream: bool, client_body: dict | None = None) -> dict:
+    from ccany_addon.anthropic_api.schema import MessagesRequest
     from ccany_addon.converters.common import UpstreamTarget
     from ccany_addon.converters.openai_chat import to_chat_request
-    from ccany_addon.schema import MessagesRequest
 
     request = MessagesRequest.model_validate(client_body or claude_code_body(stream))
     body, _ = to_chat_request(request, UpstreamTarget("scenario:bench"))
@@ -118,9 +118,9 @@ def bench_config(path: Path, upstream: str) -> None:
 
 def bare_request(kind: str) -> tuple[str, bytes, dict[str, str]]:
     """The path, body and key header the addon sends upstream for a `bench-<kind>` stream."""
+    from ccany_addon.anthropic_api.schema import MessagesRequest
     from ccany_addon.converters.common import UpstreamTarget
-    from ccany_addon.dialects import DIALECTS
-    from ccany_addon.schema import MessagesRequest
+    from ccany_addon.upstreams.dialects import DIALECTS
 
     model = BENCH_MODEL.get(kind, "scenario:bench")
     client_body = claude_code_body(True)

@@ -7,9 +7,9 @@ import ipaddress
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.config.secrets import client_key_hash
 from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot
-from ccany_addon.errors import GatewayError
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

@@ -18,7 +18,7 @@ from ccany_addon.config import store
 from ccany_addon.config.schema import SETTINGS, open_config_db
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
 from ccany_addon.config.snapshot import ConfigSnapshot, read_snapshot
-from ccany_addon.key_pool import KeyFailure
+from ccany_addon.upstreams.key_pool import KeyFailure
 
 logger = logging.getLogger("ccany")
 

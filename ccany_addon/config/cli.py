@@ -24,7 +24,7 @@ from ccany_addon.config.schema import (
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
 from ccany_addon.config.snapshot import setting_value
 from ccany_addon.config.transfer import dump_yaml, export_config, import_config, load_yaml
-from ccany_addon.private_files import create_private
+from ccany_addon.util.private_files import create_private
 
 ACTOR = "cli"
 

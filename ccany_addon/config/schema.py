@@ -14,14 +14,15 @@ from pathlib import Path
 import sqlite_utils
 
 from ccany_addon.config.secrets import Cipher, hint
-from ccany_addon.migrations import migrate, sql_script
-from ccany_addon.private_files import create_private
+from ccany_addon.upstreams.kinds import KIND_NAMES
+from ccany_addon.util.private_files import create_private
+from ccany_addon.util.sqlite_migrations import migrate, sql_script
 
 # The dialects the gateway speaks (checked by store, not SQL: the list grows).
-PROVIDER_KINDS = ("openai", "azure", "responses", "gemini", "anthropic")
+PROVIDER_KINDS = KIND_NAMES
 ROLES = ("admin", "viewer")
 KEY_STRATEGIES = ("round-robin", "fill-first")
-# Conditions a route may add to its model pattern (see ccany_addon/routing.py).
+# Conditions a route may add to its model pattern (see ccany_addon/upstreams/routing.py).
 SCENARIOS = ("background", "thinking", "long_context", "web_search", "image")
 
 # Tunables a setting row may hold; each is also a `ccany_*` option, and an option set on the command line wins.

@@ -14,7 +14,7 @@ import sqlite_utils
 
 from ccany_addon.config.schema import SETTINGS
 from ccany_addon.config.secrets import Cipher, SecretError
-from ccany_addon.models import CapabilityOverride
+from ccany_addon.upstreams.models import CapabilityOverride
 
 logger = logging.getLogger("ccany")
 

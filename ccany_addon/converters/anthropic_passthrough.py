@@ -5,9 +5,9 @@ stream must never look like a clean end."""
 
 from __future__ import annotations
 
-from ccany_addon.errors import GatewayError, error_body, error_type, mask_secrets
-from ccany_addon.json_codec import dumps, loads
-from ccany_addon.sse import encode_event
+from ccany_addon.anthropic_api.errors import GatewayError, error_body, error_type, mask_secrets
+from ccany_addon.anthropic_api.sse import encode_event
+from ccany_addon.util.json_codec import dumps, loads
 
 DEFAULT_VERSION = "2023-06-01"
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ccany_addon.models import Capabilities
-from ccany_addon.schema import ImageBlock, MessagesRequest, TextBlock, ToolResultBlock
+from ccany_addon.anthropic_api.schema import ImageBlock, MessagesRequest, TextBlock, ToolResultBlock
+from ccany_addon.upstreams.models import Capabilities
 
 IMAGE_PLACEHOLDER = "[image left out: the upstream model does not accept images]"
 

@@ -9,9 +9,9 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from ccany_addon.json_codec import loads
-from ccany_addon.models import Capabilities
-from ccany_addon.schema import MessagesRequest
+from ccany_addon.anthropic_api.schema import MessagesRequest
+from ccany_addon.upstreams.models import Capabilities
+from ccany_addon.util.json_codec import loads
 
 MAX_TOOL_NAME = 64
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9_-]")

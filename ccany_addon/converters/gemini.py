@@ -15,6 +15,18 @@ from __future__ import annotations
 import mimetypes
 import re
 
+from ccany_addon.anthropic_api.errors import GatewayError, mask_secrets
+from ccany_addon.anthropic_api.schema import (
+    DocumentBlock,
+    ImageBlock,
+    MessagesRequest,
+    SearchResultBlock,
+    TextBlock,
+    Tool,
+    ToolReferenceBlock,
+    ToolResultBlock,
+)
+from ccany_addon.anthropic_api.sse import SSEDecoder
 from ccany_addon.converters.common import (
     MAX_TOKEN_COUNT,
     ResponseContext,
@@ -30,19 +42,7 @@ from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenSt
 from ccany_addon.converters.openai_chat import system_text
 from ccany_addon.converters.structured import effort_level, gemini_thinking_budget, gemini_thinking_level, output_schema
 from ccany_addon.converters.tool_search import conversation_tools, reference_text
-from ccany_addon.errors import GatewayError, mask_secrets
-from ccany_addon.json_codec import dumps_str, loads
-from ccany_addon.schema import (
-    DocumentBlock,
-    ImageBlock,
-    MessagesRequest,
-    SearchResultBlock,
-    TextBlock,
-    Tool,
-    ToolReferenceBlock,
-    ToolResultBlock,
-)
-from ccany_addon.sse import SSEDecoder
+from ccany_addon.util.json_codec import dumps_str, loads
 
 SIGNATURE_PREFIX = "gemini."
 # The Gemini docs' value for a functionCall whose signature was never issued (history begun on another model).

@@ -8,7 +8,9 @@ bytes out, no I/O.
 
 from __future__ import annotations
 
-from ccany_addon.conformance import tool_input
+from ccany_addon.anthropic_api.conformance import tool_input
+from ccany_addon.anthropic_api.errors import error_body, error_type, mask_secrets
+from ccany_addon.anthropic_api.sse import encode_delta, encode_event, encode_json_delta
 from ccany_addon.converters.common import (
     ResponseContext,
     estimate_output_tokens,
@@ -17,8 +19,6 @@ from ccany_addon.converters.common import (
     thinking_signature,
     tool_use_id,
 )
-from ccany_addon.errors import error_body, error_type, mask_secrets
-from ccany_addon.sse import encode_delta, encode_event, encode_json_delta
 
 PING = {"type": "ping"}
 

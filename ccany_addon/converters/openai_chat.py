@@ -8,6 +8,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from ccany_addon.anthropic_api.errors import GatewayError, mask_secrets
+from ccany_addon.anthropic_api.schema import (
+    DocumentBlock,
+    ImageBlock,
+    MessagesRequest,
+    SearchResultBlock,
+    TextBlock,
+    Tool,
+    ToolReferenceBlock,
+    ToolResultBlock,
+)
+from ccany_addon.anthropic_api.sse import SSEDecoder
 from ccany_addon.converters.common import (
     ResponseContext,
     UpstreamTarget,
@@ -23,20 +35,8 @@ from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenSt
 from ccany_addon.converters.structured import openai_effort, openai_response_format, output_schema
 from ccany_addon.converters.text_template import TextChunkTemplate
 from ccany_addon.converters.tool_search import conversation_tools, reference_text
-from ccany_addon.errors import GatewayError, mask_secrets
-from ccany_addon.json_codec import dumps_str, loads
-from ccany_addon.models import Capabilities
-from ccany_addon.schema import (
-    DocumentBlock,
-    ImageBlock,
-    MessagesRequest,
-    SearchResultBlock,
-    TextBlock,
-    Tool,
-    ToolReferenceBlock,
-    ToolResultBlock,
-)
-from ccany_addon.sse import SSEDecoder
+from ccany_addon.upstreams.models import Capabilities
+from ccany_addon.util.json_codec import dumps_str, loads
 
 MAX_STOP_SEQUENCES = 4
 MAX_USER_FIELD = 64

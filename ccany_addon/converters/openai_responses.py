@@ -10,6 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ccany_addon.anthropic_api.errors import GatewayError, mask_secrets
+from ccany_addon.anthropic_api.schema import (
+    DocumentBlock,
+    ImageBlock,
+    MessagesRequest,
+    SearchResultBlock,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+from ccany_addon.anthropic_api.sse import SSEDecoder
 from ccany_addon.converters import openai_chat as chat
 from ccany_addon.converters.common import (
     ResponseContext,
@@ -25,18 +36,7 @@ from ccany_addon.converters.common import (
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
 from ccany_addon.converters.structured import openai_effort, output_schema, responses_text_format
 from ccany_addon.converters.tool_search import conversation_tools
-from ccany_addon.errors import GatewayError, mask_secrets
-from ccany_addon.json_codec import dumps_str, loads
-from ccany_addon.schema import (
-    DocumentBlock,
-    ImageBlock,
-    MessagesRequest,
-    SearchResultBlock,
-    TextBlock,
-    ToolResultBlock,
-    ToolUseBlock,
-)
-from ccany_addon.sse import SSEDecoder
+from ccany_addon.util.json_codec import dumps_str, loads
 
 # OpenAI answers 400 below this; Claude Code's quota probe asks for max_tokens 1.
 _MIN_OUTPUT_TOKENS = 16

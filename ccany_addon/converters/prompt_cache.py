@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from ccany_addon.schema import MessagesRequest, TextBlock
+from ccany_addon.anthropic_api.schema import MessagesRequest, TextBlock
 
 BILLING_PREFIX = "x-anthropic-billing-header:"
 

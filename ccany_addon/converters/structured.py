@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ccany_addon.errors import GatewayError
-from ccany_addon.models import Capabilities
-from ccany_addon.schema import MessagesRequest
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.anthropic_api.schema import MessagesRequest
+from ccany_addon.upstreams.models import Capabilities
 
 # The gateway protocol's words (code.claude.com, "LLM gateway protocol reference"): the whole error message.
 STRUCTURED_OUTPUTS_UNSUPPORTED = "capability_rejected: structured_outputs_unsupported"

@@ -18,7 +18,7 @@ import re
 import secrets
 from collections.abc import Callable
 
-from ccany_addon.json_codec import dumps
+from ccany_addon.util.json_codec import dumps
 
 # A JSON string orjson writes byte for byte as it reads it: orjson escapes only `"`, `\` and controls.
 _PLAIN_STRING = re.compile(rb'"[^"\\\x00-\x1f]+"')

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ccany_addon.schema import (
+from ccany_addon.anthropic_api.schema import (
     MessagesRequest,
     Tool,
     ToolChangeBlock,

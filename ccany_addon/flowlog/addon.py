@@ -15,8 +15,8 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
+from ccany_addon.anthropic_api.errors import mask_secrets
 from ccany_addon.converters.message_stream import WrittenStream
-from ccany_addon.errors import mask_secrets
 from ccany_addon.flowlog.record import (
     BODY_POLICIES,
     FlowRecord,
@@ -27,8 +27,8 @@ from ccany_addon.flowlog.record import (
     to_row,
 )
 from ccany_addon.flowlog.writer import FlowWriter, describe_failure
-from ccany_addon.gateway import FlowState, Gateway
-from ccany_addon.option_checks import require_bounds
+from ccany_addon.proxy.gateway import FlowState, Gateway
+from ccany_addon.proxy.option_checks import require_bounds
 
 logger = logging.getLogger("ccany")
 

@@ -15,17 +15,17 @@ from typing import Literal
 
 from mitmproxy import http
 
-from ccany_addon.conformance import received_message
-from ccany_addon.errors import mask_secrets
-from ccany_addon.json_codec import dumps, dumps_str, loads
-from ccany_addon.routing import KEY_HEADERS, REDACTED
-from ccany_addon.schema import Message, as_dict
-from ccany_addon.sse import DELTA_HEAD
+from ccany_addon.anthropic_api.conformance import received_message
+from ccany_addon.anthropic_api.errors import mask_secrets
+from ccany_addon.anthropic_api.schema import Message, as_dict
+from ccany_addon.anthropic_api.sse import DELTA_HEAD
+from ccany_addon.upstreams.kinds import KEY_HEADERS, REDACTED
+from ccany_addon.util.json_codec import dumps, dumps_str, loads
 
 BodyPolicy = Literal["all", "errors", "none"]
 BODY_POLICIES: tuple[str, ...] = ("all", "errors", "none")
 
-SECRET_HEADERS = KEY_HEADERS | {"x-goog-api-key", "proxy-authorization", "cookie", "set-cookie"}
+SECRET_HEADERS = KEY_HEADERS | {"proxy-authorization", "cookie", "set-cookie"}
 
 HeaderFields = tuple[tuple[bytes, bytes], ...]
 

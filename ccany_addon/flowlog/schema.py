@@ -6,70 +6,89 @@ Times are UTC text `YYYY-MM-DD HH:MM:SS.mmm` so SQLite's date functions group th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import sqlite_utils
 
-from ccany_addon.migrations import Migration, migrate
-from ccany_addon.private_files import create_private
+from ccany_addon.util.private_files import create_private
+from ccany_addon.util.sqlite_migrations import Migration, migrate
 
 FLOWS = "flows"
 
-# Column → SQLite type, in the order a person reading a row wants them.
-FLOW_COLUMNS: dict[str, type] = {
-    "id": str,  # the request-id the client received
-    "started_at": str,
-    "method": str,
-    "path": str,
-    "status_code": int,  # what the client got
-    "upstream_status": int,
-    "is_stream": int,
-    "client_model": str,
-    "upstream_model": str,
-    "provider": str,
-    "upstream_url": str,  # never with credentials
-    "client_addr": str,
-    "user_agent": str,
-    "session_id": str,  # X-Claude-Code-Session-Id
-    "client_key_id": str,
-    "stop_reason": str,
-    "input_tokens": int,
-    "output_tokens": int,
-    "cache_read_input_tokens": int,
-    "cache_creation_input_tokens": int,
-    "upstream_ttfb_ms": float,  # request sent upstream → upstream response headers
-    "ttft_ms": float,  # client request → first token sent to the client
-    "duration_ms": float,
-    "chunk_count": int,  # upstream stream reads
-    "max_chunk_gap_ms": float,
-    "error_type": str,
-    "error_message": str,
-    "client_request": str,
-    "client_request_headers": str,
-    "upstream_request": str,
-    "upstream_request_headers": str,
-    "upstream_response": str,  # raw body, or the SSE text of a stream
-    "upstream_response_headers": str,
-    "client_response": str,  # the Anthropic message or error the client received (reassembled for streams)
-    "client_response_headers": str,
-    "events": str,  # JSON [[offset_ms, event type, block index, bytes], ...] of a stream sent to the client
-    "notes": str,  # JSON list of conversion notes
-    "truncated": str,  # names of bodies cut at the size cap
-    "conversation": str,  # searchable text: the turn's new input and the answer
-    "route": str,  # the rule that chose the upstream: "route <pattern>", "provider,model", "tier", "default"
-    "provider_key": str,  # "<id>:<name>" of the provider key used (its id in the config DB), never the key
-    "cache_hit": int,  # 1: answered from the response cache, the upstream not asked
+ColumnKind = Literal["value", "json"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of `flows`: its SQLite type, what its text is (Datasette pretty-prints JSON columns), and the
+    schema version that added it (its migration adds every column of that version)."""
+
+    type: type
+    kind: ColumnKind = "value"
+    since: int = 1
+
+
+# In the order a person reading a row wants them. A new column: one entry here plus one migration.
+FLOW_COLUMNS: dict[str, Column] = {
+    "id": Column(str),  # the request-id the client received
+    "started_at": Column(str),
+    "method": Column(str),
+    "path": Column(str),
+    "status_code": Column(int),  # what the client got
+    "upstream_status": Column(int),
+    "is_stream": Column(int),
+    "client_model": Column(str),
+    "upstream_model": Column(str),
+    "provider": Column(str),
+    "upstream_url": Column(str),  # never with credentials
+    "client_addr": Column(str),
+    "user_agent": Column(str),
+    "session_id": Column(str),  # X-Claude-Code-Session-Id
+    "client_key_id": Column(str),
+    "stop_reason": Column(str),
+    "input_tokens": Column(int),
+    "output_tokens": Column(int),
+    "cache_read_input_tokens": Column(int),
+    "cache_creation_input_tokens": Column(int),
+    "upstream_ttfb_ms": Column(float),  # request sent upstream → upstream response headers
+    "ttft_ms": Column(float),  # client request → first token sent to the client
+    "duration_ms": Column(float),
+    "chunk_count": Column(int),  # upstream stream reads
+    "max_chunk_gap_ms": Column(float),
+    "error_type": Column(str),
+    "error_message": Column(str),
+    "client_request": Column(str, "json"),
+    "client_request_headers": Column(str, "json"),
+    "upstream_request": Column(str, "json"),
+    "upstream_request_headers": Column(str, "json"),
+    "upstream_response": Column(str, "json"),  # raw body, or the SSE text of a stream
+    "upstream_response_headers": Column(str, "json"),
+    # the Anthropic message or error the client received (reassembled for streams)
+    "client_response": Column(str, "json"),
+    "client_response_headers": Column(str, "json"),
+    # [[offset_ms, event type, block index, bytes], ...] of a stream sent to the client
+    "events": Column(str, "json"),
+    "notes": Column(str, "json"),  # JSON list of conversion notes
+    "truncated": Column(str),  # names of bodies cut at the size cap
+    "conversation": Column(str),  # searchable text: the turn's new input and the answer
+    # the rule that chose the upstream: "route <pattern>", "provider,model", "tier", "default"
+    "route": Column(str, since=2),
+    # "<id>:<name>" of the provider key used (its id in the config DB), never the key
+    "provider_key": Column(str, since=3),
+    "cache_hit": Column(int, since=3),  # 1: answered from the response cache, the upstream not asked
     # Claude Code's X-Claude-Code-Agent-Id and -Parent-Agent-Id (which subagent asked, and who started it), and
     # X-Claude-Code-Request-Class (main, subagent, compaction, auxiliary...; with CLAUDE_CODE_GATEWAY_HINT_HEADERS=1)
-    "agent_id": str,
-    "parent_agent_id": str,
-    "request_class": str,
+    "agent_id": Column(str, since=5),
+    "parent_agent_id": Column(str, since=5),
+    "request_class": Column(str, since=5),
     # From Claude Code's billing-header system block (`cc_version=2.1.332.<hash>; cc_entrypoint=cli;`), which
     # converting kinds take out of the prompt so that conversations share a cacheable prefix
-    "cc_version": str,
-    "cc_entrypoint": str,
+    "cc_version": Column(str, since=6),
+    "cc_entrypoint": Column(str, since=6),
 }
-# columns of later migrations (v1 creates the rest)
-_ADDED_LATER = {"route", "provider_key", "cache_hit", "agent_id", "parent_agent_id", "request_class", "cc_version",
-                "cc_entrypoint"}
+
+JSON_COLUMNS = frozenset(name for name, column in FLOW_COLUMNS.items() if column.kind == "json")
 
 FLOW_INDEXES: list[list[str]] = [
     ["started_at"],
@@ -84,19 +103,24 @@ FLOW_INDEXES: list[list[str]] = [
 
 def _v1(db: sqlite_utils.Database) -> None:
     flows = db[FLOWS]
-    flows.create({name: kind for name, kind in FLOW_COLUMNS.items() if name not in _ADDED_LATER}, pk="id")  # type: ignore[union-attr]
+    flows.create({name: column.type for name, column in FLOW_COLUMNS.items() if column.since == 1}, pk="id")  # type: ignore[union-attr]
     for columns in FLOW_INDEXES:
         flows.create_index(columns, if_not_exists=True)  # type: ignore[union-attr]
     flows.enable_fts(["conversation"], create_triggers=True, tokenize="porter")  # type: ignore[union-attr]
 
 
+def _add_columns(db: sqlite_utils.Database, version: int) -> None:
+    for name, column in FLOW_COLUMNS.items():
+        if column.since == version:
+            db[FLOWS].add_column(name, column.type)  # type: ignore[union-attr]
+
+
 def _v2(db: sqlite_utils.Database) -> None:
-    db[FLOWS].add_column("route", str)  # type: ignore[union-attr]
+    _add_columns(db, 2)
 
 
 def _v3(db: sqlite_utils.Database) -> None:
-    db[FLOWS].add_column("provider_key", str)  # type: ignore[union-attr]
-    db[FLOWS].add_column("cache_hit", int)  # type: ignore[union-attr]
+    _add_columns(db, 3)
     db[FLOWS].create_index(["provider_key", "started_at"], if_not_exists=True)  # type: ignore[union-attr]
 
 
@@ -108,13 +132,11 @@ def _v4(db: sqlite_utils.Database) -> None:
 
 
 def _v5(db: sqlite_utils.Database) -> None:
-    for column in ("agent_id", "parent_agent_id", "request_class"):
-        db[FLOWS].add_column(column, str)  # type: ignore[union-attr]
+    _add_columns(db, 5)
 
 
 def _v6(db: sqlite_utils.Database) -> None:
-    for column in ("cc_version", "cc_entrypoint"):
-        db[FLOWS].add_column(column, str)  # type: ignore[union-attr]
+    _add_columns(db, 6)
 
 
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]

@@ -17,10 +17,10 @@ from typing import Any
 
 from mitmproxy import ctx
 
-from ccany_addon import mitm_compat
 from ccany_addon.flowlog.addon import FlowLog
 from ccany_addon.flowlog.writer import describe_failure
-from ccany_addon.option_checks import require_bounds
+from ccany_addon.proxy import mitm_compat
+from ccany_addon.proxy.option_checks import require_bounds
 
 logger = logging.getLogger("ccany")
 

@@ -380,7 +380,7 @@ async def test_admin_sets_the_new_capability_flags_in_the_row_editor(flow_log: F
     """structured_outputs, prompt_cache_key and xhigh_effort are columns of model_capabilities like late_system:
     shown on the table and row pages, written by Datasette's row editor, read by the proxy's snapshot."""
     from ccany_addon.config.snapshot import read_snapshot
-    from ccany_addon.models import capabilities
+    from ccany_addon.upstreams.models import capabilities
 
     config = make_config(tmp_path / "config.db")
     ds = datasette_for(flow_log.path, config)

@@ -12,7 +12,7 @@ import sqlite_utils
 
 from ccany_addon.config import sessions, store
 from ccany_addon.config.schema import MIGRATIONS, open_config_db
-from ccany_addon.migrations import migrate
+from ccany_addon.util.sqlite_migrations import migrate
 from tests.conftest import secret
 from tests.datasette.accounts import ADMIN, VIEWER, datasette_for, error_text, login, make_config, session
 from tests.datasette.conftest import FlowLog

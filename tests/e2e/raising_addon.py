@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from ccany_addon.gateway import FlowState, Gateway
+from ccany_addon.proxy.gateway import FlowState, Gateway
 
 _raised: set[str] = set()
 

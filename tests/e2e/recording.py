@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import anthropic
 import httpx2
 
-from ccany_addon.conformance import StreamReport, check_stream
+from ccany_addon.anthropic_api.conformance import StreamReport, check_stream
 
 
 class _Recorder(httpx2.SyncByteStream):

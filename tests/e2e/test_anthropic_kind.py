@@ -9,8 +9,8 @@ import anthropic
 import httpx
 import pytest
 
+from ccany_addon.anthropic_api.conformance import check_stream
 from ccany_addon.config import store
-from ccany_addon.conformance import check_stream
 from tests.conftest import UPSTREAM_KEY, config_db, secret, start_proxy, stop
 
 ANTHROPIC_KEY = secret("sk-ant-api03-PROVIDER-key-for-passthrough-77")

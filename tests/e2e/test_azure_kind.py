@@ -8,8 +8,8 @@ import anthropic
 import httpx
 import pytest
 
+from ccany_addon.anthropic_api.conformance import check_stream
 from ccany_addon.config import store
-from ccany_addon.conformance import check_stream
 from tests.conftest import config_db, secret, start_proxy, stop
 
 AZURE_KEY = secret("azure-key-0123456789abcdef0123456789abcdef")

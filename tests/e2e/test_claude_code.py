@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
 from tests.conftest import ROOT, Proxy, stop
 from tests.e2e.test_gemini_kind import GEMINI_KEY, start_gemini_proxy
 from tests.e2e.test_responses_kind import start_responses_proxy

@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import pytest
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
 from tests.conftest import ROOT, UPSTREAM_KEY, VENV_BIN, secret, start_proxy, stop
 
 CLIENT_KEY = secret("sk-ant-client-KEY-for-the-flow-log-0001")

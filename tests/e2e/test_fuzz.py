@@ -35,8 +35,8 @@ import brotli
 import httpx
 import pytest
 
-from ccany_addon.conformance import check_stream
-from ccany_addon.errors import ERROR_TYPES
+from ccany_addon.anthropic_api.conformance import check_stream
+from ccany_addon.anthropic_api.errors import ERROR_TYPES
 from tests.conftest import ROOT, config_db, secret, start_proxy, stop
 
 CASES = int(os.environ.get("CCANY_FUZZ_CASES", "3000"))
@@ -495,7 +495,7 @@ def anthropic_events(model: str) -> list[dict]:
 
 
 def anthropic_message(model: str) -> dict:
-    from ccany_addon.conformance import accumulate_message
+    from ccany_addon.anthropic_api.conformance import accumulate_message
 
     return accumulate_message(anthropic_events(model))
 

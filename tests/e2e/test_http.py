@@ -8,7 +8,7 @@ import subprocess
 import httpx
 import pytest
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
 from tests.conftest import ROOT, UPSTREAM_KEY, VENV_BIN, free_port, start_proxy, stop, wait_for
 
 GOOD = {"model": "scenario:text", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}

@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
 from tests.conftest import start_proxy, stop
 from tests.e2e.test_claude_code import CLAUDE
 

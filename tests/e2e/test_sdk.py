@@ -9,7 +9,7 @@ import httpx
 import httpx2
 import pytest
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
 
 CLIENT_KEY = "sk-ant-client-SECRET-abcdef0123456789"
 

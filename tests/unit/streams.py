@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from hypothesis import strategies as st
 
-from ccany_addon.conformance import check_stream, received_message
+from ccany_addon.anthropic_api.conformance import check_stream, received_message
+from ccany_addon.anthropic_api.sse import SSEDecoder
 from ccany_addon.converters.message_stream import WrittenStream
-from ccany_addon.sse import SSEDecoder
 
 
 def feed_chunks(translator: Callable[[bytes], list[bytes]], pieces: list[bytes]) -> bytes:

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
+from ccany_addon.anthropic_api.sse import encode_event
 from ccany_addon.converters.anthropic_passthrough import AnthropicEventStream, message_facts, to_anthropic_request
-from ccany_addon.sse import encode_event
 
 EVENTS = [
     {"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "model": "c",
@@ -111,7 +111,7 @@ def test_nothing_passes_after_message_stop():
 
 
 def test_a_renamed_request_orjson_cannot_read_is_a_400():
-    from ccany_addon.errors import GatewayError
+    from ccany_addon.anthropic_api.errors import GatewayError
 
     with pytest.raises(GatewayError) as raised:
         to_anthropic_request(b'{"model": "a", "temperature": 1e400}', "a", "b")

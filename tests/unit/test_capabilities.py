@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ccany_addon.anthropic_api.schema import MessagesRequest
 from ccany_addon.converters.capability_fit import IMAGE_PLACEHOLDER, fit_request
-from ccany_addon.models import Capabilities, CapabilityOverride, capabilities
-from ccany_addon.schema import MessagesRequest
+from ccany_addon.upstreams.models import Capabilities, CapabilityOverride, capabilities
 
 IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters import prompt_cache
 from ccany_addon.converters.common import UpstreamTarget
-from ccany_addon.dialects import DIALECTS
-from ccany_addon.models import capabilities
-from ccany_addon.schema import MessagesRequest, parse
+from ccany_addon.upstreams.dialects import DIALECTS
+from ccany_addon.upstreams.models import capabilities
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude_code_2_1_332"
 BODIES = sorted(FIXTURES.glob("*.json"))

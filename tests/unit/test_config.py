@@ -14,6 +14,7 @@ import pytest
 import sqlite_utils
 import yaml
 
+from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.claude_setup import gateway_env
 from ccany_addon.config import store
 from ccany_addon.config.access import authenticate, authorize_model, is_loopback, presented_key
@@ -21,7 +22,6 @@ from ccany_addon.config.cli import main as config_main
 from ccany_addon.config.schema import open_config_db
 from ccany_addon.config.secrets import Cipher, load_master_key, verify_password
 from ccany_addon.config.snapshot import read_snapshot
-from ccany_addon.errors import GatewayError
 from tests.conftest import ROOT, secret
 
 KEY = secret("sk-upstream-PLAIN-0123456789abcdef")
@@ -367,7 +367,7 @@ NEW_CAPABILITY_FLAGS = ("prompt_cache_key", "structured_outputs", "xhigh_effort"
 
 
 def test_new_capability_flags_are_read_into_the_snapshot_and_applied(config):
-    from ccany_addon.models import capabilities
+    from ccany_addon.upstreams.models import capabilities
     _, db, _ = config
     store.set_capabilities(db, "t", "qwen3-*", structured_outputs=True, prompt_cache_key=True, xhigh_effort=True)
     store.set_capabilities(db, "t", "gpt-5*", structured_outputs=False, prompt_cache_key=False)
@@ -395,7 +395,7 @@ def test_new_capability_flags_are_read_into_the_snapshot_and_applied(config):
 
 def test_a_v5_config_db_gains_the_new_capability_columns_unset(tmp_path):
     from ccany_addon.config.schema import MIGRATIONS, VERSION
-    from ccany_addon.migrations import migrate
+    from ccany_addon.util.sqlite_migrations import migrate
     path = tmp_path / "old.db"
     old = sqlite_utils.Database(str(path))
     migrate(old, MIGRATIONS[:5], "config DB")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ccany_addon.conformance import check_stream
-from ccany_addon.sse import encode_delta, encode_event
+from ccany_addon.anthropic_api.conformance import check_stream
+from ccany_addon.anthropic_api.sse import encode_delta, encode_event
 
 
 def event(payload: dict, name: str | None = "") -> bytes:

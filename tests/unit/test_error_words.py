@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.converters.error_words import client_words
-from ccany_addon.errors import GatewayError
 
 OPENAI_OVERFLOW = ("This model's maximum context length is 128000 tokens. However, your messages resulted in 131072 "
                    "tokens. Please reduce the length of the messages.")

@@ -12,11 +12,11 @@ import pytest
 import sqlite_utils
 from mitmproxy import http
 
+from ccany_addon.anthropic_api.sse import encode_event
 from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamClock, StreamReads, StreamRecorder, to_row
 from ccany_addon.flowlog.writer import FlowWriter
-from ccany_addon.migrations import migrate
-from ccany_addon.sse import encode_event
+from ccany_addon.util.sqlite_migrations import migrate
 
 
 def row(request_id: str, started_at: str | None = None) -> dict:
@@ -262,7 +262,7 @@ def test_a_streams_message_comes_from_its_writer_when_the_gateway_wrote_it():
 
 
 def test_conversation_from_the_gateways_parsed_message_matches_the_raw_request():
-    from ccany_addon.schema import MessagesRequest
+    from ccany_addon.anthropic_api.schema import MessagesRequest
 
     body = {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [
         {"role": "user", "content": "first question"},
@@ -521,7 +521,7 @@ def _flow_log(tmp_path, metrics: _Metrics):
 def test_flow_log_hooks_never_raise_and_every_loss_is_counted_without_secrets(tmp_path, caplog):
     from mitmproxy.test import tflow
 
-    from ccany_addon.gateway import FlowState
+    from ccany_addon.proxy.gateway import FlowState
 
     flowlog, gateway, path = _flow_log(tmp_path, _Metrics(fail=True))
     readable, unreadable, stateless = tflow.tflow(resp=True), tflow.tflow(resp=True), tflow.tflow(resp=True)
@@ -543,8 +543,8 @@ def test_flow_log_hooks_never_raise_and_every_loss_is_counted_without_secrets(tm
 def test_done_logs_flows_still_in_flight_as_interrupted_and_ignores_their_late_end(tmp_path):
     from mitmproxy.test import tflow
 
-    from ccany_addon.gateway import FlowState
-    from ccany_addon.routing import GatewayError
+    from ccany_addon.proxy.gateway import FlowState
+    from ccany_addon.upstreams.routing import GatewayError
 
     flowlog, gateway, path = _flow_log(tmp_path, _Metrics())
     finished, waiting, failing = tflow.tflow(resp=True), tflow.tflow(), tflow.tflow(resp=True)
@@ -574,7 +574,7 @@ def test_graceful_stop_closes_mitmproxys_listeners_then_waits_for_flows_in_fligh
 
     from ccany_addon.flowlog.addon import FlowLog
     from ccany_addon.flowlog.shutdown import GracefulStop
-    from ccany_addon.mitm_compat import stop_listening
+    from ccany_addon.proxy.mitm_compat import stop_listening
 
     async def scenario() -> None:
         proxyserver = Proxyserver()

@@ -9,7 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters.common import MAX_TOOL_NAME, ResponseContext, UpstreamTarget, short_tool_name
 from ccany_addon.converters.gemini import (
     DUMMY_SIGNATURE,
@@ -19,9 +21,7 @@ from ccany_addon.converters.gemini import (
 )
 from ccany_addon.converters.gemini_schema import clean_schema
 from ccany_addon.converters.openai_chat import upstream_error
-from ccany_addon.errors import GatewayError
-from ccany_addon.models import capabilities
-from ccany_addon.schema import MessagesRequest, parse
+from ccany_addon.upstreams.models import capabilities
 from tests.fake_gemini import schema_problems
 from tests.unit.streams import byte_by_byte, comparable_events, draw_split, feed_chunks
 

@@ -3,7 +3,7 @@ the client was sent something."""
 
 from __future__ import annotations
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
 from ccany_addon.converters.anthropic_passthrough import AnthropicEventStream
 from ccany_addon.converters.common import ResponseContext
 from ccany_addon.converters.openai_chat import ChatStreamTranslator

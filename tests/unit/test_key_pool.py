@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider, ProviderKey
-from ccany_addon.key_pool import DEFAULT_COOLDOWN, KeyPools, cooldown_from, duration
+from ccany_addon.upstreams.key_pool import DEFAULT_COOLDOWN, KeyPools, cooldown_from, duration
 
 NOW = 1_800_000_000.0
 KEYS = (ProviderKey(1, "a", "sk-a"), ProviderKey(2, "b", "sk-b"), ProviderKey(3, "c", "sk-c"))

@@ -4,8 +4,8 @@ and known error types get a label value of their own."""
 from __future__ import annotations
 
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider, Route
-from ccany_addon.metrics import Metrics, configured_models
-from ccany_addon.models import ModelTiers
+from ccany_addon.proxy.metrics import Metrics, configured_models
+from ccany_addon.upstreams.models import ModelTiers
 
 USAGE = {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3}
 TIERS = ModelTiers("gpt-4o", "", "gpt-4o-mini")

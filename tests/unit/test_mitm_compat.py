@@ -1,4 +1,4 @@
-"""Canary for ccany_addon/mitm_compat.py, the one module that touches private mitmproxy API: when a mitmproxy
+"""Canary for ccany_addon/proxy/mitm_compat.py, the one module that touches private mitmproxy API: when a mitmproxy
 upgrade moves what it relies on, these fail loudly here, not silently in production (where the failure would be
 an HTML error page, an unanswered kill, or an upstream connection that is never cancelled)."""
 
@@ -12,7 +12,7 @@ from mitmproxy.proxy import server
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import _events, _http1
 
-from ccany_addon import mitm_compat
+from ccany_addon.proxy import mitm_compat
 
 
 def test_the_error_page_maker_is_where_it_was_and_called_as_it_was():

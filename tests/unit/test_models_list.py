@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider, ProviderKey, Route
-from ccany_addon.endpoints import CLAUDE_CODE_MODELS, model_info, models_list, route
-from ccany_addon.models import ModelTiers
-from ccany_addon.routing import Upstream
+from ccany_addon.proxy.endpoints import CLAUDE_CODE_MODELS, model_info, models_list, route
+from ccany_addon.upstreams.models import ModelTiers
+from ccany_addon.upstreams.routing import Upstream
 
 TIERS = ModelTiers("gpt-5", "", "gpt-5-mini")
 DEFAULT = Upstream("https", "api.openai.com", 443, "/v1", "sk-env", "set OPENAI_API_KEY")

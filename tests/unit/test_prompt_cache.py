@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from ccany_addon.anthropic_api.schema import MessagesRequest, as_dict, parse
 from ccany_addon.converters import prompt_cache
 from ccany_addon.converters.common import UpstreamTarget
-from ccany_addon.dialects import DIALECTS
-from ccany_addon.models import CapabilityOverride, capabilities
-from ccany_addon.schema import MessagesRequest, as_dict, parse
+from ccany_addon.upstreams.dialects import DIALECTS
+from ccany_addon.upstreams.models import CapabilityOverride, capabilities
 
 BILLING = "x-anthropic-billing-header: cc_version=2.1.332.a1f; cc_entrypoint=cli;"
 PROMPT = "You are Claude Code, Anthropic's official CLI for Claude."

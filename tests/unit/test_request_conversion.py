@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from ccany_addon.conformance import check_stream
+from ccany_addon.anthropic_api.conformance import check_stream
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters.common import MAX_TOOL_NAME, ResponseContext, UpstreamTarget
 from ccany_addon.converters.openai_chat import ChatStreamTranslator, to_chat_request, to_message
-from ccany_addon.errors import GatewayError
-from ccany_addon.models import ModelTiers, capabilities
-from ccany_addon.schema import MessagesRequest, parse
+from ccany_addon.upstreams.models import ModelTiers, capabilities
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
 PDF_B64 = "JVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlIC9DYXRhbG9nPj4KZW5kb2JqCg=="

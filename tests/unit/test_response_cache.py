@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ccany_addon.response_cache import ResponseCache, cache_key
+from ccany_addon.proxy.response_cache import ResponseCache, cache_key
 
 
 class Clock:

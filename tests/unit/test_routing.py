@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.anthropic_api.schema import MessagesRequest
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider, ProviderKey, Route
-from ccany_addon.errors import GatewayError
-from ccany_addon.models import ModelTiers
-from ccany_addon.routing import Upstream, choose, request_scenarios
-from ccany_addon.schema import MessagesRequest
+from ccany_addon.upstreams.models import ModelTiers
+from ccany_addon.upstreams.routing import Upstream, choose, request_scenarios
 
 TIERS = ModelTiers("gpt-4o", "", "gpt-4o-mini")
 DEFAULT = Upstream("https", "api.openai.com", 443, "/v1", "sk-env", "set OPENAI_API_KEY")

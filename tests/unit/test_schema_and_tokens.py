@@ -9,10 +9,10 @@ import zlib
 
 import pytest
 
-from ccany_addon import schema
-from ccany_addon.count_tokens import TOOLS_OVERHEAD, count_tokens, image_dimensions, text_tokens
-from ccany_addon.errors import GatewayError
-from ccany_addon.schema import CountTokensRequest, MessagesRequest, parse
+from ccany_addon.anthropic_api import schema
+from ccany_addon.anthropic_api.count_tokens import TOOLS_OVERHEAD, count_tokens, image_dimensions, text_tokens
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.anthropic_api.schema import CountTokensRequest, MessagesRequest, parse
 
 BASE = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -314,7 +314,7 @@ def test_a_body_with_known_tools_is_read_as_a_full_parse_reads_it(known_tools, r
 
 def test_converters_leave_known_tools_as_they_were(known_tools):
     from ccany_addon.converters.common import UpstreamTarget
-    from ccany_addon.dialects import DIALECTS
+    from ccany_addon.upstreams.dialects import DIALECTS
 
     request = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
     for name, dialect in DIALECTS.items():

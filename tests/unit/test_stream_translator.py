@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ccany_addon.conformance import StreamReport, check_stream
+from ccany_addon.anthropic_api.conformance import StreamReport, check_stream
 from ccany_addon.converters.common import ResponseContext
 from ccany_addon.converters.openai_chat import ChatStreamTranslator
 from tests.unit.streams import added_up, byte_by_byte, comparable_events, draw_split, feed_chunks

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters.common import UpstreamTarget
 from ccany_addon.converters.gemini import to_gemini_request
 from ccany_addon.converters.openai_chat import to_chat_request
 from ccany_addon.converters.openai_responses import to_responses_request
 from ccany_addon.converters.structured import STRUCTURED_OUTPUTS_UNSUPPORTED
-from ccany_addon.errors import GatewayError
-from ccany_addon.models import CapabilityOverride, capabilities
-from ccany_addon.schema import MessagesRequest, parse
+from ccany_addon.upstreams.models import CapabilityOverride, capabilities
 
 SCHEMA = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
           "properties": {"title": {"type": "string"}}, "required": ["title"], "additionalProperties": False}

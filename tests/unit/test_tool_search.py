@@ -8,12 +8,12 @@ import json
 
 import pytest
 
+from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters.common import UpstreamTarget
 from ccany_addon.converters.gemini import to_gemini_request
 from ccany_addon.converters.openai_chat import function_tools, to_chat_request
 from ccany_addon.converters.openai_responses import to_responses_request
-from ccany_addon.models import capabilities
-from ccany_addon.schema import MessagesRequest, parse
+from ccany_addon.upstreams.models import capabilities
 
 SCHEMA = {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}
 TOOLS = [{"name": "ToolSearch", "description": "Finds tools", "input_schema": {"type": "object", "properties": {

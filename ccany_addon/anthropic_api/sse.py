@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ccany_addon.json_codec import dumps
+from ccany_addon.util.json_codec import dumps
 
 
 def encode_event(data: dict) -> bytes:

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-from ccany_addon.errors import ERROR_TYPES
+from ccany_addon.anthropic_api.errors import ERROR_TYPES
 
 if TYPE_CHECKING:
     from ccany_addon.config.snapshot import ConfigSnapshot
-    from ccany_addon.models import ModelTiers
+    from ccany_addon.upstreams.models import ModelTiers
 
 Labels = tuple[tuple[str, str], ...]
 # What the gateway runs with now; read on each observation so a config change needs no callback.

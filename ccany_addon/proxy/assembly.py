@@ -3,12 +3,12 @@ are whole), the client timeouts, the config, the gateway, the flow log, then the
 
 from __future__ import annotations
 
-from ccany_addon.client_timeouts import ClientTimeouts
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.flowlog.addon import FlowLog
 from ccany_addon.flowlog.shutdown import GracefulStop
-from ccany_addon.gateway import Gateway
-from ccany_addon.keepalive import KeepAlive
+from ccany_addon.proxy.client_timeouts import ClientTimeouts
+from ccany_addon.proxy.gateway import Gateway
+from ccany_addon.proxy.keepalive import KeepAlive
 
 
 def build_addons() -> list[object]:

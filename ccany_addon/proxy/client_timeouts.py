@@ -12,8 +12,8 @@ from typing import Any
 
 from mitmproxy import connection, ctx, http
 
-from ccany_addon import mitm_compat
-from ccany_addon.option_checks import require_bounds
+from ccany_addon.proxy import mitm_compat
+from ccany_addon.proxy.option_checks import require_bounds
 
 logger = logging.getLogger("ccany")
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ccany_addon import routing
+from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.config.schema import SCENARIOS
 from ccany_addon.config.snapshot import ConfigSnapshot
-from ccany_addon.errors import GatewayError
-from ccany_addon.models import ModelTiers
-from ccany_addon.routing import Upstream
+from ccany_addon.upstreams import routing
+from ccany_addon.upstreams.models import ModelTiers
+from ccany_addon.upstreams.routing import Upstream
 
 MESSAGES = "/v1/messages"
 COUNT_TOKENS = "/v1/messages/count_tokens"

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
-from ccany_addon.errors import GatewayError
-from ccany_addon.json_codec import dumps, loads
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.util.json_codec import dumps, loads
 
 # The parts of a request, of which a long conversation has thousands: pydantic dataclasses validate in 60% of
 # a model's time (2.6 vs 4.2 µs for an assistant turn of three blocks) and `isinstance` on them is the plain one.

@@ -12,21 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.anthropic_api.schema import ImageBlock, MessagesRequest, ToolResultBlock
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider, Route
-from ccany_addon.errors import GatewayError
-from ccany_addon.models import TIERS, ModelTiers
-from ccany_addon.schema import ImageBlock, MessagesRequest, ToolResultBlock
-
-REDACTED = "[redacted]"
-# Where each provider kind takes its key; these headers are redacted once a request has been sent.
-_KEY_HEADERS = {
-    "openai": ("authorization", "Bearer {}"),
-    "azure": ("api-key", "{}"),
-    "responses": ("authorization", "Bearer {}"),
-    "gemini": ("x-goog-api-key", "{}"),
-    "anthropic": ("x-api-key", "{}"),
-}
-KEY_HEADERS = frozenset(name for name, _ in _KEY_HEADERS.values())
+from ccany_addon.upstreams.kinds import PROVIDER_KINDS
+from ccany_addon.upstreams.models import TIERS, ModelTiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +40,8 @@ class Upstream:
         return self.host == "openrouter.ai" or self.host.endswith(".openrouter.ai")
 
     def key_header(self) -> tuple[str, str]:
-        name, template = _KEY_HEADERS[self.kind]
-        return name, template.format(self.key)
+        kind = PROVIDER_KINDS[self.kind]
+        return kind.key_header, kind.key_template.format(self.key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,9 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http import status_codes
 from mitmproxy.proxy import mode_specs
 
-from ccany_addon import endpoints, mitm_compat, request_body, routing
+from ccany_addon.anthropic_api.count_tokens import count_tokens, rough_input_tokens
+from ccany_addon.anthropic_api.errors import GatewayError, mask_secrets
+from ccany_addon.anthropic_api.schema import CountTokensRequest, Message, MessagesRequest, parse
 from ccany_addon.config.access import authenticate, authorize_model, presented_key
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot, Provider, ProviderKey
@@ -25,24 +27,24 @@ from ccany_addon.converters.capability_fit import fit_request
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
 from ccany_addon.converters.error_words import client_words
 from ccany_addon.converters.openai_chat import upstream_error
-from ccany_addon.count_tokens import count_tokens, rough_input_tokens
-from ccany_addon.dialects import DIALECTS, Dialect, StreamTranslator
-from ccany_addon.errors import GatewayError, mask_secrets
-from ccany_addon.fail_closed import (
+from ccany_addon.proxy import endpoints, mitm_compat, request_body
+from ccany_addon.proxy.fail_closed import (
     ReplacementBody,
     SecretFilter,
     fail_closed,
     internal_error_message,
     log_internal_error,
 )
-from ccany_addon.json_codec import dumps, loads
-from ccany_addon.key_pool import KeyPools, cooldown_from, is_key_failure
-from ccany_addon.metrics import Metrics
-from ccany_addon.models import TIERS, ModelTiers, capabilities
-from ccany_addon.option_checks import require_bounds
-from ccany_addon.response_cache import ResponseCache, cache_key
-from ccany_addon.routing import KEY_HEADERS, REDACTED, Upstream
-from ccany_addon.schema import CountTokensRequest, Message, MessagesRequest, parse
+from ccany_addon.proxy.metrics import Metrics
+from ccany_addon.proxy.option_checks import require_bounds
+from ccany_addon.proxy.response_cache import ResponseCache, cache_key
+from ccany_addon.upstreams import routing
+from ccany_addon.upstreams.dialects import DIALECTS, Dialect, StreamTranslator
+from ccany_addon.upstreams.key_pool import KeyPools, cooldown_from, is_key_failure
+from ccany_addon.upstreams.kinds import KEY_HEADERS, REDACTED
+from ccany_addon.upstreams.models import TIERS, ModelTiers, capabilities
+from ccany_addon.upstreams.routing import Upstream
+from ccany_addon.util.json_codec import dumps, loads
 
 logger = logging.getLogger("ccany")
 

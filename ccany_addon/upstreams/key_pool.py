@@ -17,7 +17,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider, ProviderKey
-from ccany_addon.json_codec import loads
+from ccany_addon.util.json_codec import loads
 
 DEFAULT_COOLDOWN = {429: 60.0, 500: 15.0}  # seconds, when the upstream does not say (5xx share 500's)
 MAX_COOLDOWN = 3600.0

@@ -19,7 +19,7 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.net.http import http1
 from mitmproxy.proxy.layers.http import _events, _http1
 
-from ccany_addon.errors import client_status, error_json
+from ccany_addon.anthropic_api.errors import client_status, error_json
 
 _ORIGINAL_MAKE = _http1.make_error_response
 _ORIGINAL_STATUS = _events.ErrorCode.http_status_code

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from mitmproxy import http
 
-from ccany_addon.errors import mask_secrets
+from ccany_addon.anthropic_api.errors import mask_secrets
 
 logger = logging.getLogger("ccany")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from ccany_addon.json_codec import dumps
+from ccany_addon.util.json_codec import dumps
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",

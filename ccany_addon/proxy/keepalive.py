@@ -15,10 +15,10 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from ccany_addon import mitm_compat
-from ccany_addon.dialects import StreamTranslator
-from ccany_addon.gateway import Gateway
-from ccany_addon.option_checks import require_bounds
+from ccany_addon.proxy import mitm_compat
+from ccany_addon.proxy.gateway import Gateway
+from ccany_addon.proxy.option_checks import require_bounds
+from ccany_addon.upstreams.dialects import StreamTranslator
 
 logger = logging.getLogger("ccany")
 

@@ -4,7 +4,7 @@
     → message_delta (once, with usage.output_tokens) → message_stop
 
 An `event: error` may end a stream at any point; the stream then has no `message_stop`.
-Usage: `python -m ccany_addon.conformance < stream.txt`.
+Usage: `python -m ccany_addon.anthropic_api.conformance < stream.txt`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 
-from ccany_addon.sse import SSEDecoder
+from ccany_addon.anthropic_api.sse import SSEDecoder
 
 _DELTA_FOR_BLOCK = {
     "text": {"text_delta", "citations_delta"},

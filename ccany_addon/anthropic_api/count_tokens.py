@@ -13,7 +13,7 @@ import math
 import re
 import struct
 
-from ccany_addon.schema import (
+from ccany_addon.anthropic_api.schema import (
     CountTokensRequest,
     DocumentBlock,
     ImageBlock,

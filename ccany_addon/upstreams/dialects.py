@@ -10,11 +10,10 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import quote
 
+from ccany_addon.anthropic_api.schema import MessagesRequest
 from ccany_addon.converters import gemini, openai_chat, openai_responses
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
-from ccany_addon.schema import MessagesRequest
-
-AZURE_DEFAULT_API_VERSION = "2024-10-21"
+from ccany_addon.upstreams.kinds import AZURE_DEFAULT_API_VERSION
 
 
 class StreamTranslator(Protocol):

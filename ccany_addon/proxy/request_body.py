@@ -11,7 +11,7 @@ import zlib
 
 import brotli
 
-from ccany_addon.errors import GatewayError
+from ccany_addon.anthropic_api.errors import GatewayError
 
 ENCODINGS = ("gzip", "deflate", "br")
 
