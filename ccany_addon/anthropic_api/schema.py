@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import binascii
 import json
-import secrets
 from dataclasses import is_dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.dataclasses import dataclass
 
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.util.json_codec import dumps, loads
+
+if TYPE_CHECKING:  # tool_cache reads this module's models
+    from ccany_addon.anthropic_api.tool_cache import ToolCache
 
 # The parts of a request, of which a long conversation has thousands: pydantic dataclasses validate in 60% of
 # a model's time (2.6 vs 4.2 µs for an assistant turn of three blocks) and `isinstance` on them is the plain one.
@@ -314,7 +316,7 @@ def _is_unknown_block(problem: Any) -> bool:
     return len(loc) >= 2 and loc[-2] == "content" and loc[-1].isdigit()
 
 
-def _validate[T: Request](model: type[T], value: Any) -> T:
+def validate[T: Request](model: type[T], value: Any) -> T:
     """`model` validated from parsed JSON, content blocks of unknown types taken as UnknownBlock.
 
     Validation runs first as if every block were known: a body without unknown blocks (nearly all) costs
@@ -379,85 +381,28 @@ def _refuse_constants(body: bytes) -> None:
         pass  # pydantic's parser says what else is wrong
 
 
-class KnownTools:
-    """The tool definitions of recent requests, by their exact bytes, already validated.
-
-    Claude Code sends the same tools, two thirds of its body, on every turn. When the bytes after a body's last
-    `"tools":` begin with a known array, only the rest of the body is parsed, with a placeholder where the array
-    stood, and the array's validated tools are reused. The placeholder is a string no client knows: finding it
-    as the top-level `tools` proves that the array stood in that place, so the request is the one parsing every
-    byte would give. Anything else (unknown tools, another layout, a body that does not parse) is None: the
-    caller parses the whole body.
-    """
-
-    KEY = b'"tools":'
-    SMALLEST = 1024  # bytes of an array worth remembering
-    SIZE = 8  # arrays remembered: a session's agent and its subagents each have their own
-
-    def __init__(self) -> None:
-        self._placeholder = f"ccany-known-tools-{secrets.token_hex(16)}"
-        self._placeholder_json = dumps(self._placeholder)
-        self._known: dict[bytes, list[Tool]] = {}
-
-    def parse[T: Request](self, model: type[T], body: bytes) -> T | None:
-        start = body.rfind(self.KEY) + len(self.KEY)
-        if start < len(self.KEY):
-            return None
-        text = next((text for text in self._known if body.startswith(text, start)), None)
-        if text is None:
-            return None
-        try:
-            value = loads(body[:start] + self._placeholder_json + body[start + len(text) :])
-            if not isinstance(value, dict) or value.get("tools") != self._placeholder:
-                return None
-            value["tools"] = None
-            request = _validate(model, value)
-        except ValueError:
-            return None
-        tools = self._known.pop(text)
-        self._known[text] = tools  # the most recently used last
-        request.tools = tools
-        return request
-
-    def remember(self, body: bytes, value: dict, tools: list[Tool]) -> None:
-        """Tools a whole body gave, when their array is written in the body as we would write it."""
-        start = body.rfind(self.KEY) + len(self.KEY)
-        if start < len(self.KEY) or body[start : start + 1] != b"[":  # not written as we write it
-            return
-        text = dumps(value["tools"])
-        if len(text) < self.SMALLEST or not body.startswith(text, start):
-            return
-        self._known.pop(text, None)
-        self._known[text] = tools
-        while len(self._known) > self.SIZE:
-            del self._known[next(iter(self._known))]
-
-
-_KNOWN_TOOLS = KnownTools()
-
-
-def parse[T: Request](model: type[T], body: bytes) -> T:
+def parse[T: Request](model: type[T], body: bytes, tools: ToolCache | None = None) -> T:
     """Validate a raw request body, or raise a 400 that names the offending field.
 
     orjson then validation of the objects is a third cheaper than pydantic's own JSON parser (0.07 vs 0.10 ms
-    for a Claude Code body) and accepts the same bodies; tools seen before are not parsed again (KnownTools).
-    Anything refused goes through pydantic's JSON parser, whose errors speak JSON (array, object) and whose
-    result stands."""
-    if (known := _KNOWN_TOOLS.parse(model, body)) is not None:
+    for a Claude Code body) and accepts the same bodies; with a `tools` cache, tools seen before are not parsed
+    again. Anything refused goes through pydantic's JSON parser, whose errors speak JSON (array, object) and
+    whose result stands."""
+    if tools is not None and (known := tools.parse(model, body)) is not None:
         return known
     value = None
     try:
         value = loads(body)
-        request = _validate(model, value)
+        request = validate(model, value)
     except ValueError:  # orjson's JSONDecodeError and pydantic's ValidationError both are
         pass
     else:
-        if request.tools:
-            _KNOWN_TOOLS.remember(body, value, request.tools)
+        if tools is not None and request.tools:
+            tools.remember(body, value, request.tools)
         return request
     _refuse_constants(body)
     try:
-        # The body as _validate left it (its unknown blocks marked), so the problem named is the real one.
+        # The body as validate left it (its unknown blocks marked), so the problem named is the real one.
         return model.model_validate_json(body if value is None else dumps(value))
     except ValidationError as error:
         raise GatewayError(400, _describe(error)) from None

@@ -1,4 +1,15 @@
-"""Pieces every dialect converter shares: ids, tool names, signatures, stop reasons, usage."""
+"""Pieces every dialect converter shares: ids, tool names, signatures, the target, the response context,
+tool arguments and token counts.
+
+How the converters import each other: a dialect module (openai_chat, openai_chat_stream, openai_responses,
+gemini, anthropic_passthrough: one per upstream dialect, or one side of it) imports shared modules only, never
+another dialect module, and no shared module imports a dialect module (the Dialect table in
+upstreams/dialects.py and the gateway do). What two dialects both need moves to a shared module: this one,
+shared_request (system text, content parts, tool results, the user field, function tools), shared_answer
+(upstream errors, Chat Completions finish reasons and usage), message_stream, structured, tool_search,
+prompt_cache, error_words, capability_fit, gemini_schema, text_template. No converter imports mitmproxy,
+SQLite or Datasette. tests/unit/test_converter_imports.py holds these rules.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from ccany_addon.anthropic_api.schema import MessagesRequest
+from ccany_addon.anthropic_api.tool_cache import ToolCache
 from ccany_addon.upstreams.models import Capabilities
 from ccany_addon.util.json_codec import loads
 
@@ -51,6 +63,8 @@ class UpstreamTarget:
     max_tokens_limit: int = 0  # 0: only the model's own limit
     fold_system_messages: bool = False
     reasoning_object: bool = False  # OpenRouter: `reasoning: {max_tokens | effort}`, not `reasoning_effort`
+    # The gateway's cache of converted tools lists; None (tests, scripts): every request is converted afresh.
+    tools: ToolCache | None = field(default=None, compare=False)
 
     def max_tokens(self, requested: int) -> int:
         limits = [n for n in (self.max_tokens_limit, self.capabilities.max_output_tokens) if n]

@@ -39,7 +39,7 @@ from ccany_addon.converters.common import (
 )
 from ccany_addon.converters.gemini_schema import clean_schema
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
-from ccany_addon.converters.openai_chat import system_text
+from ccany_addon.converters.shared_request import system_text
 from ccany_addon.converters.structured import effort_level, gemini_thinking_budget, gemini_thinking_level, output_schema
 from ccany_addon.converters.tool_search import conversation_tools, reference_text
 from ccany_addon.util.json_codec import dumps_str, loads

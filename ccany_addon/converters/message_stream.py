@@ -8,7 +8,7 @@ bytes out, no I/O.
 
 from __future__ import annotations
 
-from ccany_addon.anthropic_api.conformance import tool_input
+from ccany_addon.anthropic_api.accumulate import tool_input
 from ccany_addon.anthropic_api.errors import error_body, error_type, mask_secrets
 from ccany_addon.anthropic_api.sse import encode_delta, encode_event, encode_json_delta
 from ccany_addon.converters.common import (
@@ -172,7 +172,7 @@ class MessageStreamWriter:
 
     def message(self) -> dict:
         """The message the client has been sent so far, as an SDK adds up the events: what
-        `conformance.accumulate_message` makes of the bytes, without parsing them again."""
+        `accumulate.accumulate_message` makes of the bytes, without parsing them again."""
         message: dict = {}
         if self.started:
             message = {**self._message, "content": [dict(block) for block in self._blocks],

@@ -21,7 +21,6 @@ from ccany_addon.anthropic_api.schema import (
     ToolUseBlock,
 )
 from ccany_addon.anthropic_api.sse import SSEDecoder
-from ccany_addon.converters import openai_chat as chat
 from ccany_addon.converters.common import (
     ResponseContext,
     UpstreamTarget,
@@ -34,6 +33,14 @@ from ccany_addon.converters.common import (
     tool_use_id,
 )
 from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
+from ccany_addon.converters.shared_answer import stream_error_status
+from ccany_addon.converters.shared_request import (
+    function_tools,
+    system_text,
+    tool_result_content,
+    user_field,
+    user_part,
+)
 from ccany_addon.converters.structured import openai_effort, output_schema, responses_text_format
 from ccany_addon.converters.tool_search import conversation_tools
 from ccany_addon.util.json_codec import dumps_str, loads
@@ -73,7 +80,7 @@ def to_responses_request(request: MessagesRequest, target: UpstreamTarget) -> tu
     # Nothing is kept upstream: every turn carries the whole conversation, as it does for Chat Completions.
     body["store"] = False
     if request.metadata and request.metadata.user_id:
-        body["user"] = chat.user_field(request.metadata.user_id)
+        body["user"] = user_field(request.metadata.user_id)
     if caps.reasoning and (effort := openai_effort(request, caps.xhigh_effort)):
         body["reasoning"] = {"effort": effort, "summary": "auto"}
     if (schema := output_schema(request, caps)) is not None:
@@ -82,8 +89,8 @@ def to_responses_request(request: MessagesRequest, target: UpstreamTarget) -> tu
     # Responses models have no `web_search_options`: server tools are left out with a note.
     changes = conversation_tools(request)
     notes.extend(changes.notes(request.tools))
-    chat_tools = chat.function_tools(changes.declared(request.tools) if caps.tools else None, web_search=False,
-                                     loaded=frozenset(changes.loaded))
+    chat_tools = function_tools(changes.declared(request.tools) if caps.tools else None, web_search=False,
+                                loaded=frozenset(changes.loaded), cache=target.tools)
     notes.extend(chat_tools.notes)
     if chat_tools.functions:
         body["tools"] = [{"type": "function", **tool["function"], "strict": False} for tool in chat_tools.functions]
@@ -100,7 +107,7 @@ def to_responses_request(request: MessagesRequest, target: UpstreamTarget) -> tu
 
 def _input(request: MessagesRequest, target: UpstreamTarget) -> tuple[str, list[dict]]:
     """(instructions, input items)."""
-    instructions = [chat.system_text(request.system)]
+    instructions = [system_text(request.system)]
     items: list[dict] = []
     for message in request.messages:
         blocks = [TextBlock(type="text", text=message.content)] if isinstance(message.content, str) else message.content
@@ -139,11 +146,11 @@ def _user_items(blocks: list) -> list[dict]:
     result_parts: list[dict] = []
     for block in blocks:
         if isinstance(block, ToolResultBlock):
-            text, extra = chat.tool_result_content(block)
+            text, extra = tool_result_content(block)
             outputs.append({"type": "function_call_output", "call_id": block.tool_use_id, "output": text})
             result_parts.extend(extra)
         elif isinstance(block, TextBlock | ImageBlock | DocumentBlock | SearchResultBlock):
-            parts.extend(chat.user_part(block))
+            parts.extend(user_part(block))
     parts = result_parts + parts
     if not parts:
         return outputs
@@ -220,7 +227,7 @@ def _failure_status(error: dict) -> int:
     code = str(error.get("code") or "")
     if code.startswith("invalid_") or "image" in code:  # the request's own content was refused
         return 400
-    return chat.stream_error_status(error)
+    return stream_error_status(error)
 
 
 def to_message(body: dict, ctx: ResponseContext) -> dict:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from mitmproxy import http
 
-from ccany_addon.anthropic_api.conformance import received_message
+from ccany_addon.anthropic_api.accumulate import received_message
 from ccany_addon.anthropic_api.errors import mask_secrets
 from ccany_addon.anthropic_api.schema import Message, as_dict
 from ccany_addon.anthropic_api.sse import DELTA_HEAD

@@ -26,7 +26,7 @@ from ccany_addon.converters import prompt_cache
 from ccany_addon.converters.capability_fit import fit_request
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
 from ccany_addon.converters.error_words import client_words
-from ccany_addon.converters.openai_chat import upstream_error
+from ccany_addon.converters.shared_answer import upstream_error
 from ccany_addon.proxy import endpoints, mitm_compat, request_body
 from ccany_addon.proxy.fail_closed import (
     ReplacementBody,

@@ -11,7 +11,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from ccany_addon.anthropic_api.schema import MessagesRequest
-from ccany_addon.converters import gemini, openai_chat, openai_responses
+from ccany_addon.converters import gemini, openai_chat, openai_chat_stream, openai_responses
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
 from ccany_addon.upstreams.kinds import AZURE_DEFAULT_API_VERSION
 
@@ -59,7 +59,7 @@ def _gemini_path(prefix: str, model: str, api_version: str | None, stream: bool)
     return f"{prefix}/models/{name}:" + ("streamGenerateContent?alt=sse" if stream else "generateContent")
 
 
-_CHAT = (openai_chat.to_chat_request, openai_chat.to_message, openai_chat.ChatStreamTranslator)
+_CHAT = (openai_chat.to_chat_request, openai_chat.to_message, openai_chat_stream.ChatStreamTranslator)
 
 DIALECTS: dict[str, Dialect] = {
     "openai": Dialect(*_CHAT, _chat_path),

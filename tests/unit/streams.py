@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from hypothesis import strategies as st
 
-from ccany_addon.anthropic_api.conformance import check_stream, received_message
+from ccany_addon.anthropic_api.accumulate import received_message
+from ccany_addon.anthropic_api.conformance import check_stream
 from ccany_addon.anthropic_api.sse import SSEDecoder
 from ccany_addon.converters.message_stream import WrittenStream
 

@@ -20,7 +20,7 @@ from ccany_addon.converters.gemini import (
     to_message,
 )
 from ccany_addon.converters.gemini_schema import clean_schema
-from ccany_addon.converters.openai_chat import upstream_error
+from ccany_addon.converters.shared_answer import upstream_error
 from ccany_addon.upstreams.models import capabilities
 from tests.fake_gemini import schema_problems
 from tests.unit.streams import byte_by_byte, comparable_events, draw_split, feed_chunks

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ccany_addon.anthropic_api.conformance import check_stream
 from ccany_addon.converters.anthropic_passthrough import AnthropicEventStream
 from ccany_addon.converters.common import ResponseContext
-from ccany_addon.converters.openai_chat import ChatStreamTranslator
+from ccany_addon.converters.openai_chat_stream import ChatStreamTranslator
 
 CTX = ResponseContext(client_model="claude-sonnet-4-5", estimated_input_tokens=10)
 TEXT = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n'

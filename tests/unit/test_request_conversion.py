@@ -9,8 +9,10 @@ import pytest
 from ccany_addon.anthropic_api.conformance import check_stream
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.anthropic_api.schema import MessagesRequest, parse
+from ccany_addon.anthropic_api.tool_cache import ToolCache
 from ccany_addon.converters.common import MAX_TOOL_NAME, ResponseContext, UpstreamTarget
-from ccany_addon.converters.openai_chat import ChatStreamTranslator, to_chat_request, to_message
+from ccany_addon.converters.openai_chat import to_chat_request, to_message
+from ccany_addon.converters.openai_chat_stream import ChatStreamTranslator
 from ccany_addon.upstreams.models import ModelTiers, capabilities
 
 PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -386,13 +388,14 @@ def test_web_search_maps_to_web_search_options_where_supported():
 
 
 def test_one_tools_list_is_converted_once_per_web_search_capability():
-    """KnownTools hands every request with the same tools array one list; its conversion is kept, and a
-    request of another list, or for an upstream that searches the web itself, is converted on its own."""
+    """The gateway's ToolCache hands every request with the same tools array one list; its conversion is kept,
+    and a request of another list, or for an upstream that searches the web itself, is converted on its own."""
     search = {"type": "web_search_20250305", "name": "web_search"}
     first = request(tools=[READ_TOOL, search])
     second = request(messages=[user("again")])
-    second.tools = first.tools  # as KnownTools shares it
-    plain, searching = target("gpt-4o"), target("gpt-4o-search-preview")
+    second.tools = first.tools  # as ToolCache shares it
+    cache = ToolCache()
+    plain, searching = target("gpt-4o", tools=cache), target("gpt-4o-search-preview", tools=cache)
     chat, notes = to_chat_request(first, plain)
     again, again_notes = to_chat_request(second, plain)
     assert again["tools"] is chat["tools"] and again_notes == notes and len(notes) == 1

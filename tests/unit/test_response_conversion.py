@@ -10,7 +10,8 @@ import pytest
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
-from ccany_addon.converters.openai_chat import to_chat_request, to_message, upstream_error
+from ccany_addon.converters.openai_chat import to_chat_request, to_message
+from ccany_addon.converters.shared_answer import upstream_error
 from ccany_addon.upstreams.models import capabilities
 
 CTX = ResponseContext(client_model="claude-sonnet-4-5", stop_sequences=("###", "END"))

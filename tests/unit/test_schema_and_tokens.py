@@ -13,6 +13,7 @@ from ccany_addon.anthropic_api import schema
 from ccany_addon.anthropic_api.count_tokens import TOOLS_OVERHEAD, count_tokens, image_dimensions, text_tokens
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.anthropic_api.schema import CountTokensRequest, MessagesRequest, parse
+from ccany_addon.anthropic_api.tool_cache import ToolCache
 
 BASE = {"model": "claude-sonnet-4-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -231,7 +232,7 @@ def test_image_not_priced_by_base64_size():
     assert small < 100
 
 
-# -- tools seen before are not parsed again (schema.KnownTools)
+# -- tools seen before are not parsed again (tool_cache.ToolCache)
 
 SCHEMA = {"type": "object", "properties": {f"p{i}": {"type": "string", "description": "An argument " * 4}
                                            for i in range(4)}, "required": ["p0"]}
@@ -246,32 +247,29 @@ def compact(value: object) -> bytes:
 
 
 @pytest.fixture
-def known_tools(monkeypatch) -> schema.KnownTools:
-    known = schema.KnownTools()
-    monkeypatch.setattr(schema, "_KNOWN_TOOLS", known)
-    parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
+def known_tools() -> ToolCache:
+    known = ToolCache()
+    parse(MessagesRequest, compact({**BASE, "tools": TOOLS}), tools=known)
     return known
 
 
 def full_parse(raw: bytes) -> dict | str:
     """What the request is when no tools are known: its fields, or the 400 it gets."""
-    saved, schema._KNOWN_TOOLS = schema._KNOWN_TOOLS, schema.KnownTools()
     try:
         return parse(MessagesRequest, raw).model_dump()
     except GatewayError as error:
         return error.message
-    finally:
-        schema._KNOWN_TOOLS = saved
 
 
 def test_known_tools_are_reused_and_the_request_is_what_a_full_parse_gives(known_tools):
-    first = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
+    first = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}), tools=known_tools)
     turn = compact({**BASE, "messages": [{"role": "user", "content": "next turn"}], "tools": TOOLS, "stream": True})
-    second = parse(MessagesRequest, turn)
+    second = parse(MessagesRequest, turn, tools=known_tools)
     assert second.tools is first.tools
     assert second.model_dump() == full_parse(turn)
     assert second.messages[0].content == "next turn" and second.stream is True
-    counted = parse(CountTokensRequest, compact({"model": "m", "messages": BASE["messages"], "tools": TOOLS}))
+    counted = parse(CountTokensRequest, compact({"model": "m", "messages": BASE["messages"], "tools": TOOLS}),
+                    tools=known_tools)
     assert counted.tools is first.tools
 
 
@@ -306,7 +304,7 @@ TRICKY_BODIES = {
 @pytest.mark.parametrize("raw", TRICKY_BODIES.values(), ids=TRICKY_BODIES.keys())
 def test_a_body_with_known_tools_is_read_as_a_full_parse_reads_it(known_tools, raw):
     try:
-        got: dict | str = parse(MessagesRequest, raw).model_dump()
+        got: dict | str = parse(MessagesRequest, raw, tools=known_tools).model_dump()
     except GatewayError as error:
         got = error.message
     assert got == full_parse(raw)
@@ -316,11 +314,12 @@ def test_converters_leave_known_tools_as_they_were(known_tools):
     from ccany_addon.converters.common import UpstreamTarget
     from ccany_addon.upstreams.dialects import DIALECTS
 
-    request = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
+    request = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}), tools=known_tools)
     for name, dialect in DIALECTS.items():
-        dialect.to_request(request, UpstreamTarget("gemini-2.5-pro" if name == "gemini" else "gpt-4o"))
+        dialect.to_request(request, UpstreamTarget("gemini-2.5-pro" if name == "gemini" else "gpt-4o",
+                                                   tools=known_tools))
     count_tokens(request)
-    again = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}))
+    again = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}), tools=known_tools)
     assert again.tools is request.tools and again.model_dump() == full_parse(compact({**BASE, "tools": TOOLS}))
 
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ccany_addon.anthropic_api.conformance import StreamReport, check_stream
 from ccany_addon.converters.common import ResponseContext
-from ccany_addon.converters.openai_chat import ChatStreamTranslator
+from ccany_addon.converters.openai_chat_stream import ChatStreamTranslator
 from tests.unit.streams import added_up, byte_by_byte, comparable_events, draw_split, feed_chunks
 
 CTX = ResponseContext(client_model="claude-sonnet-4-5", stop_sequences=("###",), estimated_input_tokens=321)
@@ -518,13 +518,13 @@ def test_any_texts_through_the_template_give_the_general_paths_events(texts, asc
 
 
 def test_reads_fitting_the_template_are_not_parsed(monkeypatch):
-    from ccany_addon.converters import openai_chat
+    from ccany_addon.converters import openai_chat_stream
 
     translator = ChatStreamTranslator(CTX, upstream="openai")
     for piece in reads(*LEARNT):
         translator(piece)
     parsed: list[bytes] = []
-    monkeypatch.setattr(openai_chat, "loads", lambda data: parsed.append(data) or json.loads(data))
+    monkeypatch.setattr(openai_chat_stream, "loads", lambda data: parsed.append(data) or json.loads(data))
     words = reads(*(chunk({"content": f"word {n} "}) for n in range(10)))
     out = b"".join(b"".join(translator(piece)) for piece in words)
     assert parsed == [] and out.count(b'"text_delta"') == 10
@@ -533,13 +533,13 @@ def test_reads_fitting_the_template_are_not_parsed(monkeypatch):
 def test_a_stream_whose_chunks_all_differ_stops_learning(monkeypatch):
     """A per-chunk nonce (like OpenAI's `obfuscation`) means no read fits: after a few tries, each read is
     parsed once, not twice."""
-    from ccany_addon.converters import openai_chat
+    from ccany_addon.converters import openai_chat_stream
 
     translator = ChatStreamTranslator(CTX, upstream="openai")
     for piece in reads(*LEARNT):
         translator(piece)
     parsed: list[bytes] = []
-    monkeypatch.setattr(openai_chat, "loads", lambda data: parsed.append(data) or json.loads(data))
+    monkeypatch.setattr(openai_chat_stream, "loads", lambda data: parsed.append(data) or json.loads(data))
     for n in range(20):
         translator(sse({**chunk({"content": "x"}), "obfuscation": "n" * n}, done=False))
     assert 20 <= len(parsed) <= 23

@@ -9,10 +9,12 @@ import json
 import pytest
 
 from ccany_addon.anthropic_api.schema import MessagesRequest, parse
+from ccany_addon.anthropic_api.tool_cache import ToolCache
 from ccany_addon.converters.common import UpstreamTarget
 from ccany_addon.converters.gemini import to_gemini_request
-from ccany_addon.converters.openai_chat import function_tools, to_chat_request
+from ccany_addon.converters.openai_chat import to_chat_request
 from ccany_addon.converters.openai_responses import to_responses_request
+from ccany_addon.converters.shared_request import function_tools
 from ccany_addon.upstreams.models import capabilities
 
 SCHEMA = {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]}
@@ -123,6 +125,6 @@ def test_unknown_blocks_are_left_out_with_a_note(convert_fn, model, declared):
 def test_a_tool_search_session_reuses_its_converted_tools():
     body = {"model": "m", "max_tokens": 5, "tools": TOOLS, "messages": SEARCH}
     tools = parse(MessagesRequest, json.dumps(body).encode()).tools
-    loaded = frozenset({"WebFetch"})
-    assert function_tools(tools, False, loaded) is function_tools(tools, False, frozenset({"WebFetch"}))
-    assert function_tools(tools, False, loaded) is not function_tools(tools, False)
+    loaded, cache = frozenset({"WebFetch"}), ToolCache()
+    assert function_tools(tools, False, loaded, cache) is function_tools(tools, False, frozenset({"WebFetch"}), cache)
+    assert function_tools(tools, False, loaded, cache) is not function_tools(tools, False, cache=cache)
