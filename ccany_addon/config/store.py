@@ -1,5 +1,6 @@
-"""Writes to the config DB that need logic (hashing, generating, auditing), shared by the CLI and the
-Datasette plugin. Every change is audited with who made it."""
+"""Every write to the config DB that needs logic (hashing, generating, auditing, checking), shared by the CLI and
+the Datasette pages (ccany_addon/web): they change the config only through these functions. Every change is audited
+with who made it."""
 
 from __future__ import annotations
 
@@ -9,18 +10,46 @@ from typing import Any
 
 import sqlite_utils
 
+from ccany_addon.config import sessions
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES, SCENARIOS, SETTINGS
 from ccany_addon.config.secrets import client_key_hash, hash_password, new_client_key
+from ccany_addon.upstreams.models import TIERS
+from ccany_addon.util.utc import utc_text
+
+MIN_PASSWORD_LENGTH = 8
 
 
 class ConfigError(ValueError):
     pass
 
 
-def audit(db: sqlite_utils.Database, actor: str, action: str, target: str, details: dict | None = None) -> None:
+def audit(db: sqlite_utils.Database, actor: str, action: str, target: str | None,
+          details: dict | None = None) -> None:
     db["audit"].insert(
         {"actor": actor, "action": action, "target": target, "details": json.dumps(details) if details else None}
     )
+
+
+def record_event(db: sqlite_utils.Database, actor: str, action: str, target: str | None,
+                 details: dict | None = None, end_sessions_of: str | None = None) -> None:
+    """An event Datasette reports (a login, a logout, its own row edit of the config DB), audited; a logout also
+    ends every session of `end_sessions_of`, so copies of the cookie (other devices, a thief) die with it."""
+    with db.atomic():
+        if end_sessions_of is not None:
+            sessions.end_sessions(db, end_sessions_of)
+        audit(db, actor, action, target, details)
+
+
+def password_problem(password: str) -> str | None:
+    """The one password rule, for the CLI and the Datasette pages alike: what is wrong with it, or None."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"passwords need at least {MIN_PASSWORD_LENGTH} characters"
+    return None
+
+
+def _check_password(password: str) -> None:
+    if problem := password_problem(password):
+        raise ConfigError(problem)
 
 
 def add_provider(db: sqlite_utils.Database, actor: str, name: str, base_url: str, kind: str = "openai",
@@ -34,7 +63,7 @@ def add_provider(db: sqlite_utils.Database, actor: str, name: str, base_url: str
         raise ConfigError("base_url must start with http:// or https://")
     models = models or {}
     row = {"name": name, "kind": kind, "base_url": base_url.rstrip("/"), "api_version": api_version,
-           **{f"{tier}_model": models.get(tier) for tier in ("big", "middle", "small")},
+           **{f"{tier}_model": models.get(tier) for tier in TIERS},
            "key_strategy": key_strategy, "fallback": ",".join(fallback) if fallback else None}
     with db.atomic():
         provider_id = db["providers"].insert(row).last_pk
@@ -60,22 +89,32 @@ def set_provider_key(db: sqlite_utils.Database, actor: str, provider: str, key: 
     return int(key_id)
 
 
+def replace_provider_key(db: sqlite_utils.Database, actor: str, provider: str, key: str,
+                         name: str = "default") -> int:
+    """Store an upstream key in place of the provider's keys of that name (each removal audited)."""
+    with db.atomic():
+        pid = provider_id(db, provider)
+        old = [row[0] for row in db.execute(
+            "SELECT id FROM provider_keys WHERE provider_id = ? AND name = ?", [pid, name]).fetchall()]
+        for key_id in old:
+            db.execute("DELETE FROM provider_keys WHERE id = ?", [key_id])
+            audit(db, actor, "delete provider key", f"provider_keys/{key_id}",
+                  {"provider": provider, "name": name, "replaced": True})
+        return set_provider_key(db, actor, provider, key, name)
+
+
 def record_key_failure(db: sqlite_utils.Database, key_id: int, status: int, message: str,
                        cooling_until: float | None, disabled_reason: str | None) -> None:
     """The gateway's view of a key's health, for Datasette and for other gateway processes."""
     row: dict[str, Any] = {"last_status": status, "last_error": message[:500],
-                           "last_failure_at": _utc_text(time.time())}
+                           "last_failure_at": utc_text(time.time())}
     if cooling_until is not None:
-        row["cooling_until"] = _utc_text(cooling_until)
+        row["cooling_until"] = utc_text(cooling_until)
     with db.atomic():
         if disabled_reason is not None:
             row.update(enabled=0, disabled_reason=disabled_reason)
             audit(db, "gateway", "disable provider key", f"provider_keys/{key_id}", {"reason": disabled_reason})
         db["provider_keys"].update(key_id, row)
-
-
-def _utc_text(seconds: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
 
 def add_route(db: sqlite_utils.Database, actor: str, pattern: str, provider: str, upstream_model: str | None,
@@ -131,8 +170,7 @@ def create_client_key(db: sqlite_utils.Database, actor: str, name: str, expires_
 def add_user(db: sqlite_utils.Database, actor: str, username: str, password: str, role: str = "viewer") -> int:
     if role not in ROLES:
         raise ConfigError(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < 8:
-        raise ConfigError("passwords need at least 8 characters")
+    _check_password(password)
     with db.atomic():
         user_id = db["users"].insert(
             {"username": username, "password_hash": hash_password(password), "role": role}
@@ -141,9 +179,16 @@ def add_user(db: sqlite_utils.Database, actor: str, username: str, password: str
     return int(user_id)
 
 
+def add_first_admin(db: sqlite_utils.Database, username: str, password: str) -> int:
+    """The set-up's admin, who creates their own account: only while nobody has one (two set-ups racing: one wins)."""
+    with db.atomic():
+        if db.execute("SELECT EXISTS (SELECT 1 FROM users)").fetchone()[0]:
+            raise ConfigError("someone finished the set-up first: log in instead")
+        return add_user(db, username, username, password, role="admin")
+
+
 def set_password(db: sqlite_utils.Database, actor: str, username: str, password: str) -> None:
-    if len(password) < 8:
-        raise ConfigError("passwords need at least 8 characters")
+    _check_password(password)
     with db.atomic():
         changed = db.execute(
             "UPDATE users SET password_hash = ? WHERE username = ?", [hash_password(password), username]
@@ -168,6 +213,21 @@ def set_user_enabled(db: sqlite_utils.Database, actor: str, username: str, enabl
         if not db.execute("UPDATE users SET enabled = ? WHERE username = ?", [int(enabled), username]).rowcount:
             raise ConfigError(f"no user named {username!r}")
         audit(db, actor, "enable user" if enabled else "disable user", f"users/{username}")
+
+
+def change_user(db: sqlite_utils.Database, actor: str, action: str, username: str, role: str = "") -> None:
+    """`action` "role" (to `role`), "disable" or "enable", never leaving the gateway without an enabled admin."""
+    with db.atomic():
+        losing_admin = action == "disable" or (action == "role" and role != "admin")
+        if losing_admin:
+            others = db.execute("SELECT count(*) FROM users WHERE role = 'admin' AND enabled AND username != ?",
+                                [username]).fetchone()[0]
+            if not others:
+                raise ConfigError("that would leave no enabled admin")
+        if action == "role":
+            set_role(db, actor, username, role)
+        else:
+            set_user_enabled(db, actor, username, action == "enable")
 
 
 def set_setting(db: sqlite_utils.Database, actor: str, name: str, value: Any) -> None:

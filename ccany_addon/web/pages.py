@@ -1,0 +1,205 @@
+"""The flow log's own pages: `/-/dashboard` (charts that datasette/static/ccany.js draws from the stored queries'
+JSON) and `/-/flow/{id}` (one turn: client request → upstream request → upstream response → client response)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from datasette.resources import TableResource
+from datasette.utils import tilde_decode, tilde_encode
+from datasette.utils.asgi import Forbidden, NotFound, Response
+
+from ccany_addon.flowlog.schema import FLOWS
+from ccany_addon.web.cells import parse_json, pretty_or_none
+from ccany_addon.web.flow_queries import CHARTS, DEFAULT_DAYS, IS_ERROR, QUERIES, WINDOW, ensure_setup
+
+if TYPE_CHECKING:
+    from datasette.app import Datasette
+    from datasette.utils.asgi import Request
+
+STATIC_MOUNT = "-/ccany-static"  # `--static -/ccany-static:datasette/static`; a bare `ccany` would hide the ccany DB
+
+
+def static_url(datasette: Datasette, path: str) -> str:
+    """URL of one of our static files (with a cache-busting hash when the mount is configured)."""
+    try:
+        return datasette.static(path, mount=STATIC_MOUNT)
+    except (FileNotFoundError, ValueError):
+        return datasette.urls.path(f"/{STATIC_MOUNT}/{path}")
+
+
+def looks_like_sse(text: str) -> bool:
+    head = text.lstrip()[:200]
+    return head.startswith(("event:", "data:", ":", "id:", "retry:"))
+
+
+def body_view(text: Any) -> dict[str, Any]:
+    """How the flow page shows one body: pretty JSON, SSE text, other text, or nothing."""
+    if text is None or text == "":
+        return {"kind": "empty", "text": ""}
+    pretty = pretty_or_none(text)
+    if pretty is not None:
+        return {"kind": "json", "text": pretty}
+    text = str(text)
+    return {"kind": "sse" if looks_like_sse(text) else "text", "text": text}
+
+
+def headers_view(text: Any) -> dict[str, Any]:
+    """Headers as (name, value) rows when stored as a JSON object or list of pairs, else as text."""
+    if text is None or text == "":
+        return {"rows": [], "text": ""}
+    ok, value = parse_json(text)
+    rows: list[tuple[str, str]] = []
+    if ok and isinstance(value, dict):
+        for name, item in value.items():
+            for one in item if isinstance(item, list) else [item]:
+                rows.append((str(name), one if isinstance(one, str) else json.dumps(one, ensure_ascii=False)))
+        return {"rows": rows, "text": ""}
+    if ok and isinstance(value, list) and all(isinstance(pair, list | tuple) and len(pair) == 2 for pair in value):
+        return {"rows": [(str(name), str(item)) for name, item in value], "text": ""}
+    return {"rows": [], "text": pretty_or_none(text) or str(text)}
+
+
+def events_view(text: Any) -> list[list[Any]]:
+    """The stream timeline `[[offset_ms, event_type, block_index, bytes], ...]`, well-formed entries only."""
+    ok, value = parse_json(text)
+    if not ok or not isinstance(value, list):
+        return []
+    events = []
+    for item in value:
+        if isinstance(item, list) and len(item) >= 2 and isinstance(item[0], int | float):
+            block = item[2] if len(item) > 2 and isinstance(item[2], int) else None
+            size = item[3] if len(item) > 3 and isinstance(item[3], int | float) else None
+            events.append([item[0], str(item[1]), block, size])
+    return events
+
+
+async def _check_can_view_flows(datasette: Datasette, request: Request, database: str) -> None:
+    if not await datasette.allowed(
+        action="view-table", resource=TableResource(database=database, table=FLOWS), actor=request.actor
+    ):
+        raise Forbidden("You may not view the flow log")
+
+
+def _days(request: Request) -> float | None:
+    raw = request.args.get("days")
+    if not raw:
+        return None
+    try:
+        days = float(raw)
+    except ValueError:
+        return None
+    return days if 0 < days < 100000 else None
+
+
+async def dashboard(datasette: Datasette, request: Request) -> Response:
+    database = await ensure_setup(datasette)
+    context: dict[str, Any] = {"flows_database": database, "charts": [], "summary": None, "links": []}
+    days = _days(request)
+    if database is not None:
+        await _check_can_view_flows(datasette, request, database)
+        db = datasette.get_database(database)
+        summary = (
+            await db.execute(
+                f"""SELECT count(*) AS flows, coalesce(sum({IS_ERROR}), 0) AS errors,
+                  coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
+                  min(started_at) AS first, max(started_at) AS last
+                FROM flows WHERE {WINDOW}""",
+                {"days": "" if days is None else str(days)},
+            )
+        ).first()
+        context["summary"] = dict(summary) if summary else None
+        suffix = "?_shape=array" + ("" if days is None else "&" + urlencode({"days": days}))
+        context["charts"] = [
+            {**chart, "data_url": datasette.urls.query(database, chart["query"], format="json") + suffix,
+             "page_url": datasette.urls.query(database, chart["query"])
+             + ("" if days is None else "?" + urlencode({"days": days}))}
+            for chart in CHARTS
+        ]
+        context["links"] = [
+            {"name": name, "title": query["title"], "description": query["description"],
+             "href": datasette.urls.query(database, name)}
+            for name, query in QUERIES.items()
+        ]
+        context["flows_url"] = datasette.urls.table(database, FLOWS)
+        context["database_url"] = datasette.urls.database(database)
+    context["days"] = days if days is not None else DEFAULT_DAYS
+    context["script_url"] = static_url(datasette, "ccany.js")
+    return Response.html(
+        await datasette.render_template("ccany_dashboard.html", context, request=request, view_name="ccany-dashboard")
+    )
+
+
+PANES = [
+    ("client_request", "Client request", "client_request_headers", "what the client sent"),
+    ("upstream_request", "Upstream request", "upstream_request_headers", "what the gateway sent upstream"),
+    ("upstream_response", "Upstream response", "upstream_response_headers", "what the upstream answered"),
+    ("client_response", "Client response", "client_response_headers", "what the client received"),
+]
+
+
+async def flow_page(datasette: Datasette, request: Request) -> Response:
+    flow_id = tilde_decode(request.url_vars["flow_id"])  # Datasette redirects %-escapes to ~-escapes
+    database = await ensure_setup(datasette)
+    if database is None:
+        raise NotFound("No flow log: no attached database has a flows table")
+    await _check_can_view_flows(datasette, request, database)
+    db = datasette.get_database(database)
+    row = (await db.execute("SELECT * FROM flows WHERE id = ?", [flow_id])).first()
+    if row is None:
+        raise NotFound(f"No flow with id {flow_id}")
+    flow = dict(row)
+    truncated = str(flow.get("truncated") or "")
+    panes = []
+    for column, title, headers_column, help_text in PANES:
+        panes.append(
+            {
+                "id": column.replace("_", "-"),
+                "title": title,
+                "help": help_text,
+                "headers": headers_view(flow.get(headers_column)),
+                "body": body_view(flow.get(column)),
+                "truncated": column in re.split(r"[\s,;]+", truncated) if truncated else False,
+            }
+        )
+    session = None
+    if flow.get("session_id"):
+        position = (
+            await db.execute(
+                """SELECT
+                  (SELECT count(*) FROM flows WHERE session_id = :s
+                    AND (started_at < :t OR (started_at = :t AND id <= :id))) AS turn,
+                  (SELECT count(*) FROM flows WHERE session_id = :s) AS turns,
+                  (SELECT id FROM flows WHERE session_id = :s
+                    AND (started_at < :t OR (started_at = :t AND id < :id))
+                    ORDER BY started_at DESC, id DESC LIMIT 1) AS previous,
+                  (SELECT id FROM flows WHERE session_id = :s
+                    AND (started_at > :t OR (started_at = :t AND id > :id))
+                    ORDER BY started_at, id LIMIT 1) AS next""",
+                {"s": flow["session_id"], "t": flow.get("started_at") or "", "id": flow_id},
+            )
+        ).first()
+        session = dict(position)
+        session["url"] = datasette.urls.query(database, "session_turns") + "?" + urlencode(
+            {"session_id": flow["session_id"]}
+        )
+    ok, notes = parse_json(flow.get("notes"))
+    context = {
+        "flow": flow,
+        "flow_id": flow_id,
+        "panes": panes,
+        "events": events_view(flow.get("events")),
+        "notes": notes if ok and isinstance(notes, list) else ([flow["notes"]] if flow.get("notes") else []),
+        "session": session,
+        "flows_database": database,
+        "row_url": datasette.urls.row(database, FLOWS, tilde_encode(flow_id)),
+        "row_json_url": datasette.urls.row(database, FLOWS, tilde_encode(flow_id), format="json"),
+        "flows_url": datasette.urls.table(database, FLOWS),
+        "script_url": static_url(datasette, "ccany.js"),
+    }
+    return Response.html(
+        await datasette.render_template("ccany_flow.html", context, request=request, view_name="ccany-flow")
+    )
