@@ -120,13 +120,13 @@ def bare_request(kind: str) -> tuple[str, bytes, dict[str, str]]:
     """The path, body and key header the addon sends upstream for a `bench-<kind>` stream."""
     from ccany_addon.anthropic_api.schema import MessagesRequest
     from ccany_addon.converters.common import UpstreamTarget
-    from ccany_addon.upstreams.dialects import DIALECTS
+    from ccany_addon.upstreams.dialects import CONVERTING
 
     model = BENCH_MODEL.get(kind, "scenario:bench")
     client_body = claude_code_body(True)
     if kind == "anthropic":
         return "/v1/messages", compact(client_body), {"x-api-key": "k", "anthropic-version": "2023-06-01"}
-    dialect = DIALECTS[kind]
+    dialect = CONVERTING[kind]
     prefixes = {"azure": "", "gemini": "/v1beta"}
     path = dialect.path(prefixes.get(kind, "/v1"), model, None, True)
     body, _ = dialect.to_request(MessagesRequest.model_validate(client_body), UpstreamTarget(model))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import sqlite_utils
 
+# Tunables a setting row may hold (config/options.py): each is also a `ccany_*` option; the command line wins.
+from ccany_addon.config.options import SETTINGS  # noqa: F401
 from ccany_addon.config.secrets import Cipher, hint
 from ccany_addon.upstreams.kinds import KIND_NAMES
 from ccany_addon.util.private_files import create_private
@@ -24,24 +26,6 @@ ROLES = ("admin", "viewer")
 KEY_STRATEGIES = ("round-robin", "fill-first")
 # Conditions a route may add to its model pattern (see ccany_addon/upstreams/routing.py).
 SCENARIOS = ("background", "thinking", "long_context", "web_search", "image")
-
-# Tunables a setting row may hold; each is also a `ccany_*` option, and an option set on the command line wins.
-SETTINGS: dict[str, type] = {
-    "ccany_big_model": str,
-    "ccany_middle_model": str,
-    "ccany_small_model": str,
-    "ccany_request_timeout": int,
-    "ccany_max_tokens_limit": int,
-    "ccany_fold_system_messages": bool,
-    "ccany_temperature_override": str,
-    "ccany_log_bodies": str,
-    "ccany_log_body_cap": int,
-    "ccany_log_retention_days": int,
-    "ccany_long_context_threshold": int,
-    "ccany_cache_ttl": int,
-    "ccany_cache_max_entries": int,
-    "ccany_cache_max_mb": int,
-}
 
 # Tables whose columns a viewer may never read, and the columns an admin sees only masked.
 SECRET_TABLES = ("provider_keys", "client_keys", "users")

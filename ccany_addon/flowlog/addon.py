@@ -16,9 +16,9 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from ccany_addon.anthropic_api.errors import mask_secrets
+from ccany_addon.config.options import BODY_POLICIES, declare
 from ccany_addon.converters.message_stream import WrittenStream
 from ccany_addon.flowlog.record import (
-    BODY_POLICIES,
     FlowRecord,
     LogPolicy,
     StreamClock,
@@ -27,7 +27,8 @@ from ccany_addon.flowlog.record import (
     to_row,
 )
 from ccany_addon.flowlog.writer import FlowWriter, describe_failure
-from ccany_addon.proxy.gateway import FlowState, Gateway
+from ccany_addon.proxy.flow_state import FlowState
+from ccany_addon.proxy.gateway import Gateway
 from ccany_addon.proxy.option_checks import require_bounds
 
 logger = logging.getLogger("ccany")
@@ -53,21 +54,7 @@ class FlowLog:
         self.degraded = 0  # flows whose record could not be read whole: logged with what was known
 
     def load(self, loader: Any) -> None:
-        loader.add_option("ccany_db", str, "data/ccany.db", "SQLite file of the flow log (empty: no flow log).")
-        loader.add_option(
-            "ccany_log_bodies", str, "all",
-            "Which flows keep their bodies in the log: all, errors (failed flows only) or none.",
-            choices=BODY_POLICIES,
-        )
-        loader.add_option(
-            "ccany_log_body_cap", int, 1024 * 1024, "Bytes kept of each logged body (longer ones are cut)."
-        )
-        loader.add_option(
-            "ccany_log_retention_days", int, 30, "Flows older than this many days are deleted (0: keep all)."
-        )
-        loader.add_option(
-            "ccany_log_queue_size", int, 10_000, "Flows that may wait for the log writer before new ones are dropped."
-        )
+        declare(loader, "flowlog")
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
@@ -187,19 +174,20 @@ class FlowLog:
         logger.error(f"ccany: a flow could not be logged: {describe_failure(error)} ({self.failed} lost so far)")
 
     def _safe_record(self, flow: http.HTTPFlow, state: FlowState) -> FlowRecord:
-        """The flow's record; when some part of it cannot be read, a record of what is sure to be there."""
+        """The flow's record with its end added; when some part of it cannot be read, a record of what is sure
+        to be there."""
         try:
-            return self._record(flow, state)
+            return self._ended(flow, state)
         except Exception as error:
             logger.error(f"ccany: flow {state.request_id} is logged without its details: {describe_failure(error)}")
             failure = error
         self.degraded += 1
-        request = flow.request
+        known = state.record
         return FlowRecord(
-            id=state.request_id, started=request.timestamp_start, method=request.method,
-            path=state.client_path or request.path, client_addr="", client_request=None, client_request_headers=(),
-            client_model=state.client_model or None, status_code=flow.response.status_code if flow.response else None,
-            error_type=state.error.error_type if state.error is not None else None, ended=time.time(),
+            id=known.id, started=known.started, method=known.method, path=known.path, client_addr="",
+            client_request=None, client_request_headers=(), client_model=known.client_model,
+            status_code=flow.response.status_code if flow.response else None,
+            error_type=known.error_type, ended=time.time(),
             notes=[f"flow log: the flow could not be read whole ({type(failure).__name__})"],
         )
 
@@ -228,31 +216,13 @@ class FlowLog:
             None if record.first_token_at is None else record.first_token_at - record.started,
         )
 
-    def _record(self, flow: http.HTTPFlow, state: FlowState) -> FlowRecord:
-        request, response = flow.request, flow.response
-        record = FlowRecord(
-            id=state.request_id,
-            started=request.timestamp_start,
-            method=request.method,
-            path=state.client_path or request.path,
-            client_addr=flow.client_conn.peername[0] if flow.client_conn.peername else "",
-            client_request=state.client_request,
-            last_message=state.last_message,
-            client_request_headers=state.client_headers or request.headers.fields,
-            client_model=state.client_model or None,
-            client_key_id=state.client.id if state.client else None,
-            route=state.route,
-            provider_key=state.key.label if state.key else None,
-            cache_hit=state.cache_hit,
-            cc_version=state.cc_version,
-            cc_entrypoint=state.cc_entrypoint,
-            notes=state.notes,
-            ended=time.time(),
-        )
+    def _ended(self, flow: http.HTTPFlow, state: FlowState) -> FlowRecord:
+        """The gateway's record of the flow, with how it ended: the client's answer (or its stream), the upstream
+        request's headers as sent (the key redacted), and the failure if any."""
+        record, response = state.record, flow.response
+        record.ended = time.time()
         if state.response_context is not None:
-            self._upstream_side(flow, state, record)
-        elif state.cache_hit and state.upstream is not None:
-            record.provider, record.upstream_model = state.upstream.provider, state.upstream_model
+            record.upstream_request_headers = flow.request.headers.fields
         if response is not None:
             record.status_code = response.status_code
             record.client_response_headers = response.headers.fields
@@ -262,7 +232,7 @@ class FlowLog:
             else:
                 record.client_response = response.raw_content
                 record.first_token_at = record.ended if response.status_code == 200 else None
-        if state.error is not None:
+        if state.error is not None:  # the gateway's own verdict wins over what a stream reported
             record.error_type, record.error_message = state.error.error_type, state.error.message
             if response is None:
                 record.status_code, record.client_response = state.error.status, state.error.body()
@@ -272,23 +242,7 @@ class FlowLog:
             record.error_message = flow.error.msg
             if response is None:
                 record.status_code = 499
-        if record.stop_reason is None:
-            record.stop_reason, record.usage = state.stop_reason, state.usage
         return record
-
-    def _upstream_side(self, flow: http.HTTPFlow, state: FlowState, record: FlowRecord) -> None:
-        request = flow.request
-        record.upstream_model = state.upstream_model
-        record.is_stream = state.stream
-        record.provider = state.upstream.provider if state.upstream else None
-        record.upstream_url = f"{request.scheme}://{request.host}:{request.port}{request.path}"
-        record.upstream_request = request.raw_content
-        record.upstream_request_headers = request.headers.fields
-        record.upstream_status = state.upstream_status
-        record.upstream_response_headers = state.upstream_headers
-        record.upstream_response = state.upstream_body
-        if state.upstream_answered_at is not None and state.forwarded_at is not None:
-            record.upstream_ttfb = state.upstream_answered_at - state.forwarded_at
 
     @staticmethod
     def _stream_side(recorder: StreamRecorder | StreamClock, record: FlowRecord) -> None:

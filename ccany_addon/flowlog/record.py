@@ -8,7 +8,7 @@ import re
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Literal
@@ -23,7 +23,6 @@ from ccany_addon.upstreams.kinds import KEY_HEADERS, REDACTED
 from ccany_addon.util.json_codec import dumps, dumps_str, loads
 
 BodyPolicy = Literal["all", "errors", "none"]
-BODY_POLICIES: tuple[str, ...] = ("all", "errors", "none")
 
 SECRET_HEADERS = KEY_HEADERS | {"proxy-authorization", "cookie", "set-cookie"}
 
@@ -148,6 +147,9 @@ class FlowRecord:
     error_type: str | None = None
     error_message: str | None = None
     notes: list[str] = field(default_factory=list)
+    # the provider key this flow used: masked in its row even when the config has dropped the key by the time the
+    # writer gets to it (a key disabled for this very flow's failure)
+    secrets: tuple[str, ...] = ()
 
     @property
     def duration_ms(self) -> float:
@@ -174,6 +176,8 @@ class LogPolicy:
 def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
     """The `flows` row for a record (runs on the writer thread)."""
     keep = policy.bodies == "all" or (policy.bodies == "errors" and record.error_type is not None)
+    if record.secrets:
+        policy = replace(policy, secrets=policy.secrets + record.secrets)
     cut: list[str] = []
     client_response, upstream_response = record.client_response, record.upstream_response
     answer: bytes | dict | None = client_response

@@ -17,6 +17,7 @@ from typing import Any
 
 from mitmproxy import ctx
 
+from ccany_addon.config.options import declare
 from ccany_addon.flowlog.addon import FlowLog
 from ccany_addon.flowlog.writer import describe_failure
 from ccany_addon.proxy import mitm_compat
@@ -32,10 +33,7 @@ class GracefulStop:
         self.flowlog = flowlog
 
     def load(self, loader: Any) -> None:
-        loader.add_option(
-            "ccany_shutdown_grace", int, 10,
-            "Seconds a stop waits for flows in flight to finish before logging them as interrupted (0: none).",
-        )
+        declare(loader, "shutdown")
 
     def configure(self, updated: set[str]) -> None:
         require_bounds(updated, non_negative=("ccany_shutdown_grace",))

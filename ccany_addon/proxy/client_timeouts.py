@@ -12,6 +12,7 @@ from typing import Any
 
 from mitmproxy import connection, ctx, http
 
+from ccany_addon.config.options import declare
 from ccany_addon.proxy import mitm_compat
 from ccany_addon.proxy.option_checks import require_bounds
 
@@ -24,14 +25,7 @@ class ClientTimeouts:
         self._bodies: weakref.WeakKeyDictionary[http.HTTPFlow, asyncio.TimerHandle] = weakref.WeakKeyDictionary()
 
     def load(self, loader: Any) -> None:
-        loader.add_option(
-            "ccany_client_header_timeout", int, 30,
-            "Seconds a new client connection has to send its first request's headers (0: no limit).",
-        )
-        loader.add_option(
-            "ccany_client_body_timeout", int, 120,
-            "Seconds a client has to send a request's body once its headers have arrived (0: no limit).",
-        )
+        declare(loader, "timeouts")
 
     def configure(self, updated: set[str]) -> None:
         require_bounds(updated, (), ("ccany_client_header_timeout", "ccany_client_body_timeout"))

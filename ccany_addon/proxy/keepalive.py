@@ -15,6 +15,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
+from ccany_addon.config.options import declare
 from ccany_addon.proxy import mitm_compat
 from ccany_addon.proxy.gateway import Gateway
 from ccany_addon.proxy.option_checks import require_bounds
@@ -29,10 +30,7 @@ class KeepAlive:
         self._timers: weakref.WeakKeyDictionary[http.HTTPFlow, asyncio.TimerHandle] = weakref.WeakKeyDictionary()
 
     def load(self, loader: Any) -> None:
-        loader.add_option(
-            "ccany_keepalive_interval", int, 5,
-            "Longest silence, in seconds, a streamed answer has before the gateway sends the client a ping (0: none).",
-        )
+        declare(loader, "keepalive")
 
     def configure(self, updated: set[str]) -> None:
         require_bounds(updated, non_negative=("ccany_keepalive_interval",))

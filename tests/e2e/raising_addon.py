@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from ccany_addon.proxy.gateway import FlowState, Gateway
+from ccany_addon.proxy.flow_state import FlowState
+from ccany_addon.proxy.gateway import Gateway
 
 _raised: set[str] = set()
 
@@ -21,15 +22,15 @@ class TestRaise(RuntimeError):
 def _asked(state: FlowState | None, hook: str, headers: object = None) -> None:
     if state is None or state.request_id in _raised:
         return
-    fields = headers if headers is not None else state.client_headers
+    fields = headers if headers is not None else state.record.client_request_headers
     asked = next((value for name, value in fields if name.lower() == b"x-test-raise"), None)
     if asked == hook.encode():
         _raised.add(state.request_id)
         raise TestRaise(f"test: the {hook} hook raises (sk-test-raise-echo-0123456789abcdef)")
 
 
-_admit, _forward, _convert_answer = Gateway._admit, Gateway._forward, Gateway._convert_answer
-_stop_timer, _forwarded = Gateway._stop_timer, Gateway.forwarded
+_admit, _forward, _answer_upstream = Gateway._admit, Gateway._forward, Gateway._answer_upstream
+_stop_timer, _upstream_key = Gateway._stop_timer, Gateway.upstream_key
 
 
 def admit(self, flow, state):
@@ -42,9 +43,9 @@ def forward(self, flow, state):
     _asked(state, "request")
 
 
-def convert_answer(self, flow, state, response):
+def answer_upstream(self, flow, state, response):
     _asked(state, "response")
-    return _convert_answer(self, flow, state, response)
+    return _answer_upstream(self, flow, state, response)
 
 
 def stop_timer(state):
@@ -54,10 +55,10 @@ def stop_timer(state):
     _stop_timer(state)
 
 
-def forwarded(self, flow):
+def upstream_key(self, flow):
     _asked(self.state(flow), "keyinjector")
-    return _forwarded(self, flow)
+    return _upstream_key(self, flow)
 
 
-Gateway._admit, Gateway._forward, Gateway._convert_answer = admit, forward, convert_answer
-Gateway._stop_timer, Gateway.forwarded = staticmethod(stop_timer), forwarded
+Gateway._admit, Gateway._forward, Gateway._answer_upstream = admit, forward, answer_upstream
+Gateway._stop_timer, Gateway.upstream_key = staticmethod(stop_timer), upstream_key

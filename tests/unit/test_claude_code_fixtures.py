@@ -11,7 +11,7 @@ import pytest
 from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters import prompt_cache
 from ccany_addon.converters.common import UpstreamTarget
-from ccany_addon.upstreams.dialects import DIALECTS
+from ccany_addon.upstreams.dialects import CONVERTING
 from ccany_addon.upstreams.models import capabilities
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "claude_code_2_1_332"
@@ -38,13 +38,13 @@ def test_a_recorded_body_is_claude_codes_and_keeps_no_key(path):
         assert request.stream and request.tools
 
 
-@pytest.mark.parametrize("kind", sorted(DIALECTS))
+@pytest.mark.parametrize("kind", sorted(CONVERTING))
 @pytest.mark.parametrize("path", BODIES, ids=lambda path: path.stem)
 def test_a_recorded_body_converts_for_every_dialect(path, kind):
     request = prompt_cache.without_billing(parse(MessagesRequest, path.read_bytes()))
     model = MODELS.get(kind, "gpt-4o")
     for fold in (False, True):
-        body, _ = DIALECTS[kind].to_request(request, UpstreamTarget(model, capabilities(model), 0, fold))
+        body, _ = CONVERTING[kind].to_request(request, UpstreamTarget(model, capabilities(model), 0, fold))
         text = json.dumps(body)
         assert "x-anthropic-billing-header" not in text
         assert "You are" in text  # the system prompt arrived

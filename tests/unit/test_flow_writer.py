@@ -506,6 +506,15 @@ class _Gateway:
         return state
 
 
+def _state(request_id: str, **facts: object):
+    """A gateway's flow state whose record holds `facts`."""
+    from ccany_addon.flowlog.record import FlowRecord
+    from ccany_addon.proxy.flow_state import FlowState
+
+    return FlowState(FlowRecord(id=request_id, started=time.time(), method="POST", path="/v1/messages",
+                                client_addr="", client_request=None, client_request_headers=(), **facts))
+
+
 def _flow_log(tmp_path, metrics: _Metrics):
     from ccany_addon.flowlog.addon import FlowLog
     from ccany_addon.flowlog.record import minimal_row
@@ -521,12 +530,11 @@ def _flow_log(tmp_path, metrics: _Metrics):
 def test_flow_log_hooks_never_raise_and_every_loss_is_counted_without_secrets(tmp_path, caplog):
     from mitmproxy.test import tflow
 
-    from ccany_addon.proxy.gateway import FlowState
-
     flowlog, gateway, path = _flow_log(tmp_path, _Metrics(fail=True))
     readable, unreadable, stateless = tflow.tflow(resp=True), tflow.tflow(resp=True), tflow.tflow(resp=True)
-    gateway.states[readable.id] = FlowState("req_readable", time.time(), client_model="claude-sonnet-4-5")
-    gateway.states[unreadable.id] = FlowState("req_unreadable", time.time(), key=object())  # no .label
+    gateway.states[readable.id] = _state("req_readable", client_model="claude-sonnet-4-5")
+    gateway.states[unreadable.id] = _state("req_unreadable")
+    gateway.states[unreadable.id].error = object()  # no .error_type
     for flow in (readable, unreadable, stateless):
         flowlog.requestheaders(flow)
         flowlog.responseheaders(flow)
@@ -543,13 +551,12 @@ def test_flow_log_hooks_never_raise_and_every_loss_is_counted_without_secrets(tm
 def test_done_logs_flows_still_in_flight_as_interrupted_and_ignores_their_late_end(tmp_path):
     from mitmproxy.test import tflow
 
-    from ccany_addon.proxy.gateway import FlowState
     from ccany_addon.upstreams.routing import GatewayError
 
     flowlog, gateway, path = _flow_log(tmp_path, _Metrics())
     finished, waiting, failing = tflow.tflow(resp=True), tflow.tflow(), tflow.tflow(resp=True)
     for flow, request_id in ((finished, "req_finished"), (waiting, "req_waiting"), (failing, "req_failing")):
-        gateway.states[flow.id] = FlowState(request_id, time.time(), client_model="claude-haiku-4-5")
+        gateway.states[flow.id] = _state(request_id, client_model="claude-haiku-4-5")
         flowlog.requestheaders(flow)
     gateway.states[failing.id].error = GatewayError(500, "upstream went away")
     flowlog.response(finished)

@@ -9,7 +9,7 @@ import pytest
 from ccany_addon.anthropic_api.schema import MessagesRequest, as_dict, parse
 from ccany_addon.converters import prompt_cache
 from ccany_addon.converters.common import UpstreamTarget
-from ccany_addon.upstreams.dialects import DIALECTS
+from ccany_addon.upstreams.dialects import CONVERTING
 from ccany_addon.upstreams.models import CapabilityOverride, capabilities
 
 BILLING = "x-anthropic-billing-header: cc_version=2.1.332.a1f; cc_entrypoint=cli;"
@@ -55,7 +55,7 @@ def test_the_block_is_taken_out_and_the_rest_keeps_its_fields():
 def test_two_conversations_share_the_converted_prefix(kind):
     """Two requests that differ only in the billing hash convert to the same upstream body."""
     target = UpstreamTarget("gpt-4o", capabilities("gpt-4o"), 0, False)
-    bodies = [DIALECTS[kind].to_request(prompt_cache.without_billing(request(blocks(
+    bodies = [CONVERTING[kind].to_request(prompt_cache.without_billing(request(blocks(
         f"x-anthropic-billing-header: cc_version=2.1.332.{h}; cc_entrypoint=cli;", PROMPT))), target)[0]
         for h in ("a1f", "9c3")]
     assert bodies[0] == bodies[1]
@@ -115,7 +115,7 @@ def conversation(prompt: str, *later: dict) -> MessagesRequest:
 @pytest.mark.parametrize("kind", ["openai", "azure", "responses"])  # Gemini keeps system text apart from contents
 def test_the_opening_environment_goes_in_front_of_the_prompt_so_conversations_share_it(kind):
     target = UpstreamTarget("gpt-4o", capabilities("gpt-4o"))
-    first, second = (DIALECTS[kind].to_request(prompt_cache.opening_system_first(conversation(prompt)), target)[0]
+    first, second = (CONVERTING[kind].to_request(prompt_cache.opening_system_first(conversation(prompt)), target)[0]
                      for prompt in ("Fix the bug in parser.py", "Write a README"))
     shared = json.dumps(first)[:json.dumps(first).find("Fix the bug")]
     assert "Today's date is 2026-12-04." in shared and json.dumps(second).startswith(shared)

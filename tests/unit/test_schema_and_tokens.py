@@ -312,10 +312,10 @@ def test_a_body_with_known_tools_is_read_as_a_full_parse_reads_it(known_tools, r
 
 def test_converters_leave_known_tools_as_they_were(known_tools):
     from ccany_addon.converters.common import UpstreamTarget
-    from ccany_addon.upstreams.dialects import DIALECTS
+    from ccany_addon.upstreams.dialects import CONVERTING
 
     request = parse(MessagesRequest, compact({**BASE, "tools": TOOLS}), tools=known_tools)
-    for name, dialect in DIALECTS.items():
+    for name, dialect in CONVERTING.items():
         dialect.to_request(request, UpstreamTarget("gemini-2.5-pro" if name == "gemini" else "gpt-4o",
                                                    tools=known_tools))
     count_tokens(request)
