@@ -38,6 +38,9 @@ issued: dict[tuple[str, str], str] = {}
 
 async def handle(writer: asyncio.StreamWriter, method: str, path: str, headers: dict[str, str], body: dict) -> bool:
     """Answers the request and returns True when the path is this dialect's; False otherwise."""
+    if method == "GET" and path.split("?")[0] == "/v1beta/models":
+        await _models(writer, headers)
+        return True
     match = PATH.fullmatch(path)
     if method != "POST" or match is None:
         return False
@@ -77,6 +80,19 @@ async def handle(writer: asyncio.StreamWriter, method: str, path: str, headers: 
         writer.write(b"0\r\n\r\n")
         await writer.drain()
     return True
+
+
+MODELS = ("gemini-2.5-pro", "gemini-2.5-flash")
+
+
+async def _models(writer: asyncio.StreamWriter, headers: dict[str, str]) -> None:
+    """The model list (the admin page's provider test): the key in x-goog-api-key, each name `models/<id>`."""
+    if not headers.get("x-goog-api-key"):
+        await _error(writer, 403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers.")
+        return
+    models = [{"name": f"models/{model}", "displayName": model, "supportedGenerationMethods": ["generateContent"]}
+              for model in MODELS]
+    await _send(writer, 200, json.dumps({"models": models}).encode(), "application/json")
 
 
 # ---------------------------------------------------------------- validation

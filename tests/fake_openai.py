@@ -223,6 +223,10 @@ class FakeOpenAI:
             body = {"_unparsed": raw.decode("utf-8", "replace")}
         self.requests.append({"method": method, "path": path, "headers": headers, "body": body,
                               "time": time.time()})
+        if method == "GET" and (path.startswith("/openai/models?") or
+                                (path.split("?")[0] == "/v1/models" and "x-api-key" in headers)):
+            await self._keyed_models(writer, path, headers)
+            return True
         if method == "GET" and path.split("?")[0] == "/v1/models":
             await self._models(writer, headers)
             return True
@@ -284,6 +288,28 @@ class FakeOpenAI:
         models = [{"id": name, "object": "model", "created": CREATED, "owned_by": "fake"}
                   for name in ("gpt-4.1", "gpt-4.1-mini", "o3")]
         await send_json(writer, 200, {"object": "list", "data": models})
+
+    async def _keyed_models(self, writer: asyncio.StreamWriter, path: str, headers: dict[str, str]) -> None:
+        """The model lists of the kinds whose key is not a Bearer token (the admin page's provider test): Azure's
+        `/openai/models?api-version=` with `api-key`, Anthropic's `/v1/models` with `x-api-key` and
+        `anthropic-version`."""
+        if path.startswith("/openai/"):
+            if not headers.get("api-key") or "api-version=" not in path:
+                await send_json(writer, 401, {"error": {"code": "401", "message": "Access denied: missing api-key"}})
+                return
+            models = [{"id": name, "object": "model", "created_at": CREATED, "status": "succeeded"}
+                      for name in ("gpt-4.1", "o3")]
+            await send_json(writer, 200, {"object": "list", "data": models})
+            return
+        if "anthropic-version" not in headers:
+            error = {"type": "error", "error": {"type": "invalid_request_error",
+                                                "message": "anthropic-version: header is required"}}
+            await send_json(writer, 400, error)
+            return
+        models = [{"type": "model", "id": name, "display_name": name, "created_at": "2025-09-29T00:00:00Z"}
+                  for name in ("claude-sonnet-4-5", "claude-haiku-4-5")]
+        await send_json(writer, 200, {"data": models, "has_more": False, "first_id": models[0]["id"],
+                                      "last_id": models[-1]["id"]})
 
     async def _anthropic(self, writer: asyncio.StreamWriter, headers: dict, body: dict) -> None:
         """The Anthropic Messages API, as the `anthropic` provider kind's upstream: a fixed answer, streamed
