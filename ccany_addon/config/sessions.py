@@ -1,4 +1,4 @@
-"""Datasette login sessions (datasette/plugins/ccany_admin.py uses these): revocable session versions, same-site
+"""Datasette login sessions (ccany_addon/web/accounts.py uses these): revocable session versions, same-site
 `next=` targets and login throttling.
 
 - Each user has a `session_version` (config schema v5). The signed `ds_actor` cookie carries the version it was
