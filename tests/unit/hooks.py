@@ -25,7 +25,7 @@ from mitmproxy.utils import human
 
 from ccany_addon.flowlog.record import FlowRecord
 from ccany_addon.proxy.assembly import build_addons
-from ccany_addon.proxy.flow_state import FlowState
+from ccany_addon.proxy.flow_state import FlowState, request_id
 from ccany_addon.proxy.gateway import Gateway
 
 REVERSE_TARGET = "http://127.0.0.1:9"  # nothing listens there: every upstream answer comes from a test's function
@@ -50,6 +50,9 @@ class Exchange:
     sent: http.Request | None  # the request as it leaves for the upstream (after every `request` hook), if any
     answer: http.Response | None  # what the client gets: the flow's response, or mitmproxy's for a killed flow
     streamed: bytes | None = None  # the client's body of a streamed answer, as `response.stream` wrote it
+    # the flow's request as the `request` hooks left it (mitmweb's view and a saved flow hold it until the gateway
+    # redacts the key in `responseheaders`); None when the flow ended before them
+    requested: http.Request | None = None
 
     @property
     def status(self) -> int:
@@ -74,13 +77,12 @@ class Exchange:
 
     @property
     def request_id(self) -> str:
-        return "req_" + self.flow.id.replace("-", "")
+        return request_id(self.flow)
 
 
 class Proxy:
     def __init__(self, tctx: taddons.context, addons: list[object]) -> None:
         self.tctx = tctx
-        self.addons = addons
         self.gateway = next(addon for addon in addons if isinstance(addon, Gateway))
 
     async def fire(self, hook: hooks.Hook) -> None:
@@ -114,21 +116,22 @@ class Proxy:
             return await self._too_large(flow)
         request.data.content = body
         await self.fire(http_layer.HttpRequestHook(flow))
+        requested = flow.request.copy()
         if await self._killed(flow):
-            return Exchange(flow, None, _failure_answer(flow, _events.ErrorCode.KILL, "killed"))
+            return Exchange(flow, None, _failure_answer(flow, _events.ErrorCode.KILL, "killed"), requested=requested)
         if flow.response is not None:  # answered by an addon: mitmproxy then emulates `responseheaders`
             await self.fire(http_layer.HttpResponseHeadersHook(flow))
             await self.fire(http_layer.HttpResponseHook(flow))
-            return Exchange(flow, None, flow.response)
-        sent = flow.request.copy()
+            return Exchange(flow, None, flow.response, requested=requested)
+        sent = requested
         if upstream is None:
-            return Exchange(flow, sent, None)
+            return Exchange(flow, sent, None, requested=requested)
         response = upstream(sent)
         upstream_body, response.data.content = response.data.content, None
         flow.response = response
         await self.fire(http_layer.HttpResponseHeadersHook(flow))
         if await self._killed(flow):
-            return Exchange(flow, sent, _failure_answer(flow, _events.ErrorCode.KILL, "killed"))
+            return Exchange(flow, sent, _failure_answer(flow, _events.ErrorCode.KILL, "killed"), requested=requested)
         streamed = None
         if callable(flow.response.stream):
             stream = flow.response.stream
@@ -136,7 +139,7 @@ class Proxy:
         else:
             flow.response.data.content = upstream_body
         await self.fire(http_layer.HttpResponseHook(flow))
-        return Exchange(flow, sent, flow.response, streamed)
+        return Exchange(flow, sent, flow.response, streamed, requested)
 
     async def _killed(self, flow: http.HTTPFlow) -> bool:
         if flow.error is None or flow.error.msg != mitm_flow.Error.KILLED_MESSAGE:
@@ -190,16 +193,16 @@ def messages(body: dict | bytes, path: str = "/v1/messages", headers: dict[str, 
     return request
 
 
-def chat_completion(text: str, model: str = "gpt-4o-mini", status: int = 200,
-                    headers: dict[str, str] | None = None) -> http.Response:
+def chat_completion(text: str, model: str = "gpt-4o-mini") -> http.Response:
     """An OpenAI Chat Completions answer."""
     body = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}
-    return http.Response.make(status, json.dumps(body), {"content-type": "application/json", **(headers or {})})
+    return http.Response.make(200, json.dumps(body), {"content-type": "application/json"})
 
 
 def openai_error(status: int, message: str, headers: dict[str, str] | None = None) -> http.Response:
+    """An OpenAI error answer, worded as its rate limiter words one."""
     body = {"error": {"message": message, "type": "requests", "code": "rate_limit_exceeded"}}
     return http.Response.make(status, json.dumps(body), {"content-type": "application/json", **(headers or {})})
 
