@@ -1,6 +1,10 @@
 """The config addon: reads the config DB into a snapshot at start-up and again whenever it changes (checked
-every second, read off the event loop), and applies its settings to the `ccany_*` options that the command
-line left at their defaults."""
+every second), and applies its settings to the `ccany_*` options that the command line left at their defaults.
+
+Hooks never touch SQLite (DESIGN.md §2): `ConfigReader` owns the config DB's one connection on a thread of its
+own, in the flow writer's style. It reads each new snapshot and hands it to the event loop, which swaps it in
+whole and applies its settings (options belong to the loop); the gateway's key failures are queued to it and
+written there."""
 
 from __future__ import annotations
 
@@ -8,10 +12,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+import queue
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import sqlite_utils
 from mitmproxy import ctx
 
 from ccany_addon.config import store
@@ -23,17 +31,131 @@ from ccany_addon.upstreams.key_pool import KeyFailure
 logger = logging.getLogger("ccany")
 
 POLL_INTERVAL = 1.0
+CLOSE_TIMEOUT = 10.0
+
+type Write = Callable[[sqlite_utils.Database], None]
+
+
+class ConfigReader:
+    """The config DB's only connection in the proxy: one thread, fed by a queue of writes, that also checks every
+    `POLL_INTERVAL` seconds whether another connection changed the file and, if so, reads a new snapshot and
+    passes it to `publish` (called on this thread)."""
+
+    def __init__(self, path: str, publish: Callable[[ConfigSnapshot], None]) -> None:
+        self.path = path
+        self._publish = publish
+        self._queue: queue.SimpleQueue[Write | None] = queue.SimpleQueue()  # None: stop
+        self._cipher: Cipher | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._first: ConfigSnapshot | Exception | None = None
+
+    def start(self) -> ConfigSnapshot:
+        """Starts the thread and waits for its first snapshot. A config DB that cannot be opened or read raises
+        here, in the caller, and leaves no thread behind."""
+        self._thread = threading.Thread(target=self._run, name="ccany-config-reader", daemon=True)
+        self._thread.start()
+        self._started.wait()
+        first = self._first
+        if not isinstance(first, ConfigSnapshot):
+            self._thread.join()
+            self._thread = None
+            assert first is not None
+            raise first
+        return first
+
+    def submit(self, write: Write) -> None:
+        """Queues a write for the thread; returns at once."""
+        self._queue.put(write)
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Runs the writes still queued, then stops the thread."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            logger.warning(f"ccany: the config reader of {self.path} did not stop within {timeout} s")
+        self._thread = None
+
+    # -- the reader thread
+
+    def _run(self) -> None:
+        try:
+            self._cipher = Cipher(load_master_key(self.path))
+        except SecretError as error:
+            logger.error(f"ccany: {error}; upstream keys in {self.path} cannot be used")
+        try:
+            db = open_config_db(self.path, self._cipher)
+        except Exception as error:  # handed to `start`, which raises it in the hook as before
+            self._first = error
+            self._started.set()
+            return
+        try:
+            self._serve(db)
+        finally:
+            db.close()
+
+    def _serve(self, db: sqlite_utils.Database) -> None:
+        try:
+            # taken before the first read: a change made meanwhile is read again at the first poll
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            self._first = read_snapshot(db, self._cipher)
+        except Exception as error:
+            self._first = error
+            return
+        finally:
+            self._started.set()
+        # Our own writes leave this connection's data_version alone; a snapshot that lists them is read at the
+        # next poll all the same (the key pools keep a disabled key out until a snapshot lists it disabled).
+        wrote = False
+        next_poll = time.monotonic() + POLL_INTERVAL
+        while True:
+            try:
+                write = self._queue.get(timeout=max(0.0, next_poll - time.monotonic()))
+            except queue.Empty:
+                version = self._poll(db, version, wrote)
+                wrote = False
+                next_poll = time.monotonic() + POLL_INTERVAL
+                continue
+            if write is None:
+                return
+            wrote = self._write(db, write) or wrote
+
+    def _poll(self, db: sqlite_utils.Database, version: int, wrote: bool) -> int:
+        """Reads and publishes a new snapshot if the file changed; returns the data version now seen."""
+        try:
+            now = db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as error:
+            logger.warning(f"ccany: could not re-read {self.path}: {error}")
+            return version
+        if now == version and not wrote:
+            return version
+        try:
+            snapshot = read_snapshot(db, self._cipher)
+        except Exception as error:  # the thread lives on: the next change is read again
+            logger.warning(f"ccany: could not re-read {self.path}: {error}")
+            return now
+        self._publish(snapshot)
+        return now
+
+    def _write(self, db: sqlite_utils.Database, write: Write) -> bool:
+        try:
+            write(db)
+        except Exception as error:  # the thread lives on for the next write and the polls
+            logger.warning(f"ccany: could not record a key's health in {self.path}: {error}")
+            return False
+        return True
 
 
 class ConfigWatcher:
     def __init__(self) -> None:
         self.snapshot = ConfigSnapshot()
         self._path = ""
-        self._cipher: Cipher | None = None
-        self._watch: asyncio.Task | None = None
+        self._reader: ConfigReader | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._from_command_line: set[str] = set()
         self._applied: dict[str, object] = {}
-        self._writes: set[asyncio.Task] = set()
 
     def load(self, loader: Any) -> None:
         loader.add_option(
@@ -48,65 +170,37 @@ class ConfigWatcher:
             name for name in SETTINGS if name in options and options.default(name) != getattr(options, name)
         }
         self._path = options.ccany_config_db
+        self.done()  # a second start (tests) must not leave the first reader running
         if not self._path:
             return
-        try:
-            self._cipher = Cipher(load_master_key(self._path))
-        except SecretError as error:
-            logger.error(f"ccany: {error}; upstream keys in {self._path} cannot be used")
-        self._reload(self._read())
-        self._watch = asyncio.get_running_loop().create_task(self._watch_changes())
+        self._loop = asyncio.get_running_loop()
+        reader = ConfigReader(self._path, self._publish)
+        # Start-up only: the loop waits here for the first snapshot (read on the reader's thread), so the proxy
+        # serves no request on an empty config. From now on the loop never waits for the config DB.
+        self._reload(reader.start())
+        self._reader = reader
         if not self.snapshot.client_keys:
             logger.warning("ccany: no client keys in the config DB: serving clients on this machine (loopback) only")
 
     def done(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     def record_key_failure(self, failure: KeyFailure) -> None:
-        """Writes a key's cooldown or disabling to the config DB, off the event loop."""
-        if not self._path:
+        """Queues a key's cooldown or disabling for the config DB; the reader thread writes it."""
+        if self._reader is None:
             return
         cooling_until = time.time() + failure.cooldown if failure.cooldown else None
-        write = functools.partial(self._write_key_failure, failure.key.id, failure.status, failure.message,
-                                  cooling_until, failure.disabled)
-        self._writes.add(task := asyncio.get_running_loop().create_task(asyncio.to_thread(write)))
-        task.add_done_callback(self._writes.discard)
+        self._reader.submit(functools.partial(store.record_key_failure, key_id=failure.key.id,
+                                              status=failure.status, message=failure.message,
+                                              cooling_until=cooling_until, disabled_reason=failure.disabled))
 
-    def _write_key_failure(self, *args: Any) -> None:
-        try:
-            db = open_config_db(self._path, self._cipher)
-            try:
-                store.record_key_failure(db, *args)
-            finally:
-                db.close()
-        except sqlite3.Error as error:
-            logger.warning(f"ccany: could not record a key's health in {self._path}: {error}")
-
-    def _read(self) -> ConfigSnapshot:
-        db = open_config_db(self._path, self._cipher)
-        try:
-            return read_snapshot(db, self._cipher)
-        finally:
-            db.close()
-
-    async def _watch_changes(self) -> None:
-        conn = sqlite3.connect(self._path)
-        try:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            while True:
-                await asyncio.sleep(POLL_INTERVAL)
-                now = conn.execute("PRAGMA data_version").fetchone()[0]
-                if now == version:
-                    continue
-                version = now
-                try:
-                    self._reload(await asyncio.to_thread(self._read))
-                except (sqlite3.Error, OSError) as error:
-                    logger.warning(f"ccany: could not re-read {self._path}: {error}")
-        finally:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+    def _publish(self, snapshot: ConfigSnapshot) -> None:
+        """On the reader thread: the loop swaps the snapshot in and applies its settings."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing left to configure
+            self._loop.call_soon_threadsafe(self._reload, snapshot)
 
     def _reload(self, snapshot: ConfigSnapshot) -> None:
         for problem in snapshot.problems:
