@@ -16,9 +16,10 @@ from typing import Literal
 from mitmproxy import http
 
 from ccany_addon.anthropic_api.accumulate import received_message
-from ccany_addon.anthropic_api.errors import mask_secrets
+from ccany_addon.anthropic_api.errors import mask_secrets, replace_secrets
 from ccany_addon.anthropic_api.schema import Message, as_dict
 from ccany_addon.anthropic_api.sse import DELTA_HEAD
+from ccany_addon.flowlog.schema import FLOW_COLUMNS
 from ccany_addon.upstreams.kinds import KEY_HEADERS, REDACTED
 from ccany_addon.util.json_codec import dumps, dumps_str, loads
 
@@ -204,31 +205,17 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
     headers = dict(_decoded(record.client_request_headers))
     user_agent = headers.get("user-agent")
     session_id = headers.get("x-claude-code-session-id")
-    row = {
-        "id": record.id,
+    row = {name: getattr(record, name) for name in _COPIED}
+    row |= {
         "started_at": _utc(record.started),
-        "method": record.method,
-        "path": record.path,
-        "status_code": record.status_code,
-        "upstream_status": record.upstream_status,
         "is_stream": int(record.is_stream),
-        "client_model": record.client_model,
-        "upstream_model": record.upstream_model,
-        "provider": record.provider,
-        "route": record.route,
-        "provider_key": record.provider_key,
         "cache_hit": int(record.cache_hit),
-        "upstream_url": record.upstream_url,
-        "client_addr": record.client_addr,
         "user_agent": user_agent,
         "session_id": session_id,
         "agent_id": headers.get("x-claude-code-agent-id"),
         "parent_agent_id": headers.get("x-claude-code-parent-agent-id"),
         "request_class": headers.get("x-claude-code-request-class"),
-        "cc_version": record.cc_version,
-        "cc_entrypoint": record.cc_entrypoint,
         "client_key_id": None if record.client_key_id is None else str(record.client_key_id),
-        "stop_reason": record.stop_reason,
         "input_tokens": record.usage.get("input_tokens"),
         "output_tokens": record.usage.get("output_tokens"),
         "cache_read_input_tokens": record.usage.get("cache_read_input_tokens"),
@@ -238,7 +225,6 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
         "duration_ms": record.duration_ms,
         "chunk_count": chunk_count,
         "max_chunk_gap_ms": max_chunk_gap,
-        "error_type": record.error_type,
         "error_message": None if record.error_message is None else mask_secrets(record.error_message, policy.secrets),
         "client_request": body("client_request", record.client_request),
         "client_request_headers": _headers_json(record.client_request_headers),
@@ -255,6 +241,14 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
     }
     row["truncated"] = ",".join(cut) or None
     return row
+
+
+# Columns a record field of the same name fills as it is: a new column of that sort is a `FlowRecord` field, a
+# `FLOW_COLUMNS` entry and its migration. Every other column is worked out in `to_row`.
+_COPIED = tuple(name for name in FLOW_COLUMNS if name in FlowRecord.__dataclass_fields__ and name not in {
+    "is_stream", "cache_hit", "client_key_id", "error_message", "client_request", "client_request_headers",
+    "upstream_request", "upstream_request_headers", "upstream_response", "upstream_response_headers",
+    "client_response", "client_response_headers", "notes"})
 
 
 def minimal_row(record: FlowRecord, error: Exception) -> dict:
@@ -285,10 +279,7 @@ def _utc(timestamp: float) -> str:
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        if secret and secret in text:
-            text = text.replace(secret, REDACTED)
-    return text
+    return replace_secrets(text, secrets, REDACTED)
 
 
 def _decoded(fields: HeaderFields) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from mitmproxy import http
 
-from ccany_addon.anthropic_api.errors import mask_secrets
+from ccany_addon.anthropic_api.errors import mask_secrets, replace_secrets
 
 logger = logging.getLogger("ccany")
 
@@ -77,11 +77,8 @@ class SecretFilter(logging.Filter):
             message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
             record.exc_info = record.exc_text = None
             record.msg, record.args = message, None
-        found = [secret for secret in self.secrets() if len(secret) >= 4 and secret in message]
-        if found:
-            for secret in found:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
+        if (masked := replace_secrets(message, self.secrets())) is not message:
+            record.msg, record.args = masked, None
         return True
 
     def install(self) -> None:
