@@ -23,6 +23,7 @@ import sqlite_utils
 from mitmproxy import ctx
 
 from ccany_addon.config import store
+from ccany_addon.config.options import declare
 from ccany_addon.config.schema import SETTINGS, open_config_db
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
 from ccany_addon.config.snapshot import ConfigSnapshot, read_snapshot
@@ -158,10 +159,7 @@ class ConfigWatcher:
         self._applied: dict[str, object] = {}
 
     def load(self, loader: Any) -> None:
-        loader.add_option(
-            "ccany_config_db", str, "data/config.db",
-            "SQLite file of the configuration: providers, keys, routes, client keys, users (empty: none).",
-        )
+        declare(loader, "config")
 
     def running(self) -> None:
         options = ctx.options

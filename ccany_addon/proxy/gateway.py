@@ -23,6 +23,7 @@ from mitmproxy.proxy import mode_specs
 from ccany_addon.anthropic_api.count_tokens import rough_input_tokens
 from ccany_addon.anthropic_api.errors import GatewayError, mask_secrets
 from ccany_addon.anthropic_api.schema import MessagesRequest, parse
+from ccany_addon.anthropic_api.tool_cache import ToolCache
 from ccany_addon.config.access import authenticate, authorize_model, presented_key
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.config.options import declare
@@ -85,6 +86,7 @@ class Gateway:
         self.pools = KeyPools()
         self.keys = KeyFailures(self.pools, lambda: self.snapshot, self._record_key_failure)
         self.cache = ResponseCache()
+        self.tools = ToolCache()  # a session's tools array, parsed and converted once for all its turns
         self.metrics = Metrics(lambda: (self.tiers, self.snapshot))  # model labels: configured models only
         self._flows: weakref.WeakKeyDictionary[http.HTTPFlow, FlowState] = weakref.WeakKeyDictionary()
         self._secret_filter = SecretFilter(lambda: self.known_secrets)
@@ -287,7 +289,7 @@ class Gateway:
 
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
         raw = self._decoded(flow)
-        request = parse(MessagesRequest, raw)
+        request = parse(MessagesRequest, raw, tools=self.tools)
         record = state.record
         record.last_message = request.messages[-1] if request.messages else None
         if (billing := prompt_cache.billing_facts(request)) is not None:
@@ -331,7 +333,7 @@ class Gateway:
             request, raw,
             UpstreamTarget(upstream_model, caps, ctx.options.ccany_max_tokens_limit,
                            ctx.options.ccany_fold_system_messages or not caps.late_system,
-                           reasoning_object=upstream.is_openrouter),
+                           reasoning_object=upstream.is_openrouter, tools=self.tools),
             upstream.path_prefix, upstream.api_version,
             query=flow.request.path.split("?", 1)[1] if "?" in flow.request.path else "",
             client_headers=flow.request.headers,

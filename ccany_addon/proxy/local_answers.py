@@ -43,7 +43,7 @@ def answer(gateway: Gateway, flow: http.HTTPFlow, state: FlowState, handler: str
 
 
 def count_tokens(gateway: Gateway, flow: http.HTTPFlow, state: FlowState, body: bytes) -> None:
-    counted = parse(CountTokensRequest, body)
+    counted = parse(CountTokensRequest, body, tools=gateway.tools)
     authorize_model(state.client, counted.model)
     if len(flow.request.raw_content or b"") <= COUNT_ON_LOOP_BYTES:
         replies.reply(flow, state.request_id, 200, {"input_tokens": counted_tokens(counted)})
