@@ -24,6 +24,7 @@ from ccany_addon.config.schema import (
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
 from ccany_addon.config.snapshot import setting_value
 from ccany_addon.config.transfer import dump_yaml, export_config, import_config, load_yaml
+from ccany_addon.upstreams.models import TIERS
 from ccany_addon.util.private_files import create_private
 
 ACTOR = "cli"
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     provider.add_argument("--base-url", required=True, help="e.g. https://api.openai.com/v1")
     provider.add_argument("--kind", default="openai", choices=PROVIDER_KINDS)
     provider.add_argument("--api-version")
-    for tier in ("big", "middle", "small"):
+    for tier in TIERS:
         provider.add_argument(f"--{tier}-model")
     provider.add_argument("--key-strategy", default="round-robin", choices=KEY_STRATEGIES)
     provider.add_argument("--fallback", help="comma-separated providers to use while every key cools down")
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, db, cipher: Cipher) -> str:
     match args.command:
         case "provider-add":
-            models = {tier: getattr(args, f"{tier}_model") for tier in ("big", "middle", "small")}
+            models = {tier: getattr(args, f"{tier}_model") for tier in TIERS}
             fallback = [name.strip() for name in args.fallback.split(",")] if args.fallback else None
             pid = store.add_provider(db, ACTOR, args.name, args.base_url, args.kind, args.api_version,
                                      {tier: model for tier, model in models.items() if model}, args.key_strategy,

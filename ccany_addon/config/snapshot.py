@@ -14,7 +14,7 @@ import sqlite_utils
 
 from ccany_addon.config.schema import SETTINGS
 from ccany_addon.config.secrets import Cipher, SecretError
-from ccany_addon.upstreams.models import CapabilityOverride
+from ccany_addon.upstreams.models import TIERS, CapabilityOverride
 
 logger = logging.getLogger("ccany")
 
@@ -127,7 +127,7 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
             id=row["id"], name=row["name"], kind=row["kind"], scheme=url.scheme, host=url.hostname,
             port=url.port or (443 if url.scheme == "https" else 80), path_prefix=url.path.rstrip("/"),
             api_version=row["api_version"],
-            models={tier: row[f"{tier}_model"] for tier in ("big", "middle", "small") if row[f"{tier}_model"]},
+            models={tier: row[f"{tier}_model"] for tier in TIERS if row[f"{tier}_model"]},
             keys=tuple(keys.get(row["id"], ())),
             key_strategy=row["key_strategy"],
             fallback=tuple(name.strip() for name in (row["fallback"] or "").split(",") if name.strip()),

@@ -21,9 +21,9 @@ from ccany_addon.config import store
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES, SCENARIOS, SETTINGS
 from ccany_addon.config.secrets import Cipher
 from ccany_addon.config.snapshot import allowed_models, setting_value
+from ccany_addon.upstreams.models import TIERS
 
 ACTOR = "cli"
-TIERS = ("big", "middle", "small")
 
 
 def export_config(db: sqlite_utils.Database, cipher: Cipher | None, with_secrets: bool) -> dict[str, Any]:

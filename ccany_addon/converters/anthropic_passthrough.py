@@ -9,7 +9,6 @@ from ccany_addon.anthropic_api.errors import GatewayError, error_body, error_typ
 from ccany_addon.anthropic_api.sse import encode_event
 from ccany_addon.util.json_codec import dumps, loads
 
-DEFAULT_VERSION = "2023-06-01"
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 

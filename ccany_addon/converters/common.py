@@ -157,6 +157,13 @@ def token_count(value: object) -> int:
     return 0
 
 
+def anthropic_usage(input_tokens: int, output_tokens: int, cache_read: int = 0) -> dict:
+    """The usage object of an Anthropic message, as every converter reports it: cached input is counted apart from
+    `input_tokens` (Claude Code adds the figures up), and no upstream we convert from reports cache writes."""
+    return {"input_tokens": input_tokens, "output_tokens": output_tokens, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": cache_read}
+
+
 def dict_field(value: object, name: str) -> object:
     """`value[name]` when `value` is an object, else None."""
     return value.get(name) if isinstance(value, dict) else None

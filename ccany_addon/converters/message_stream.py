@@ -13,6 +13,7 @@ from ccany_addon.anthropic_api.errors import error_body, error_type, mask_secret
 from ccany_addon.anthropic_api.sse import encode_delta, encode_event, encode_json_delta
 from ccany_addon.converters.common import (
     ResponseContext,
+    anthropic_usage,
     estimate_output_tokens,
     message_id,
     parse_tool_arguments,
@@ -68,12 +69,7 @@ class MessageStreamWriter:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": self.ctx.estimated_input_tokens,
-                "output_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": anthropic_usage(self.ctx.estimated_input_tokens, 0),
         }
         self._message = message
         self.emit({"type": "message_start", "message": message}, out)
@@ -152,9 +148,7 @@ class MessageStreamWriter:
         self.start(out)
         self.close(out)
         if usage is None:
-            usage = {"input_tokens": self.ctx.estimated_input_tokens,
-                     "output_tokens": estimate_output_tokens(self.output_chars),
-                     "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+            usage = anthropic_usage(self.ctx.estimated_input_tokens, estimate_output_tokens(self.output_chars))
         self.stop_reason, self.stop_sequence, self.usage = stop_reason, stop_sequence, usage
         self.emit({"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                    "usage": usage}, out)

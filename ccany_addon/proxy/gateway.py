@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import os
 import time
 import weakref
 from dataclasses import replace
 from typing import Any
 
 from mitmproxy import ctx, exceptions, http
-from mitmproxy.proxy import mode_specs
 
 from ccany_addon.anthropic_api.count_tokens import rough_input_tokens
 from ccany_addon.anthropic_api.errors import GatewayError, mask_secrets
@@ -38,6 +35,7 @@ from ccany_addon.proxy import (
     mitm_compat,
     replies,
     request_body,
+    upstream_failures,
     upstream_request,
 )
 from ccany_addon.proxy.fail_closed import (
@@ -50,11 +48,11 @@ from ccany_addon.proxy.fail_closed import (
 from ccany_addon.proxy.flow_state import FlowState
 from ccany_addon.proxy.key_failures import KeyFailures
 from ccany_addon.proxy.metrics import Metrics
-from ccany_addon.proxy.option_checks import require_bounds
+from ccany_addon.proxy.option_checks import require_bounds, reverse_upstream
 from ccany_addon.proxy.response_cache import ResponseCache, cache_key
 from ccany_addon.upstreams import routing
 from ccany_addon.upstreams.dialects import DIALECTS, Conversion
-from ccany_addon.upstreams.key_pool import KeyPools, cooldown_from, is_key_failure
+from ccany_addon.upstreams.key_pool import KeyPools
 from ccany_addon.upstreams.models import TIERS, ModelTiers, capabilities
 from ccany_addon.upstreams.routing import Upstream
 from ccany_addon.util.json_codec import loads
@@ -65,14 +63,6 @@ _NO_CONFIG = ConfigSnapshot()
 
 # An upstream answer is untrusted input: one a converter cannot read raises one of these, the upstream's failure.
 _UNREADABLE = (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError, RecursionError)
-
-
-def _reverse_target(modes: Any) -> tuple[str, str, int] | None:
-    for spec in modes or ():
-        mode = mode_specs.ProxyMode.parse(spec)
-        if isinstance(mode, mode_specs.ReverseMode) and mode.scheme in ("http", "https"):
-            return mode.scheme, mode.address[0], mode.address[1]
-    return None
 
 
 class Gateway:
@@ -121,16 +111,7 @@ class Gateway:
             options.body_size_limit = str(options.ccany_max_body_size)
         self.tiers = ModelTiers(options.ccany_big_model, options.ccany_middle_model, options.ccany_small_model,
                                 options.ccany_unknown_claude_tier)
-        target = _reverse_target(options.mode)
-        key_env = options.ccany_upstream_key_env
-        if target is None:
-            self.upstream = None
-        else:
-            scheme, host, port = target
-            self.upstream = Upstream(
-                scheme, host, port, options.ccany_upstream_path.rstrip("/"), os.environ.get(key_env, ""),
-                f"ccany has no upstream API key: set {key_env} in the proxy's environment and restart it",
-            )
+        self.upstream = reverse_upstream(options)
         # The default `eager` strategy connects to the reverse target for every client connection.
         if options.connection_strategy != "lazy":
             options.connection_strategy = "lazy"
@@ -247,7 +228,7 @@ class Gateway:
                 failure = request_body.too_large(f"more than {ctx.options.ccany_max_body_size}",
                                                   ctx.options.ccany_max_body_size)
             elif failure is None and state.response_context is not None:
-                failure = self._upstream_failure(flow, state, message)
+                failure = upstream_failures.unanswered(flow, state, message, ctx.options.ccany_request_timeout)
             if failure is not None:
                 state.fail(failure)
                 answer = replies.answer(state.request_id, failure.status, failure.body(), error=failure)
@@ -372,9 +353,9 @@ class Gateway:
 
     def _answer_upstream(self, flow: http.HTTPFlow, state: FlowState, response: http.Response) -> None:
         assert state.response_context is not None and state.dialect is not None
-        raw = self._decoded_answer(state, response)
+        raw = upstream_failures.decoded_answer(state, response, ctx.options.ccany_max_body_size)
         if response.status_code != 200:
-            raise self._upstream_error(state, response, raw)
+            raise upstream_failures.answered(state, response, raw, self.keys, self.known_secrets)
         try:
             body = loads(raw)
         except ValueError:
@@ -385,46 +366,10 @@ class Gateway:
         if state.cache_key is not None:
             self.cache.put(state.cache_key, content)
 
-    def _upstream_error(self, state: FlowState, response: http.Response, raw: bytes) -> GatewayError:
-        assert state.dialect is not None
-        error, note = state.dialect.error(response.status_code, raw, state.upstream_name, self.known_secrets,
-                                          state.late_system)
-        if note is not None:
-            state.record.notes.append(note)
-            return error
-        if response.status_code in (401, 403) and state.key is None:
-            error.message = (f"ccany: the upstream refused the gateway's own API key (not your client key); "
-                             f"whoever runs the gateway must fix it: {error.message}")
-            error.should_retry = False
-        if state.key is not None and state.provider is not None and is_key_failure(response.status_code):
-            return self.keys.failed(state.request_id, state.provider, state.key, response, raw, error)
-        if (wait := cooldown_from(response.headers, raw, time.time())) is not None:
-            error.retry_after = max(0, math.ceil(wait))
-        return error
-
-    def _upstream_failure(self, flow: http.HTTPFlow, state: FlowState, message: str) -> GatewayError:
-        name = state.upstream_name
-        if state.timed_out:
-            return GatewayError(504, f"upstream {name} did not answer within {ctx.options.ccany_request_timeout} s")
-        if flow.server_conn.timestamp_tcp_setup is None and state.upstream is not None:
-            return GatewayError(500, f"ccany: upstream {name} is unreachable: {message}")
-        return GatewayError(500, f"ccany: upstream {name} failed before answering: {message}")
-
     def _fail(self, flow: http.HTTPFlow, state: FlowState, error: GatewayError) -> None:
         error.message = mask_secrets(error.message, self.known_secrets)
         state.fail(error)
         replies.reply(flow, state.request_id, error.status, error.body(), error=error)
-
-    def _decoded_answer(self, state: FlowState, response: http.Response) -> bytes:
-        """The upstream's body, decompressed within the same limit as a client's (it was asked for none)."""
-        raw = response.raw_content or b""
-        if not (encoding := response.headers.get("content-encoding", "")):
-            return raw
-        try:
-            return request_body.decoded(raw, encoding, ctx.options.ccany_max_body_size)
-        except GatewayError as error:
-            raise GatewayError(502, f"{state.upstream_name} upstream answered with a body the gateway "
-                                    f"cannot read: {error.message}") from None
 
     @staticmethod
     def _decoded(flow: http.HTTPFlow) -> bytes:
