@@ -121,7 +121,8 @@ class ToolUseBlock:
 @_part
 class ToolReferenceBlock:
     """Claude Code's tool search answers with these inside a tool result: the named deferred tool is now loaded.
-    Only the Anthropic API acts on them; converting kinds leave them out."""
+    The Anthropic API acts on them; converting kinds say it in text ("Tool X is now available.") and declare the
+    tool from then on (converters/tool_search.py)."""
 
     type: Literal["tool_reference"]
     tool_name: str | None = None

@@ -1,4 +1,4 @@
-"""The Anthropic side of every stream translator: one writer of the event grammar in shared/PROTOCOL.md.
+"""The Anthropic side of every stream translator: one writer of the event grammar (docs/conversion.md).
 
 A dialect's translator decodes its upstream's events and calls this writer (text, thinking, tool calls,
 finish, fail); the writer opens and closes content blocks, numbers them, signs thinking, repairs a truncated

@@ -9,7 +9,6 @@ import time
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Literal
 
@@ -22,6 +21,7 @@ from ccany_addon.anthropic_api.sse import DELTA_HEAD
 from ccany_addon.flowlog.schema import FLOW_COLUMNS
 from ccany_addon.upstreams.kinds import KEY_HEADERS, REDACTED
 from ccany_addon.util.json_codec import dumps, dumps_str, loads
+from ccany_addon.util.utc import utc_text_ms
 
 BodyPolicy = Literal["all", "errors", "none"]
 
@@ -207,7 +207,7 @@ def to_row(record: FlowRecord, policy: LogPolicy) -> dict:
     session_id = headers.get("x-claude-code-session-id")
     row = {name: getattr(record, name) for name in _COPIED}
     row |= {
-        "started_at": _utc(record.started),
+        "started_at": utc_text_ms(record.started),
         "is_stream": int(record.is_stream),
         "cache_hit": int(record.cache_hit),
         "user_agent": user_agent,
@@ -261,7 +261,7 @@ def minimal_row(record: FlowRecord, error: Exception) -> dict:
     status = record.status_code if isinstance(record.status_code, int) else None
     return {
         "id": str(record.id),
-        "started_at": _utc(record.started) if isinstance(record.started, int | float) else None,
+        "started_at": utc_text_ms(record.started) if isinstance(record.started, int | float) else None,
         "method": text(record.method),
         "path": text(record.path),
         "status_code": status,
@@ -272,10 +272,6 @@ def minimal_row(record: FlowRecord, error: Exception) -> dict:
         "error_type": text(record.error_type),
         "notes": dumps_str([f"flow log: the row could not be built ({type(error).__name__}); only this is kept"]),
     }
-
-
-def _utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:

@@ -19,12 +19,12 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 
 import sqlite_utils
 
 from ccany_addon.flowlog.schema import BUSY_TIMEOUT_MS, FLOWS, open_db
 from ccany_addon.flowlog.store import StoreUnavailable, store_batch
+from ccany_addon.util.utc import utc_text
 
 logger = logging.getLogger("ccany")
 
@@ -286,7 +286,7 @@ class FlowWriter[R]:
             self._unchecked_rows = 0
 
     def _prune(self, db) -> None:
-        cutoff = (datetime.now(UTC) - timedelta(days=self.retention_days)).strftime("%Y-%m-%d %H:%M:%S")
+        cutoff = utc_text(time.time() - self.retention_days * 86400)
         try:
             with db.conn:
                 deleted = db.execute(f"DELETE FROM {FLOWS} WHERE started_at < ?", [cutoff]).rowcount

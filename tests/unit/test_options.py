@@ -46,3 +46,10 @@ def test_config_db_settings_are_the_options_marked_as_settings():
     assert SCHEMA_SETTINGS is SETTINGS
     assert set(SETTINGS) == {name for name, option in OPTIONS.items() if option.setting}
     assert all(SETTINGS[name] is OPTIONS[name].type for name in SETTINGS)
+
+
+def test_every_provider_kind_has_a_dialect_and_every_dialect_a_kind():
+    from ccany_addon.upstreams.dialects import DIALECTS
+    from ccany_addon.upstreams.kinds import PROVIDER_KINDS
+
+    assert set(DIALECTS) == set(PROVIDER_KINDS)
