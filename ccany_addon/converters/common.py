@@ -2,13 +2,14 @@
 tool arguments and token counts.
 
 How the converters import each other: a dialect module (openai_chat, openai_chat_stream, openai_responses,
-gemini, anthropic_passthrough: one per upstream dialect, or one side of it) imports shared modules only, never
-another dialect module, and no shared module imports a dialect module (the Dialect table in
-upstreams/dialects.py and the gateway do). What two dialects both need moves to a shared module: this one,
-shared_request (system text, content parts, tool results, the user field, function tools), shared_answer
-(upstream errors, Chat Completions finish reasons and usage), message_stream, structured, tool_search,
-prompt_cache, error_words, capability_fit, gemini_schema, text_template. No converter imports mitmproxy,
-SQLite or Datasette. tests/unit/test_converter_imports.py holds these rules.
+openai_responses_stream, gemini, gemini_stream, anthropic_passthrough: one per upstream dialect, or one side of
+it) imports shared modules only, never another dialect module, and no shared module imports a dialect module
+(the Dialect table in upstreams/dialects.py and the gateway do). What two dialects both need moves to a shared
+module: this one, shared_request (system text, content parts, tool results, the user field, function tools),
+shared_answer (upstream errors; Chat Completions, Gemini and Responses API finish reasons and usage),
+message_stream, structured, tool_search, prompt_cache, error_words, capability_fit, gemini_schema,
+text_template. No converter imports mitmproxy, SQLite or Datasette. tests/unit/test_converter_imports.py holds
+these rules.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Anthropic Messages ⇄ Google Gemini (`generateContent`, `streamGenerateContent?alt=sse`).
+"""Anthropic Messages ⇄ Google Gemini (`generateContent`): the request and the non-streamed response.
 
-Pure functions and a small state machine; no I/O. The general rules are in shared/PROTOCOL.md.
+The stream (`streamGenerateContent?alt=sse`) is gemini_stream.py; what both read of an answer (finish reasons,
+usage, errors, parts, the signature prefix) is in shared_answer.py. Pure functions; no I/O. The general rules
+are in shared/PROTOCOL.md.
 
 Thought signatures: Gemini 2.5/3 attach an opaque `thoughtSignature` to the functionCall parts they emit, and
 Gemini 3 answers 400 when the next request's history lacks it. The one place in Anthropic history where an
@@ -26,25 +28,26 @@ from ccany_addon.anthropic_api.schema import (
     ToolReferenceBlock,
     ToolResultBlock,
 )
-from ccany_addon.anthropic_api.sse import SSEDecoder
 from ccany_addon.converters.common import (
-    MAX_TOKEN_COUNT,
     ResponseContext,
     UpstreamTarget,
     message_id,
     short_tool_name,
     thinking_signature,
-    token_count,
     tool_use_id,
 )
 from ccany_addon.converters.gemini_schema import clean_schema
-from ccany_addon.converters.message_stream import MessageStreamWriter, WrittenStream
+from ccany_addon.converters.shared_answer import (
+    GEMINI_SIGNATURE_PREFIX,
+    gemini_error_status,
+    gemini_parts,
+    gemini_stop_reason,
+    usage_from_gemini,
+)
 from ccany_addon.converters.shared_request import system_text
 from ccany_addon.converters.structured import effort_level, gemini_thinking_budget, gemini_thinking_level, output_schema
 from ccany_addon.converters.tool_search import conversation_tools, reference_text
-from ccany_addon.util.json_codec import dumps_str, loads
 
-SIGNATURE_PREFIX = "gemini."
 # The Gemini docs' value for a functionCall whose signature was never issued (history begun on another model).
 DUMMY_SIGNATURE = "skip_thought_signature_validator"
 MAX_STOP_SEQUENCES = 5
@@ -176,8 +179,8 @@ def _model_parts(blocks: list, names: dict[str, str], signs: bool) -> list[dict]
     for block in blocks:
         if block.type == "text" and block.text:
             parts.append({"text": block.text})
-        elif block.type == "thinking" and (block.signature or "").startswith(SIGNATURE_PREFIX):
-            signature = block.signature.removeprefix(SIGNATURE_PREFIX)
+        elif block.type == "thinking" and (block.signature or "").startswith(GEMINI_SIGNATURE_PREFIX):
+            signature = block.signature.removeprefix(GEMINI_SIGNATURE_PREFIX)
         elif block.type == "tool_use":
             name = names[block.id] = short_tool_name(block.name)
             call = {"id": block.id, "name": name, "args": block.input if isinstance(block.input, dict) else {}}
@@ -285,64 +288,19 @@ def _function_declarations(tools: list[Tool] | None, loaded: set[str], notes: li
 # ---------------------------------------------------------------- response
 
 
-_FINISH_REASONS = {"STOP": "end_turn", "MAX_TOKENS": "max_tokens"}
-_REFUSALS = {"SAFETY", "RECITATION", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"}
-# The model produced a function call Gemini itself could not deliver: nothing usable reaches the client.
-_BROKEN_CALLS = {"MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS"}
-# google.rpc status names → HTTP, for error objects that carry no numeric code.
-_RPC_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
-               "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "INTERNAL": 500, "UNAVAILABLE": 503,
-               "DEADLINE_EXCEEDED": 504}
-
-
-def _stop_reason(finish_reason: str, has_calls: bool, candidate: dict, upstream: str) -> str:
-    if finish_reason in _BROKEN_CALLS:
-        detail = candidate.get("finishMessage") or "the model produced a function call that could not be parsed"
-        raise GatewayError(502, mask_secrets(f"{upstream} upstream: {finish_reason}: {detail}"))
-    if finish_reason in _REFUSALS:
-        return "refusal"
-    stop = _FINISH_REASONS.get(finish_reason, "end_turn")
-    return "tool_use" if has_calls and stop == "end_turn" else stop
-
-
-def usage_from_gemini(meta: dict | None) -> dict:
-    meta = meta if isinstance(meta, dict) else {}
-    cached = token_count(meta.get("cachedContentTokenCount"))
-    prompt = token_count(meta.get("promptTokenCount")) + token_count(meta.get("toolUsePromptTokenCount"))
-    output = token_count(meta.get("candidatesTokenCount")) + token_count(meta.get("thoughtsTokenCount"))
-    return {
-        "input_tokens": min(max(prompt - cached, 0), MAX_TOKEN_COUNT),
-        "output_tokens": min(output, MAX_TOKEN_COUNT),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
-    }
-
-
-def _error_status(error: dict) -> int:
-    code = error.get("code")
-    if isinstance(code, int) and 400 <= code < 600:
-        return code
-    return _RPC_STATUS.get(str(error.get("status")), 500)
-
-
-def _parts(candidate: dict) -> list[dict]:
-    parts = (candidate.get("content") or {}).get("parts") or ()
-    return [part for part in parts if isinstance(part, dict)]
-
-
 def to_message(body: dict, ctx: ResponseContext, upstream: str = "upstream") -> dict:
     """An Anthropic message from a GenerateContentResponse body."""
     if not isinstance(body, dict):
         raise GatewayError(502, f"{upstream} upstream answered with something other than a GenerateContentResponse")
     if isinstance(error := body.get("error"), dict):
         message = str(error.get("message") or "error")
-        raise GatewayError(_error_status(error), mask_secrets(f"{upstream} upstream: {message}"))
+        raise GatewayError(gemini_error_status(error), mask_secrets(f"{upstream} upstream: {message}"))
     candidates = [c for c in body.get("candidates") or () if isinstance(c, dict)]
     blocked = (body.get("promptFeedback") or {}).get("blockReason")
     if not candidates and not blocked:
         raise GatewayError(502, f"{upstream} upstream answered without any candidates")
     content: list[dict] = []
-    for part in _parts(candidates[0]) if candidates else ():
+    for part in gemini_parts(candidates[0]) if candidates else ():
         _add_part(content, part, ctx)
     for block in content:
         if block["type"] == "thinking" and block["signature"] is None:
@@ -351,7 +309,8 @@ def to_message(body: dict, ctx: ResponseContext, upstream: str = "upstream") -> 
     if blocked or not candidates:
         stop_reason = "refusal"
     else:
-        stop_reason = _stop_reason(candidates[0].get("finishReason") or "STOP", has_calls, candidates[0], upstream)
+        candidate = candidates[0]
+        stop_reason = gemini_stop_reason(candidate.get("finishReason") or "STOP", has_calls, candidate, upstream)
     return {
         "id": message_id(),
         "type": "message",
@@ -374,12 +333,12 @@ def _add_part(content: list[dict], part: dict, ctx: ResponseContext) -> None:
             content.append(last := {"type": "thinking", "thinking": "", "signature": None})
         last["thinking"] += part.get("text") or ""
         if signature:
-            last["signature"] = SIGNATURE_PREFIX + signature
+            last["signature"] = GEMINI_SIGNATURE_PREFIX + signature
     elif isinstance(call := part.get("functionCall"), dict):
         if signature:
             if not open_thinking:
                 content.append(last := {"type": "thinking", "thinking": "", "signature": None})
-            last["signature"] = SIGNATURE_PREFIX + signature
+            last["signature"] = GEMINI_SIGNATURE_PREFIX + signature
         args = call.get("args")
         content.append({"type": "tool_use", "id": tool_use_id(call.get("id")),
                         "name": ctx.client_tool_name(str(call.get("name") or "")),
@@ -390,101 +349,3 @@ def _add_part(content: list[dict], part: dict, ctx: ResponseContext) -> None:
             last["text"] += text
         else:
             content.append({"type": "text", "text": text})
-
-
-# ---------------------------------------------------------------- stream
-
-
-class GeminiStreamTranslator(WrittenStream):
-    """Gemini SSE bytes in (`data: {GenerateContentResponse}` per event), Anthropic SSE bytes out.
-
-    Gemini sends each functionCall whole, in one part; its arguments go out as one `input_json_delta`.
-    Every chunk repeats the usage so far (the last one counts); the chunk with a finishReason ends the message.
-    """
-
-    def __init__(self, ctx: ResponseContext, upstream: str = "upstream") -> None:
-        self.ctx = ctx
-        self.upstream = upstream
-        self.writer = MessageStreamWriter(ctx)
-        self._decoder = SSEDecoder()
-        self._usage: dict | None = None
-        self._signed = False  # the open thinking block already carries a Gemini signature
-        self._calls = 0
-
-    def translate(self, data: bytes) -> list[bytes]:
-        out: list[bytes] = []
-        if self.writer.finished:
-            return out
-        self.writer.start(out)
-        for event in self._decoder.feed(data) if data else self._decoder.close():
-            self._event(event.data, out)
-            if self.writer.finished:
-                break
-        if not data and not self.writer.finished:
-            self.writer.fail(500, f"{self.upstream} upstream ended the stream before the answer was complete", out)
-        return [b"".join(out)] if out else []
-
-    def _event(self, data: str, out: list[bytes]) -> None:
-        try:
-            chunk = loads(data)
-        except ValueError:
-            self.writer.fail(500, f"{self.upstream} upstream sent malformed stream data: {data[:200]!r}", out)
-            return
-        if isinstance(chunk, list) and len(chunk) == 1:  # the non-SSE framing wraps objects in an array
-            chunk = chunk[0]
-        if not isinstance(chunk, dict):
-            return
-        if isinstance(error := chunk.get("error"), dict):
-            message = f"{self.upstream} upstream: {error.get('message') or 'stream error'}"
-            self.writer.fail(_error_status(error), message, out)
-            return
-        if isinstance(chunk.get("usageMetadata"), dict):
-            self._usage = chunk["usageMetadata"]
-        candidates = [c for c in chunk.get("candidates") or () if isinstance(c, dict)]
-        if not candidates:
-            if (chunk.get("promptFeedback") or {}).get("blockReason"):
-                self._finish("refusal", out)
-            return
-        candidate = candidates[0]
-        for part in _parts(candidate):
-            self._part(part, out)
-        if finish_reason := candidate.get("finishReason"):
-            try:
-                stop_reason = _stop_reason(finish_reason, self._calls > 0, candidate, self.upstream)
-            except GatewayError as failure:
-                self.writer.fail(failure.status, failure.message, out)
-                return
-            self._finish(stop_reason, out)
-
-    def _part(self, part: dict, out: list[bytes]) -> None:
-        writer = self.writer
-        signature = part.get("thoughtSignature")
-        if part.get("thought"):
-            if writer.open_kind == "thinking" and self._signed:
-                writer.close(out)  # a signed block belongs to the call it preceded; new thoughts start anew
-            thought = part.get("text")
-            self._thinking(thought if isinstance(thought, str) else "", signature, out)
-        elif isinstance(call := part.get("functionCall"), dict):
-            if signature:  # signs the open thinking block (its thoughts led to this call), else an empty one
-                if writer.open_kind != "thinking" or self._signed:
-                    writer.close(out)
-                self._thinking("", signature, out)
-            args = call.get("args")
-            writer.start_tool(call.get("id"), str(call.get("name") or ""), out)
-            writer.tool_arguments(dumps_str(args if isinstance(args, dict) else {}), out)
-            writer.close(out)
-            self._calls += 1
-        elif isinstance(text := part.get("text"), str) and text:
-            writer.text(text, out)
-
-    def _thinking(self, text: str, signature: str | None, out: list[bytes]) -> None:
-        if self.writer.open_kind != "thinking":
-            self._signed = False
-        self.writer.thinking(text, out)
-        if signature:
-            self.writer.sign_thinking(SIGNATURE_PREFIX + signature)
-            self._signed = True
-
-    def _finish(self, stop_reason: str, out: list[bytes]) -> None:
-        usage = usage_from_gemini(self._usage) if self._usage is not None else None
-        self.writer.finish(stop_reason, usage, out)

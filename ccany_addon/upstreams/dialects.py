@@ -23,7 +23,15 @@ from urllib.parse import quote
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.anthropic_api.schema import MessagesRequest
 from ccany_addon.converters import anthropic_passthrough as passthrough
-from ccany_addon.converters import gemini, openai_chat, openai_chat_stream, openai_responses, prompt_cache
+from ccany_addon.converters import (
+    gemini,
+    gemini_stream,
+    openai_chat,
+    openai_chat_stream,
+    openai_responses,
+    openai_responses_stream,
+    prompt_cache,
+)
 from ccany_addon.converters.capability_fit import fit_request
 from ccany_addon.converters.common import ResponseContext, UpstreamTarget
 from ccany_addon.converters.error_words import client_words
@@ -187,7 +195,8 @@ CONVERTING: dict[str, Converting] = {
     "openai": Converting(*_CHAT, _chat_path),
     "azure": Converting(*_CHAT, _azure_path),
     "responses": Converting(openai_responses.to_responses_request, openai_responses.to_message,
-                            openai_responses.ResponsesStreamTranslator, _responses_path),
-    "gemini": Converting(gemini.to_gemini_request, gemini.to_message, gemini.GeminiStreamTranslator, _gemini_path),
+                            openai_responses_stream.ResponsesStreamTranslator, _responses_path),
+    "gemini": Converting(gemini.to_gemini_request, gemini.to_message, gemini_stream.GeminiStreamTranslator,
+                         _gemini_path),
 }
 DIALECTS: dict[str, Dialect] = {**CONVERTING, "anthropic": Passthrough()}

@@ -12,7 +12,8 @@ import pytest
 CONVERTERS = Path(__file__).resolve().parents[2] / "ccany_addon" / "converters"
 PACKAGE = "ccany_addon.converters"
 # One module per upstream dialect, or one side of one: only the Dialect table and the gateway import them.
-DIALECTS = {"openai_chat", "openai_chat_stream", "openai_responses", "gemini", "anthropic_passthrough"}
+DIALECTS = {"openai_chat", "openai_chat_stream", "openai_responses", "openai_responses_stream", "gemini",
+            "gemini_stream", "anthropic_passthrough"}
 FORBIDDEN = {"mitmproxy", "sqlite3", "sqlite_utils", "datasette"}
 MODULES = sorted(path for path in CONVERTERS.glob("*.py"))
 

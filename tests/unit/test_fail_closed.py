@@ -14,9 +14,9 @@ from mitmproxy.test import tflow
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.converters.anthropic_passthrough import AnthropicEventStream
 from ccany_addon.converters.common import ResponseContext
-from ccany_addon.converters.gemini import GeminiStreamTranslator
+from ccany_addon.converters.gemini_stream import GeminiStreamTranslator
 from ccany_addon.converters.openai_chat_stream import ChatStreamTranslator
-from ccany_addon.converters.openai_responses import ResponsesStreamTranslator
+from ccany_addon.converters.openai_responses_stream import ResponsesStreamTranslator
 from ccany_addon.proxy.fail_closed import ReplacementBody, SecretFilter, fail_closed
 from ccany_addon.proxy.request_body import check_encoding, decoded
 

@@ -15,11 +15,11 @@ from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters.common import MAX_TOOL_NAME, ResponseContext, UpstreamTarget, short_tool_name
 from ccany_addon.converters.gemini import (
     DUMMY_SIGNATURE,
-    GeminiStreamTranslator,
     to_gemini_request,
     to_message,
 )
 from ccany_addon.converters.gemini_schema import clean_schema
+from ccany_addon.converters.gemini_stream import GeminiStreamTranslator
 from ccany_addon.converters.shared_answer import upstream_error
 from ccany_addon.upstreams.models import capabilities
 from tests.fake_gemini import schema_problems

@@ -18,7 +18,8 @@ CONVERTERS = ROOT / OURS / "converters"
 PROXY = ROOT / OURS / "proxy"
 PLUGINS = ROOT / "datasette" / "plugins"
 # Read the same way as test_converter_imports.DIALECTS: one module per upstream dialect, or one side of one.
-DIALECTS = {"openai_chat", "openai_chat_stream", "openai_responses", "gemini", "anthropic_passthrough"}
+DIALECTS = {"openai_chat", "openai_chat_stream", "openai_responses", "openai_responses_stream", "gemini",
+            "gemini_stream", "anthropic_passthrough"}
 SQLITE = {"sqlite3", "sqlite_utils"}
 # Plain data several layers read: they import nothing of ours (DESIGN.md §2, "Dependencies point one way").
 LEAVES = (ROOT / OURS / "upstreams" / "kinds.py",)

@@ -13,7 +13,8 @@ from ccany_addon.anthropic_api.conformance import StreamReport, check_stream
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.anthropic_api.schema import MessagesRequest, parse
 from ccany_addon.converters.common import MAX_TOOL_NAME, ResponseContext, UpstreamTarget, short_tool_name
-from ccany_addon.converters.openai_responses import ResponsesStreamTranslator, to_message, to_responses_request
+from ccany_addon.converters.openai_responses import to_message, to_responses_request
+from ccany_addon.converters.openai_responses_stream import ResponsesStreamTranslator
 from ccany_addon.upstreams.models import capabilities
 from tests import fake_responses
 from tests.unit.streams import byte_by_byte, comparable_events, draw_split, feed_chunks
