@@ -6,7 +6,13 @@ content mean (each read by its dialect's non-streamed and streamed converters al
 from __future__ import annotations
 
 from ccany_addon.anthropic_api.errors import GatewayError, mask_secrets
-from ccany_addon.converters.common import MAX_TOKEN_COUNT, ResponseContext, dict_field, token_count
+from ccany_addon.converters.common import (
+    MAX_TOKEN_COUNT,
+    ResponseContext,
+    anthropic_usage,
+    dict_field,
+    token_count,
+)
 from ccany_addon.util.json_codec import loads
 
 
@@ -83,12 +89,7 @@ def usage_from_openai(usage: dict | None) -> dict:
     prompt = token_count(usage.get("prompt_tokens"))
     cached = token_count(dict_field(usage.get("prompt_tokens_details"), "cached_tokens")
                          or usage.get("prompt_cache_hit_tokens"))
-    return {
-        "input_tokens": max(prompt - cached, 0),
-        "output_tokens": token_count(usage.get("completion_tokens")),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
-    }
+    return anthropic_usage(max(prompt - cached, 0), token_count(usage.get("completion_tokens")), cached)
 
 
 def chat_matched_stop(choice: dict) -> object:
@@ -134,12 +135,7 @@ def usage_from_gemini(meta: dict | None) -> dict:
     cached = token_count(meta.get("cachedContentTokenCount"))
     prompt = token_count(meta.get("promptTokenCount")) + token_count(meta.get("toolUsePromptTokenCount"))
     output = token_count(meta.get("candidatesTokenCount")) + token_count(meta.get("thoughtsTokenCount"))
-    return {
-        "input_tokens": min(max(prompt - cached, 0), MAX_TOKEN_COUNT),
-        "output_tokens": min(output, MAX_TOKEN_COUNT),
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": cached,
-    }
+    return anthropic_usage(min(max(prompt - cached, 0), MAX_TOKEN_COUNT), min(output, MAX_TOKEN_COUNT), cached)
 
 
 def gemini_error_status(error: dict) -> int:
@@ -160,10 +156,8 @@ def gemini_parts(candidate: dict) -> list[dict]:
 def responses_usage(usage: dict | None) -> dict:
     usage = usage if isinstance(usage, dict) else {}
     cached = token_count(dict_field(usage.get("input_tokens_details"), "cached_tokens"))
-    # Anthropic counts cached input apart: Claude Code adds the figures up for its context meter.
-    return {"input_tokens": max(token_count(usage.get("input_tokens")) - cached, 0),
-            "output_tokens": token_count(usage.get("output_tokens")),
-            "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
+    return anthropic_usage(max(token_count(usage.get("input_tokens")) - cached, 0),
+                           token_count(usage.get("output_tokens")), cached)
 
 
 def responses_stop_reason(response: dict, has_tools: bool, refused: bool) -> str:

@@ -144,7 +144,8 @@ class Converting:
 
 class Passthrough:
     """The `anthropic` kind: the request goes as it came (only the model may be renamed by a route), with the
-    protocol's own headers (version, betas); the answer and its errors come back untouched."""
+    protocol's own headers (version, betas); the answer comes back untouched, an error with its status mapped by the
+    error table and the upstream's name in front of its own message."""
 
     def refusal(self, request: MessagesRequest) -> GatewayError | None:
         return None
