@@ -2,7 +2,7 @@
 
 The stream (`streamGenerateContent?alt=sse`) is gemini_stream.py; what both read of an answer (finish reasons,
 usage, errors, parts, the signature prefix) is in shared_answer.py. Pure functions; no I/O. The general rules
-are in shared/PROTOCOL.md.
+are in docs/conversion.md.
 
 Thought signatures: Gemini 2.5/3 attach an opaque `thoughtSignature` to the functionCall parts they emit, and
 Gemini 3 answers 400 when the next request's history lacks it. The one place in Anthropic history where an

@@ -2,7 +2,7 @@
 Anthropic SSE bytes out).
 
 A small state machine over the shared stream writer; no I/O. The request, the non-streamed answer and why
-thought signatures become signed thinking blocks are in gemini.py; the rules are in shared/PROTOCOL.md.
+thought signatures become signed thinking blocks are in gemini.py; the rules are in docs/conversion.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Anthropic Messages ⇄ OpenAI Chat Completions: the request and the non-streamed response.
 
-The stream is openai_chat_stream.py. Pure functions; no I/O. The rules are in shared/PROTOCOL.md.
+The stream is openai_chat_stream.py. Pure functions; no I/O. The rules are in docs/conversion.md.
 """
 
 from __future__ import annotations

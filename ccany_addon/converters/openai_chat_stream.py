@@ -1,7 +1,7 @@
 """OpenAI Chat Completions stream → Anthropic stream: an incremental translator (chat.completion.chunk bytes in,
 Anthropic SSE bytes out).
 
-A small state machine over the shared stream writer; no I/O. The rules are in shared/PROTOCOL.md.
+A small state machine over the shared stream writer; no I/O. The rules are in docs/conversion.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 Anthropic SSE bytes out).
 
 A small state machine over the shared stream writer; no I/O. The request and the non-streamed answer are in
-openai_responses.py; the rules are in shared/PROTOCOL.md.
+openai_responses.py; the rules are in docs/conversion.md.
 """
 
 from __future__ import annotations

@@ -9,29 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_import_rules import DIALECTS, imports_of
+
 CONVERTERS = Path(__file__).resolve().parents[2] / "ccany_addon" / "converters"
 PACKAGE = "ccany_addon.converters"
-# One module per upstream dialect, or one side of one: only the Dialect table and the gateway import them.
-DIALECTS = {"openai_chat", "openai_chat_stream", "openai_responses", "openai_responses_stream", "gemini",
-            "gemini_stream", "anthropic_passthrough"}
 FORBIDDEN = {"mitmproxy", "sqlite3", "sqlite_utils", "datasette"}
 MODULES = sorted(path for path in CONVERTERS.glob("*.py"))
-
-
-def imported(path: Path) -> set[str]:
-    """Every module `path` imports, anywhere in it (a function's own imports too), by its full dotted name;
-    `from package import name` counts as importing `package.name` as well."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: from the converters package
-                base = ".".join(filter(None, [PACKAGE.rsplit(".", node.level - 1)[0], base]))
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
 
 
 def defines_a_dialect(path: Path) -> bool:
@@ -54,13 +37,13 @@ def test_there_are_converters_and_every_dialect_module_exists():
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: path.stem)
 def test_a_converter_imports_no_mitmproxy_sqlite_or_datasette(path):
-    found = {name for name in imported(path) if name.split(".")[0] in FORBIDDEN}
+    found = {name for name in imports_of(path) if name.split(".")[0] in FORBIDDEN}
     assert not found, f"{path.name} imports {sorted(found)}"
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda path: path.stem)
 def test_no_converter_imports_a_dialect_module(path):
-    found = {name for name in imported(path) if name.startswith(PACKAGE + ".")
+    found = {name for name in imports_of(path) if name.startswith(PACKAGE + ".")
              and name.removeprefix(PACKAGE + ".").split(".")[0] in DIALECTS - {path.stem}}
     assert not found, f"{path.name} imports the dialect module(s) {sorted(found)}: move what they share to a shared one"
 

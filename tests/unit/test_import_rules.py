@@ -17,7 +17,8 @@ OURS = "ccany_addon"
 CONVERTERS = ROOT / OURS / "converters"
 PROXY = ROOT / OURS / "proxy"
 PLUGINS = ROOT / "datasette" / "plugins"
-# Read the same way as test_converter_imports.DIALECTS: one module per upstream dialect, or one side of one.
+# One module per upstream dialect, or one side of one: only the Dialect table and the gateway import them
+# (test_converter_imports.py checks that every module converting for a dialect is listed here).
 DIALECTS = {"openai_chat", "openai_chat_stream", "openai_responses", "openai_responses_stream", "gemini",
             "gemini_stream", "anthropic_passthrough"}
 SQLITE = {"sqlite3", "sqlite_utils"}

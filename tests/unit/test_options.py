@@ -23,7 +23,7 @@ def readme_defaults() -> dict[str, str]:
 
 def test_the_addons_declare_exactly_the_table():
     with taddons.context(Proxyserver(), *build_addons()) as tctx:
-        declared = {name for name in tctx.options.keys() if name.startswith("ccany_")}
+        declared = {name for name in tctx.options.keys() if name.startswith("ccany_")}  # noqa: SIM118 (not iterable)
         for name, option in OPTIONS.items():
             assert tctx.options.default(name) == option.default, name
     assert declared == set(OPTIONS)
