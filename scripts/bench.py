@@ -12,8 +12,13 @@ Then, per provider kind (openai, azure, responses, gemini, anthropic), one 50-ev
 (routed by the config DB to a provider of that kind) against the bare proxy sent the same upstream request;
 and streams of a long conversation (150 tool round trips, ≈ 115 KB), the size a working session sends.
 
-    scripts/bench [--requests N] [--rounds R] [--kind-requests N] [--long-requests N] [--rss-flows N] [--keep]
-                  [--set ccany_option=value ...]
+Last, the session-growth case (scripts/bench_session.py): one Claude Code session of --session-turns turns (its
+150th body ≈ 424 KB) sent turn by turn to two addon proxies, one logging flows and one with `ccany_db=`: their CPU,
+the flow DB's size against the final body's, and their RSS. Any count set to 0 skips its case, e.g. only this one:
+
+    scripts/bench [--requests N] [--rounds R] [--kind-requests N] [--long-requests N] [--rss-flows N]
+                  [--session-turns N] [--keep] [--set ccany_option=value ...]
+    scripts/bench --requests 0 --kind-requests 0 --long-requests 0 --rss-flows 0 --session-turns 150
 """
 
 from __future__ import annotations
@@ -230,9 +235,13 @@ def main() -> None:
                         help="streams per provider kind, over the same rounds (0: skip the kinds)")
     parser.add_argument("--long-requests", type=int, default=250,
                         help="streams of a long conversation (≈ 115 KB), over the same rounds (0: skip them)")
+    parser.add_argument("--session-turns", type=int, default=150,
+                        help="turns of the session-growth case, flow log on and off (0: skip it)")
     args = parser.parse_args()
 
     import tempfile
+
+    from bench_session import SessionResult, print_session, session_growth
 
     tmp = Path(tempfile.mkdtemp(prefix="ccany-bench-"))
     upstream = start_fake_upstream()
@@ -242,9 +251,10 @@ def main() -> None:
                                        [f"ccany_config_db={tmp / 'config.db'}", *args.options])
     sizes = {stream: len(compact(claude_code_body(stream))) for stream in (False, True)}
     rounds: dict[tuple[str, bool], list[float]] = {}
+    session: SessionResult | None = None
     try:
         with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as client:
-            for stream in (False, True):
+            for stream in (False, True) if args.requests else ():
                 # alternate the two proxies, round by round, so drift on the machine hits both alike
                 for _round in range(args.rounds):
                     for name, process, url, body, metrics_url in (
@@ -280,18 +290,21 @@ def main() -> None:
                                  warm_up=WARM_UP if _round == 0 else 0)
                     rounds.setdefault((f"{name} long", True), []).append(ms)
             memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows) if args.rss_flows else []
+        if args.session_turns:
+            session = session_growth(upstream.url, tmp, args.session_turns, args.options)
     finally:
         for process in (bare, addon, upstream.process):
             stop(process)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)  # tens of thousands of flows with their bodies: hundreds of MB
 
-    print(f"CPU ms per request, {args.requests} requests each in {args.rounds} alternating rounds, "
-          f"client body ≈ {sizes[False] // 1024} KB")
-    print(f"{'kind':<20}{'bare mitmdump':>15}{'ccany addon':>13}{'ratio (median)':>16}{'ratio range':>14}")
-    rows = [("", False, "non-streaming"), ("", True, "stream, 50 chunks")]
+    rows = [("", False, "non-streaming"), ("", True, "stream, 50 chunks")] if args.requests else []
     rows += [(f" {kind}", True, f"{kind} stream") for kind in KINDS if args.kind_requests]
     rows += [(" long", True, "long conversation")] if args.long_requests else []
+    if rows:
+        print(f"CPU ms per request, {args.requests} requests each in {args.rounds} alternating rounds, "
+              f"client body ≈ {sizes[False] // 1024} KB")
+        print(f"{'kind':<20}{'bare mitmdump':>15}{'ccany addon':>13}{'ratio (median)':>16}{'ratio range':>14}")
     for kind, stream, label in rows:
         bare_ms, addon_ms = rounds[("bare" + kind, stream)], rounds[("addon" + kind, stream)]
         ratios = sorted(a / b for a, b in zip(addon_ms, bare_ms, strict=True))
@@ -303,6 +316,8 @@ def main() -> None:
         settled = [mib for _, mib in memory[1:]] or [memory[0][1]]
         change = (memory[-1][1] - memory[0][1]) / memory[0][1] * 100
         print(f"  first → last: {change:+.1f}%; after the first sample, max/min = {max(settled) / min(settled):.3f}")
+    if session is not None:
+        print_session(session)
 
 
 if __name__ == "__main__":
