@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from ccany_addon.flowlog.part_store import with_bodies
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 UPSTREAM_KEY = "sk-upstream-SECRET-0123456789abcdef"
@@ -78,8 +80,8 @@ class Proxy:
                 with sqlite3.connect(self.db) as conn:
                     conn.row_factory = sqlite3.Row
                     row = conn.execute("select * from flows where id = ?", [request_id]).fetchone()
-                if row is not None:
-                    return dict(row)
+                    if row is not None:
+                        return with_bodies(conn, dict(row))
             if time.monotonic() > deadline:
                 raise AssertionError(f"no flow {request_id} in {self.db}")
             time.sleep(0.05)

@@ -24,6 +24,7 @@ from ccany_addon.flowlog.record import (
     StreamClock,
     StreamRecorder,
     minimal_row,
+    record_size,
     to_row,
 )
 from ccany_addon.flowlog.writer import FlowWriter, describe_failure
@@ -58,11 +59,13 @@ class FlowLog:
 
     def configure(self, updated: set[str]) -> None:
         options = ctx.options
-        require_bounds(updated, ("ccany_log_body_cap", "ccany_log_queue_size"), ("ccany_log_retention_days",))
+        require_bounds(updated, ("ccany_log_body_cap", "ccany_log_queue_size", "ccany_log_queue_mb"),
+                       ("ccany_log_retention_days",))
         if options.ccany_log_bodies not in BODY_POLICIES:
             raise exceptions.OptionsError(f"ccany_log_bodies must be one of {', '.join(BODY_POLICIES)}")
         self.policy = LogPolicy(options.ccany_log_bodies, options.ccany_log_body_cap)  # type: ignore[arg-type]
-        if self.writer is not None and updated & {"ccany_db", "ccany_log_retention_days", "ccany_log_queue_size"}:
+        if self.writer is not None and updated & {"ccany_db", "ccany_log_retention_days", "ccany_log_queue_size",
+                                                  "ccany_log_queue_mb"}:
             self.writer.close()
             self.writer = None
             self._start_writer()
@@ -72,6 +75,7 @@ class FlowLog:
             self._start_writer()
         metrics = self.gateway.metrics
         metrics.gauges["ccany_log_queue_depth"] = lambda: self.writer.depth if self.writer else 0
+        metrics.gauges["ccany_log_queue_bytes"] = lambda: self.writer.queued_bytes if self.writer else 0
         metrics.gauges["ccany_log_written_total"] = lambda: self.writer.written if self.writer else 0
         metrics.gauges["ccany_log_dropped_total"] = lambda: self.writer.dropped if self.writer else 0
         metrics.gauges["ccany_log_failed_total"] = lambda: self.failed + (self.writer.failed if self.writer else 0)
@@ -120,6 +124,8 @@ class FlowLog:
             options.ccany_log_queue_size,
             options.ccany_log_retention_days,
             salvage=minimal_row,
+            size=record_size,
+            queue_bytes=options.ccany_log_queue_mb * 1024 * 1024,
             scrub=lambda text: mask_secrets(text, self.gateway.known_secrets),
         )
         self.writer.start()

@@ -161,6 +161,20 @@ class FlowRecord:
         return None if self.first_token_at is None else milliseconds(self.first_token_at - self.started)
 
 
+RECORD_OVERHEAD = 4096  # bytes of a record besides its bodies: its fields, headers, notes
+
+
+def record_size(record: FlowRecord) -> int:
+    """About how much memory a queued record holds: what bounds the writer's queue by bytes."""
+    size = RECORD_OVERHEAD
+    for body in (record.client_request, record.upstream_request, record.upstream_response, record.client_response):
+        if body is not None:
+            size += len(body)
+    if record.reads is not None:
+        size += len(record.reads.upstream) + len(record.reads.sent) + 24 * len(record.reads.times)
+    return size
+
+
 def milliseconds(seconds: float) -> float:
     """Milliseconds to the microsecond, as every duration in a row is kept (`round(x, 3)` costs 2.5× as much,
     and the timeline takes one per event)."""

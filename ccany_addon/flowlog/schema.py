@@ -86,6 +86,20 @@ FLOW_COLUMNS: dict[str, Column] = {
     # converting kinds take out of the prompt so that conversations share a cacheable prefix
     "cc_version": Column(str, since=6),
     "cc_entrypoint": Column(str, since=6),
+    # Since version 7 the bodies are content-addressed (`parts.py`): these manifests name the parts of each body,
+    # and the four body columns above are NULL (rows written before keep their bodies there).
+    "client_request_parts": Column(str, "json", since=7),
+    "upstream_request_parts": Column(str, "json", since=7),
+    "upstream_response_parts": Column(str, "json", since=7),
+    "client_response_parts": Column(str, "json", since=7),
+    # Cache forensics: how many leading parts (prompt-cache order: tools, system, messages) a request shares
+    # with the previous request of the same Claude Code session and model, and the first part that differs
+    "prefix_parts": Column(int, since=7),
+    "prefix_break": Column(str, since=7),  # "system[0] changed", "messages[7] changed"; NULL: only appended
+    "upstream_prefix_parts": Column(int, since=7),
+    "upstream_prefix_break": Column(str, since=7),
+    "upstream_prefix_bytes": Column(int, since=7),  # bytes of the upstream request a prefix cache could serve
+    "upstream_prompt_bytes": Column(int, since=7),  # bytes of its tools, system and messages
 }
 
 JSON_COLUMNS = frozenset(name for name, column in FLOW_COLUMNS.items() if column.kind == "json")
@@ -139,7 +153,28 @@ def _v6(db: sqlite_utils.Database) -> None:
     _add_columns(db, 6)
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6]
+PARTS = "parts"
+BODIES_VIEW = "flow_bodies"
+# The manifest columns, each beside the column an older row keeps its body in.
+BODY_MANIFESTS = {name: f"{name}_parts" for name in (
+    "client_request", "upstream_request", "upstream_response", "client_response")}
+
+
+def _v7(db: sqlite_utils.Database) -> None:
+    _add_columns(db, 7)
+    # `last_used`: the UTC day a flow last named the part; pruning removes the parts no kept flow can name.
+    db.execute(f"""CREATE TABLE [{PARTS}] (
+        [hash] TEXT PRIMARY KEY,  -- of the part's bytes (`parts.part_hash`)
+        [size] INTEGER NOT NULL,  -- bytes before compression
+        [body] BLOB NOT NULL,     -- zlib
+        [last_used] TEXT NOT NULL
+    )""")
+    db.execute(f"CREATE INDEX [idx_{PARTS}_last_used] ON [{PARTS}] ([last_used])")
+    bodies = ", ".join(f"ccany_body([{name}], [{manifest}]) AS [{name}]" for name, manifest in BODY_MANIFESTS.items())
+    db.execute(f"CREATE VIEW [{BODIES_VIEW}] AS SELECT [id], [started_at], [session_id], {bodies} FROM [{FLOWS}]")
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 VERSION = len(MIGRATIONS)
 
 # A flow row is tens of KB of bodies: 16 KB pages write it in a quarter of the page writes 4 KB pages take
@@ -181,5 +216,8 @@ def open_db(path: str) -> sqlite_utils.Database:
     db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
     # WAL with NORMAL sync cannot corrupt the DB; a power cut may lose the last moments of log.
     db.execute("PRAGMA synchronous = NORMAL")
+    from ccany_addon.flowlog.part_store import register_functions  # it reads this module's table names
+
+    register_functions(db.conn)  # before the migration: version 7's view uses them
     migrate(db, MIGRATIONS, "flow DB")
     return db

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import sqlite_utils
 
-from ccany_addon.flowlog.schema import insert_flows
+from ccany_addon.flowlog.part_store import PartStore
+from ccany_addon.flowlog.schema import BODY_MANIFESTS, insert_flows
 
 # Columns a stripped row keeps empty: the bodies and what is built from them.
 BODY_COLUMNS = (
     "client_request", "client_request_headers", "upstream_request", "upstream_request_headers",
     "upstream_response", "upstream_response_headers", "client_response", "client_response_headers",
-    "events", "conversation",
+    "events", "conversation", *BODY_MANIFESTS.values(),
 )
 _INT64 = range(-(2**63), 2**63)
 
@@ -46,26 +47,40 @@ def unavailable(error: BaseException) -> bool:
     return isinstance(error, sqlite3.OperationalError | sqlite3.InternalError) or type(error) is sqlite3.DatabaseError
 
 
-def store_batch(db: sqlite_utils.Database, rows: list[dict], scrub: Callable[[str], str] = str) -> Stored:
-    """Write `rows` in one transaction; `scrub` masks secrets in values a degraded row stores as text."""
+def store_batch(
+    db: sqlite_utils.Database, rows: list[dict], scrub: Callable[[str], str] = str,
+    parts: Mapping[str, bytes] | None = None, part_store: PartStore | None = None,
+) -> Stored:
+    """Write `rows`, and the `parts` their manifests name, in one transaction; `scrub` masks secrets in values a
+    degraded row stores as text."""
+    part_store = part_store or PartStore()
+
+    def with_parts(write_rows: Callable[[], None]) -> Callable[[], list[str]]:
+        def work() -> list[str]:
+            touched = part_store.save(db.conn, parts) if parts else []
+            write_rows()
+            return touched
+        return work
+
     try:
-        _transaction(db, lambda: insert_flows(db, rows))
+        part_store.remember(_transaction(db, with_parts(lambda: insert_flows(db, rows))))
         return Stored(written=len(rows))
     except StoreUnavailable:
         raise
     except Exception:
         pass  # some row's values: each row on its own
     stored = Stored()
-    _transaction(db, lambda: _one_by_one(db, rows, scrub, stored))
+    part_store.remember(_transaction(db, with_parts(lambda: _one_by_one(db, rows, scrub, stored))))
     return stored
 
 
-def _transaction(db: sqlite_utils.Database, work: Callable[[], None]) -> None:
+def _transaction[T](db: sqlite_utils.Database, work: Callable[[], T]) -> T:
     conn = db.conn
     try:
         conn.execute("BEGIN IMMEDIATE")
-        work()
+        result = work()
         conn.commit()
+        return result
     except Exception as error:
         if conn.in_transaction:
             conn.rollback()

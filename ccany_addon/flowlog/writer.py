@@ -22,9 +22,11 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from ccany_addon.flowlog.schema import BUSY_TIMEOUT_MS, FLOWS, open_db
+from ccany_addon.flowlog.bodies import BodyPacker
+from ccany_addon.flowlog.part_store import PartStore
+from ccany_addon.flowlog.prune import Pruning
+from ccany_addon.flowlog.schema import BUSY_TIMEOUT_MS, open_db
 from ccany_addon.flowlog.store import StoreUnavailable, store_batch
-from ccany_addon.util.utc import utc_text
 
 logger = logging.getLogger("ccany")
 
@@ -71,6 +73,7 @@ class _Pending:
     """A batch of built rows, kept until the database takes it."""
 
     rows: list[dict]
+    parts: dict[str, bytes]  # what the rows' manifests name
     failures: int = 0
     first_failure: float = 0.0
     retry_at: float = 0.0
@@ -94,17 +97,25 @@ class FlowWriter[R]:
         *,
         salvage: Callable[[R, Exception], dict] | None = None,
         scrub: Callable[[str], str] = str,
+        size: Callable[[R], int] = lambda record: 0,
+        queue_bytes: int = 0,
         backoff: Backoff = Backoff(),
         checkpoints: Checkpoints = Checkpoints(),
     ) -> None:
         """`salvage` makes a smaller row for a record `to_row` failed on; `scrub` masks secrets in a value that
-        has to be stored as text."""
+        has to be stored as text; `size` says how many bytes a record holds, and the queue takes no more than
+        `queue_bytes` of them (0: no limit) besides `queue_size` records."""
         self.path = path
         self.to_row = to_row
         self.salvage = salvage
         self.scrub = scrub
         self.retention_days = retention_days
         self.queue_size = queue_size
+        self.size = size
+        self.queue_bytes = queue_bytes
+        # Bytes queued = in - out; each counter has one writer (the hooks' thread, the writer thread): no lock.
+        self._bytes_in = 0
+        self._bytes_out = 0
         self.backoff = backoff
         self.checkpoints = checkpoints
         self._queue: deque[R] = deque()  # append and popleft are atomic: no lock between hooks and writer
@@ -113,6 +124,8 @@ class FlowWriter[R]:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._pending: _Pending | None = None
+        self._packer = BodyPacker()
+        self._part_store = PartStore()
         self._unchecked_rows = 0  # written since the last complete checkpoint
         self._next_checkpoint = 0.0
         self.written = 0
@@ -137,15 +150,24 @@ class FlowWriter[R]:
             self.dropped += 1
             logger.warning(f"ccany: a flow ended after the flow log closed; {self.dropped} flows not logged so far")
             return False
-        if len(self._queue) >= self.queue_size:
+        size = self._safe_size(record)
+        full = len(self._queue) >= self.queue_size or \
+            (self.queue_bytes and self._bytes_in - self._bytes_out + size > self.queue_bytes and self._queue)
+        if full:
             self.dropped += 1
             if self.dropped in (1, 10) or self.dropped % 100 == 0:
                 logger.warning(
-                    f"ccany: flow log queue full ({self.queue_size}); {self.dropped} flows not logged so far"
+                    f"ccany: flow log queue full ({len(self._queue)} flows, {self.queued_bytes // 1024} KB); "
+                    f"{self.dropped} flows not logged so far"
                 )
             return False
+        self._bytes_in += size
         self._queue.append(record)
         return True
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes_in - self._bytes_out
 
     @property
     def depth(self) -> int:
@@ -172,14 +194,21 @@ class FlowWriter[R]:
     def _run(self) -> None:
         db = open_db(self.path)
         next_prune = time.monotonic()
+        pruning: Pruning | None = None
         self._next_checkpoint = time.monotonic() + self.checkpoints.every
         try:
             while True:
                 stopping = self._stopping.is_set()
                 self._drain(db, stopping)
-                if self.retention_days > 0 and time.monotonic() >= next_prune and self._pending is None:
-                    self._prune(db)
+                if self.retention_days > 0 and time.monotonic() >= next_prune and pruning is None:
+                    pruning = Pruning(self.retention_days)
                     next_prune = time.monotonic() + PRUNE_EVERY
+                # one batch per turn of the loop, and none while the database refuses flows: new flows go first
+                while pruning is not None and self._pending is None:
+                    if not pruning.step(db):
+                        pruning = None
+                    elif self._queue and not stopping:
+                        break
                 if stopping:
                     break
                 now = time.monotonic()
@@ -199,8 +228,10 @@ class FlowWriter[R]:
             if self._pending is None:
                 if not self._queue:
                     return
-                self._pending = _Pending(self._rows([self._queue.popleft() for _ in range(
-                    min(BATCH_SIZE, len(self._queue)))]))
+                batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
+                rows = self._rows(batch)
+                self._bytes_out += sum(map(self._safe_size, batch))
+                self._pending = _Pending(rows, self._packed(rows))
             pending = self._pending
             wait = pending.retry_at - time.monotonic()
             if wait > 0:
@@ -208,7 +239,7 @@ class FlowWriter[R]:
                     return
                 time.sleep(min(wait, max(0.0, self._stop_began + self.backoff.on_stop - time.monotonic())))
             try:
-                stored = store_batch(db, pending.rows, self.scrub)
+                stored = store_batch(db, pending.rows, self.scrub, pending.parts, self._part_store)
             except StoreUnavailable as error:
                 self._refused(pending, error, stopping)
                 continue
@@ -246,6 +277,7 @@ class FlowWriter[R]:
         self._pending = None
         if stopping:
             lost += len(self._queue)
+            self._bytes_out += sum(map(self._safe_size, self._queue))
             self._queue.clear()
         self.failed += lost
         logger.error(f"ccany: flow log: {lost} flows could not be written to {self.path} after "
@@ -270,6 +302,26 @@ class FlowWriter[R]:
             self.failed += 1
         return rows
 
+    def _safe_size(self, record: R) -> int:
+        try:
+            return self.size(record)
+        except Exception:  # counted on the way in: a record is not changed after it is queued
+            return 0
+
+    def _packed(self, rows: list[dict]) -> dict[str, bytes]:
+        """Turn the rows' bodies into manifests; the parts they name. A row that cannot be packed keeps its bodies
+        inline, as rows did before the parts store."""
+        parts: dict[str, bytes] = {}
+        for row in rows:
+            before = dict(row)
+            try:
+                self._packer.pack_row(row, parts)
+            except Exception as error:
+                logger.error(f"ccany: flow log: a flow's bodies are kept whole: {describe_failure(error)}")
+                row.clear()
+                row.update(before)
+        return parts
+
     def _checkpoint(self, db: sqlite_utils.Database) -> None:
         """Copy the WAL into the DB and truncate it, unless a reader still needs it (then: at the next period)."""
         self._next_checkpoint = time.monotonic() + self.checkpoints.every
@@ -284,14 +336,3 @@ class FlowWriter[R]:
             return
         if not blocked:
             self._unchecked_rows = 0
-
-    def _prune(self, db) -> None:
-        cutoff = utc_text(time.time() - self.retention_days * 86400)
-        try:
-            with db.conn:
-                deleted = db.execute(f"DELETE FROM {FLOWS} WHERE started_at < ?", [cutoff]).rowcount
-        except sqlite3.Error as error:
-            logger.warning(f"ccany: pruning the flow log failed: {error}")
-            return
-        if deleted:
-            logger.info(f"ccany: pruned {deleted} flows older than {self.retention_days} days")

@@ -54,6 +54,7 @@ _HELP = {
     "ccany_request_duration_seconds": ("histogram", "Client request to last byte, by upstream model."),
     "ccany_time_to_first_token_seconds": ("histogram", "Client request to first token sent, by upstream model."),
     "ccany_log_queue_depth": ("gauge", "Flows waiting to be written to the flow log."),
+    "ccany_log_queue_bytes": ("gauge", "Bytes of bodies waiting to be written to the flow log."),
     "ccany_log_written_total": ("counter", "Flows written to the flow log."),
     "ccany_log_dropped_total": ("counter", "Flows not logged because the log queue was full."),
     "ccany_log_failed_total": ("counter", "Flows that could not be written to the flow log."),

@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 import markupsafe
 
 from ccany_addon.config.schema import SECRET_COLUMNS
-from ccany_addon.flowlog.schema import FLOWS, JSON_COLUMNS
+from ccany_addon.flowlog.parts import part_count
+from ccany_addon.flowlog.schema import BODY_MANIFESTS, FLOWS, JSON_COLUMNS
 from ccany_addon.web.flow_queries import registered
 
 if TYPE_CHECKING:
@@ -90,6 +91,8 @@ def flow_cell(value: Any, column: str, table: str | None, database: str, dataset
     if column == "session_id" and value and database in registered(datasette):
         href = datasette.urls.query(database, "session_turns") + "?" + urlencode({"session_id": value})
         return markupsafe.Markup('<a href="{}" title="this session\'s turns">{}</a>').format(href, value)
+    if column in _MANIFESTS and not _is_row_page(request):
+        return manifest_cell(value)
     if column in JSON_COLUMNS:
         limit = 0 if _is_row_page(request) else (datasette.setting("truncate_cells_html") or 0)
         pretty = pretty_or_none(value, limit)
@@ -99,6 +102,20 @@ def flow_cell(value: Any, column: str, table: str | None, database: str, dataset
             pretty = pretty[:limit] + "\u2026"
         return markupsafe.Markup('<pre class="ccany-json">{}</pre>').format(pretty)
     return None
+
+
+_MANIFESTS = frozenset(BODY_MANIFESTS.values())
+
+
+def manifest_cell(value: str) -> markupsafe.Markup | None:
+    """A body's manifest in a table: how many parts it has (the row page shows the manifest, the flow page the
+    body, and `ccany_body()` gives it in SQL)."""
+    try:
+        count = part_count(value)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return markupsafe.Markup('<span class="ccany-parts" title="the whole body: flow page, or ccany_body() in SQL">'
+                             '{} part{}</span>').format(count, "" if count == 1 else "s")
 
 
 def _is_row_page(request: Request | None) -> bool:

@@ -185,6 +185,40 @@ WHERE {WINDOW} AND duration_ms IS NOT NULL
 ORDER BY duration_ms DESC
 LIMIT 50""",
     },
+    "prompt_cache_by_model": {
+        "title": "Prompt cache: what a prefix cache could serve vs what the upstream cached",
+        "description": "Per model and provider, over requests that followed an earlier one of the same Claude Code "
+        "session in the last :days days (blank = 7): the share of the upstream request's bytes (tools, system, "
+        "messages) it shared with the previous request, next to the share of input tokens the upstream reported "
+        "as read from its cache.",
+        "sql": f"""SELECT
+  {MODEL} || ' · ' || coalesce(provider, '(none)') AS model,
+  count(*) AS requests,
+  round(100.0 * sum(upstream_prefix_bytes) / nullif(sum(upstream_prompt_bytes), 0), 1) AS prefix_share_pct,
+  round(100.0 * sum(coalesce(cache_read_input_tokens, 0)) / nullif(sum(coalesce(input_tokens, 0)
+    + coalesce(cache_read_input_tokens, 0) + coalesce(cache_creation_input_tokens, 0)), 0), 1) AS cached_share_pct
+FROM flows
+WHERE upstream_prefix_bytes IS NOT NULL AND {WINDOW}
+GROUP BY model
+ORDER BY requests DESC""",
+    },
+    "prompt_cache_breaks": {
+        "title": "Prompt cache: what broke the shared prefix",
+        "description": "The first part that differed from the previous request of the same Claude Code session, "
+        "client side and upstream side, per model, over the last :days days (blank = 7). `system[0] changed` "
+        "on every turn is Claude Code's per-request billing header.",
+        "sql": f"""SELECT
+  {MODEL} AS model,
+  coalesce(prefix_break, '(only added)') AS client_break,
+  coalesce(upstream_prefix_break, '(only added)') AS upstream_break,
+  count(*) AS requests,
+  round(avg(100.0 * upstream_prefix_bytes / nullif(upstream_prompt_bytes, 0)), 1) AS avg_prefix_share_pct
+FROM flows
+WHERE (prefix_parts IS NOT NULL OR upstream_prefix_parts IS NOT NULL) AND {WINDOW}
+GROUP BY model, client_break, upstream_break
+ORDER BY requests DESC
+LIMIT 100""",
+    },
     "sessions": {
         "title": "Claude Code sessions",
         "description": "Sessions (X-Claude-Code-Session-Id) of the last :days days of traffic (blank = 7), "
@@ -260,6 +294,15 @@ CHARTS: list[dict[str, Any]] = [
         "label": "model",
         "y": ["ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms"],
         "empty": "No successful flows yet",
+    },
+    {
+        "id": "prompt-cache",
+        "title": "Prompt cache by model, % (shared prefix / reported cache reads)",
+        "query": "prompt_cache_by_model",
+        "kind": "groupbars",
+        "label": "model",
+        "y": ["prefix_share_pct", "cached_share_pct"],
+        "empty": "No follow-up requests of a Claude Code session yet",
     },
     {
         "id": "errors",

@@ -12,7 +12,8 @@ from datasette.resources import TableResource
 from datasette.utils import tilde_decode, tilde_encode
 from datasette.utils.asgi import Forbidden, NotFound, Response
 
-from ccany_addon.flowlog.schema import FLOWS
+from ccany_addon.flowlog.part_store import with_bodies
+from ccany_addon.flowlog.schema import BODY_MANIFESTS, FLOWS
 from ccany_addon.web.cells import parse_json, pretty_or_none
 from ccany_addon.web.flow_queries import CHARTS, DEFAULT_DAYS, IS_ERROR, QUERIES, WINDOW, ensure_setup
 
@@ -133,6 +134,17 @@ async def dashboard(datasette: Datasette, request: Request) -> Response:
     )
 
 
+def prefix_view(flow: dict[str, Any]) -> dict[str, Any] | None:
+    """What the flow's requests share with the previous request of its session (cache forensics)."""
+    if flow.get("prefix_parts") is None and flow.get("upstream_prefix_parts") is None:
+        return None
+    prompt, shared = flow.get("upstream_prompt_bytes"), flow.get("upstream_prefix_bytes")
+    share = round(100 * shared / prompt, 1) if isinstance(prompt, int) and prompt and isinstance(shared, int) else None
+    return {"client_parts": flow.get("prefix_parts"), "client_break": flow.get("prefix_break"),
+            "upstream_parts": flow.get("upstream_prefix_parts"), "upstream_break": flow.get("upstream_prefix_break"),
+            "upstream_bytes": shared, "prompt_bytes": prompt, "share": share}
+
+
 PANES = [
     ("client_request", "Client request", "client_request_headers", "what the client sent"),
     ("upstream_request", "Upstream request", "upstream_request_headers", "what the gateway sent upstream"),
@@ -141,17 +153,44 @@ PANES = [
 ]
 
 
-async def flow_page(datasette: Datasette, request: Request) -> Response:
+async def _flow(datasette: Datasette, request: Request) -> tuple[str, str, dict[str, Any]]:
+    """The flow a page is about, its bodies whole: (its id, the database, its row)."""
     flow_id = tilde_decode(request.url_vars["flow_id"])  # Datasette redirects %-escapes to ~-escapes
     database = await ensure_setup(datasette)
     if database is None:
         raise NotFound("No flow log: no attached database has a flows table")
     await _check_can_view_flows(datasette, request, database)
-    db = datasette.get_database(database)
-    row = (await db.execute("SELECT * FROM flows WHERE id = ?", [flow_id])).first()
-    if row is None:
+
+    def read(conn: Any) -> dict[str, Any] | None:
+        cursor = conn.execute(f"SELECT * FROM [{FLOWS}] WHERE id = ?", [flow_id])
+        row = cursor.fetchone()
+        return None if row is None else with_bodies(conn, dict(zip([c[0] for c in cursor.description], row,
+                                                                   strict=True)))
+
+    flow = await datasette.get_database(database).execute_fn(read)
+    if flow is None:
         raise NotFound(f"No flow with id {flow_id}")
-    flow = dict(row)
+    return flow_id, database, flow
+
+
+async def flow_json(datasette: Datasette, request: Request) -> Response:
+    """`/-/flow/{id}.json`: the flow's row with its four bodies whole (parsed when they are JSON), as a download."""
+    flow_id, _, flow = await _flow(datasette, request)
+    for column in list(BODY_MANIFESTS) + [c for c in flow if c.endswith("_headers") or c in ("events", "notes")]:
+        ok, value = parse_json(flow.get(column))
+        if ok:
+            flow[column] = value
+    for manifest in BODY_MANIFESTS.values():
+        flow.pop(manifest, None)
+    return Response(
+        json.dumps(flow, ensure_ascii=False, indent=2), content_type="application/json; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="flow-{re.sub(r"[^A-Za-z0-9_.-]", "_", flow_id)}.json"'},
+    )
+
+
+async def flow_page(datasette: Datasette, request: Request) -> Response:
+    flow_id, database, flow = await _flow(datasette, request)
+    db = datasette.get_database(database)
     truncated = str(flow.get("truncated") or "")
     panes = []
     for column, title, headers_column, help_text in PANES:
@@ -197,6 +236,8 @@ async def flow_page(datasette: Datasette, request: Request) -> Response:
         "flows_database": database,
         "row_url": datasette.urls.row(database, FLOWS, tilde_encode(flow_id)),
         "row_json_url": datasette.urls.row(database, FLOWS, tilde_encode(flow_id), format="json"),
+        "download_url": datasette.urls.path(f"/-/flow/{tilde_encode(flow_id)}.json"),
+        "prefix": prefix_view(flow),
         "flows_url": datasette.urls.table(database, FLOWS),
         "script_url": static_url(datasette, "ccany.js"),
     }

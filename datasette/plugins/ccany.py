@@ -4,7 +4,8 @@ Loaded with `datasette serve --plugins-dir datasette/plugins` (see scripts/datas
 as a top-level module, so it holds only the hooks: the work is in the ccany_addon.web package (the installed
 ccany_addon, which imports no mitmproxy there):
 - flow_queries: the stored queries and charts, registered for every attached database holding `flows`;
-- pages: `/-/dashboard` and `/-/flow/{id}`;
+- pages: `/-/dashboard`, `/-/flow/{id}` and `/-/flow/{id}.json` (the flow with its bodies whole);
+- prepare_connection: the SQL functions that put a flow's bodies together from their parts;
 - cells: request ids link to their flow page, session ids to their turns, JSON columns are pretty-printed.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import markupsafe
 from datasette import hookimpl
 
+from ccany_addon.flowlog.part_store import register_functions
 from ccany_addon.web import cells, flow_queries, pages
 
 
@@ -25,6 +27,11 @@ def startup(datasette: Any) -> Callable[[], Awaitable[None]]:
         await flow_queries.ensure_setup(datasette)
 
     return inner
+
+
+@hookimpl
+def prepare_connection(conn: Any) -> None:
+    register_functions(conn)  # ccany_body() and ccany_part(): a flow's bodies in SQL (README: "The flow log")
 
 
 @hookimpl
@@ -52,5 +59,6 @@ def menu_links(datasette: Any) -> list[dict[str, str]]:
 def register_routes() -> list[tuple[str, Callable]]:
     return [
         (r"^/-/dashboard$", pages.dashboard),
+        (r"^/-/flow/(?P<flow_id>[^/]+)\.json$", pages.flow_json),
         (r"^/-/flow/(?P<flow_id>[^/]+)$", pages.flow_page),
     ]

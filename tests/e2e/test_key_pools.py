@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ccany_addon.config import store
+from ccany_addon.flowlog.part_store import with_bodies
 from tests.conftest import config_db, secret, start_proxy, stop
 from tests.e2e.test_claude_code import CLAUDE, run_claude
 
@@ -75,7 +76,8 @@ def flows(proxy, where: str, count: int, timeout: float = 10.0) -> list[dict]:
     while True:
         with sqlite3.connect(proxy.db) as conn:
             conn.row_factory = sqlite3.Row
-            rows = [dict(row) for row in conn.execute(f"SELECT * FROM flows WHERE {where} ORDER BY started_at")]
+            rows = [with_bodies(conn, dict(row))
+                    for row in conn.execute(f"SELECT * FROM flows WHERE {where} ORDER BY started_at")]
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)

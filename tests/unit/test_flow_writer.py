@@ -619,11 +619,11 @@ def test_an_unexpected_failure_loses_its_batch_not_the_writer_thread(tmp_path, m
 
     calls: list[int] = []
 
-    def broken_once(db, rows, scrub):
+    def broken_once(db, rows, *args):
         calls.append(len(rows))
         if len(calls) == 1:
             raise RuntimeError("a bug")
-        return real(db, rows, scrub)
+        return real(db, rows, *args)
 
     real = writer_module.store_batch
     monkeypatch.setattr(writer_module, "store_batch", broken_once)

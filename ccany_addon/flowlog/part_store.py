@@ -1,0 +1,100 @@
+"""The `parts` table: storing a batch's new parts, reading parts back, and the SQL functions that put a flow's
+bodies together inside any query (`ccany_body`, `ccany_part`).
+
+A part is stored compressed once; each UTC day a flow names it, its `last_used` day is set, so that pruning can
+remove the parts no kept flow names without reading a single manifest (`prune.py`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import zlib
+from collections.abc import Mapping
+
+from ccany_addon.flowlog.parts import MissingPart, unpack
+from ccany_addon.flowlog.schema import BODY_MANIFESTS, PARTS
+
+# zlib at level 6 keeps JSON text in 42% of its size and costs 0.06 ms for a 2.5 KB tool result; a part is
+# compressed once, when it is first seen.
+COMPRESSION_LEVEL = 6
+KNOWN_LIMIT = 200_000  # hashes remembered as stored today (~20 MB); past it the memory starts afresh
+_FETCH_BATCH = 500  # hashes per SELECT: under SQLite's limit on variables
+
+
+def compress(data: bytes) -> bytes:
+    return zlib.compress(data, COMPRESSION_LEVEL)
+
+
+def utc_day(at: float | None = None) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(time.time() if at is None else at))
+
+
+class PartStore:
+    """The writer thread's side: writes the parts of a batch inside the batch's transaction. Parts already
+    stored (and marked used) today are skipped without a query: a Claude Code turn repeats hundreds of them."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = {}  # hash → the UTC day it was last stored or marked used
+
+    def save(self, conn: sqlite3.Connection, parts: Mapping[str, bytes]) -> list[str]:
+        """Store what is new of `parts`, mark the rest used today; the hashes touched, for `remember` once the
+        transaction has committed."""
+        day = utc_day()
+        touched = [digest for digest in parts if self._known.get(digest) != day]
+        for digest in touched:
+            if conn.execute(f"UPDATE [{PARTS}] SET last_used = ? WHERE hash = ? AND last_used != ?",
+                            (day, digest, day)).rowcount == 0:
+                data = parts[digest]
+                conn.execute(f"INSERT OR IGNORE INTO [{PARTS}] (hash, size, body, last_used) VALUES (?, ?, ?, ?)",
+                             (digest, len(data), compress(data), day))
+        return touched
+
+    def remember(self, touched: list[str]) -> None:
+        if len(self._known) + len(touched) > KNOWN_LIMIT:
+            self._known.clear()
+        day = utc_day()
+        self._known.update(dict.fromkeys(touched, day))
+
+    def forget(self) -> None:
+        self._known.clear()
+
+
+def fetch_parts(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]:
+    """The bytes of the stored parts among `hashes`."""
+    found: dict[str, bytes] = {}
+    for start in range(0, len(hashes), _FETCH_BATCH):
+        batch = hashes[start:start + _FETCH_BATCH]
+        rows = conn.execute(f"SELECT hash, body FROM [{PARTS}] WHERE hash IN ({', '.join('?' * len(batch))})", batch)
+        found.update((digest, zlib.decompress(body)) for digest, body in rows)
+    return found
+
+
+def body_text(conn: sqlite3.Connection, inline: str | None, manifest: str | None) -> str | None:
+    """A body as the client or upstream sent it: kept inline (rows written before version 7), or put together
+    from its parts. A part that is gone leaves a note in place of the body, never an error."""
+    if inline is not None or manifest is None:
+        return inline
+    try:
+        return unpack(manifest, lambda hashes: fetch_parts(conn, hashes))
+    except MissingPart as missing:
+        return f"(ccany: part {missing.args[0]} of this body is no longer stored)"
+
+
+def with_bodies(conn: sqlite3.Connection, row: dict) -> dict:
+    """A `flows` row with its four bodies whole, whichever way they are stored."""
+    return row | {name: body_text(conn, row.get(name), row.get(manifest)) for name, manifest in BODY_MANIFESTS.items()}
+
+
+def part_text(conn: sqlite3.Connection, digest: str | None) -> str | None:
+    if digest is None:
+        return None
+    data = fetch_parts(conn, [digest]).get(digest)
+    return None if data is None else data.decode("utf-8", "replace")
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """`ccany_body(client_request, client_request_parts)` → the whole body (any of the four, old rows too);
+    `ccany_part(hash)` → one part's text. Registered on the writer's connection and Datasette's."""
+    conn.create_function("ccany_body", 2, lambda inline, manifest: body_text(conn, inline, manifest))
+    conn.create_function("ccany_part", 1, lambda digest: part_text(conn, digest))
