@@ -7,20 +7,23 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from ccany_addon.flowlog.bodies import BodyPacker
 from ccany_addon.flowlog.schema import insert_flows, open_db
+from ccany_addon.flowlog.store import Stored, store_batch
 from tests.datasette.app import ROOT, make_datasette
 
 # Hostile text: it must come out escaped everywhere.
@@ -203,25 +206,60 @@ def build_flows() -> list[dict]:
 @dataclass
 class FlowLog:
     path: Path
-    rows: list[dict]
+    rows: list[dict]  # as built: the four bodies as text
+    # as written: packed rows hold manifests instead of the bodies, and the cache forensics `BodyPacker` found
+    stored: list[dict] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.path.stem
 
+    def stored_row(self, flow_id: str) -> dict:
+        return next(row for row in self.stored if row["id"] == flow_id)
 
-def write_flow_log(path: Path, rows: list[dict]) -> FlowLog:
+
+def write_flow_log(path: Path, rows: list[dict], *, inline: bool = False) -> FlowLog:
+    """Write `rows` as the proxy does since schema version 7: each body cut into parts (`BodyPacker`, in the
+    rows' order, so a session's later turns get cache forensics) and stored with its parts (`store_batch`).
+    `inline`: as the previous version did, the bodies in their columns (what an upgraded DB still holds)."""
     db = open_db(str(path))
-    with db.conn:
-        insert_flows(db, rows)
+    stored = [dict(row) for row in rows]
+    if inline:
+        with db.conn:
+            insert_flows(db, stored)
+    else:
+        packer, parts = BodyPacker(), {}
+        for row in stored:
+            packer.pack_row(row, parts)
+        outcome = store_batch(db, stored, parts=parts)
+        assert outcome == Stored(written=len(stored)), outcome  # none degraded: the fixture is what tests expect
     db.close()
-    return FlowLog(path, rows)
+    return FlowLog(path, rows, stored)
 
 
 @pytest.fixture(scope="session")
 def flow_log(tmp_path_factory: pytest.TempPathFactory) -> FlowLog:
-    """The fixture log in a file named like the default one (data/ccany.db → database `ccany`)."""
+    """The fixture log in a file named like the default one (data/ccany.db → database `ccany`), bodies in parts."""
     return write_flow_log(tmp_path_factory.mktemp("flowlog") / "ccany.db", build_flows())
+
+
+@pytest.fixture(scope="session")
+def inline_flow_log(tmp_path_factory: pytest.TempPathFactory) -> FlowLog:
+    """The same flows written the way the previous version wrote them: bodies inline, no parts."""
+    return write_flow_log(tmp_path_factory.mktemp("flowlog-inline") / "ccany.db", build_flows(), inline=True)
+
+
+def flow(log: FlowLog, **match: object) -> dict:
+    """The first of the log's rows (as built, bodies as text) with these values."""
+    return next(row for row in log.rows if all(row[key] == value for key, value in match.items()))
+
+
+def section(page: str, element_id: str) -> str:
+    """The HTML of the element with this id, up to its tag's matching close (no nesting of the same tag)."""
+    start = page.index(f'id="{element_id}"')
+    tag = page.rfind("<", 0, start)
+    name = re.match(r"<(\w+)", page[tag:]).group(1)
+    return page[tag : page.index(f"</{name}>", start) + len(name) + 3]
 
 
 def fetch(*db_paths: Path, paths: list[str]) -> list[httpx.Response]:

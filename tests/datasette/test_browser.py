@@ -17,7 +17,7 @@ from tests.datasette.conftest import FlowLog, Server, start_server, stop_server,
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
-DASHBOARD_CHARTS = 5
+DASHBOARD_CHARTS = 6
 
 
 def chromium(url: str, *args: str) -> str:
@@ -85,7 +85,7 @@ def parse(dom: str) -> Charts:
     return charts
 
 
-def test_dashboard_draws_every_chart(server: Server) -> None:
+def test_dashboard_draws_every_chart(server: Server, flow_log: FlowLog) -> None:
     dom = parse(chromium(server.url + "/-/dashboard", "--dump-dom"))
     container = dom.attributes["ccany-dashboard"]
     assert container.get("data-charts-done") == "true", "the chart script never finished"
@@ -103,6 +103,10 @@ def test_dashboard_draws_every_chart(server: Server) -> None:
     assert marks["chart-latency"]["rect"] == 3 * 3  # three models with successful flows, three percentiles each
     assert marks["chart-ttft"]["rect"] == 3 * 3
     assert marks["chart-errors"]["rect"] == 5  # five error types
+    # two bars (shared prefix, reported cache reads) per model whose session turns followed an earlier one
+    followed = {(row["upstream_model"], row["provider"]) for row in flow_log.stored
+                if row.get("upstream_prefix_bytes") is not None}
+    assert marks["chart-prompt-cache"]["rect"] == 2 * len(followed) > 0
     assert "rate_limit_error" in dom.figures["chart-errors"]["text"]
     assert "gpt-4.1" in dom.figures["chart-tokens"]["text"]
     screenshot(server.url + "/-/dashboard", "datasette-dashboard.png")

@@ -10,21 +10,18 @@ from pathlib import Path
 import markupsafe
 
 from tests.datasette.app import STATIC_DIR
-from tests.datasette.conftest import EVIL, SEARCH_WORD, FlowLog, fetch, fetch_one, write_flow_log
+from tests.datasette.conftest import (
+    EVIL,
+    SEARCH_WORD,
+    FlowLog,
+    fetch,
+    fetch_one,
+    flow,
+    section,
+    write_flow_log,
+)
 
 REQUEST_ID = re.compile(r"req_[0-9a-f]{32}")
-
-
-def flow(log: FlowLog, **match: object) -> dict:
-    return next(row for row in log.rows if all(row[key] == value for key, value in match.items()))
-
-
-def section(page: str, element_id: str) -> str:
-    """The HTML of the element with this id, up to its tag's matching close (no nesting of the same tag)."""
-    start = page.index(f'id="{element_id}"')
-    tag = page.rfind("<", 0, start)
-    name = re.match(r"<(\w+)", page[tag:]).group(1)
-    return page[tag : page.index(f"</{name}>", start) + len(name) + 3]
 
 
 def assert_escaped(page: str) -> None:
@@ -38,10 +35,11 @@ def test_dashboard(flow_log: FlowLog) -> None:
     assert page.status_code == 200
     text = page.text
     assert re.search(r'<script src="/-/ccany-static/ccany\.js\?_hash=\w+" defer></script>', text)
-    charts = re.findall(r'<figure class="ccany-chart" id="chart-(\w+)"', text)
-    assert charts == ["requests", "tokens", "latency", "ttft", "errors"]
-    assert 'data-charts-total="5"' in text
-    for name in ["requests_per_hour", "tokens_per_hour_by_model", "latency_by_model", "errors_by_type"]:
+    charts = re.findall(r'<figure class="ccany-chart" id="chart-([\w-]+)"', text)
+    assert charts == ["requests", "tokens", "latency", "ttft", "prompt-cache", "errors"]
+    assert 'data-charts-total="6"' in text
+    for name in ["requests_per_hour", "tokens_per_hour_by_model", "latency_by_model", "prompt_cache_by_model",
+                 "errors_by_type"]:
         assert f'data-url="/ccany/{name}.json?_shape=array"' in text
     for name in ["usage_by_model", "latency_by_provider", "slowest_flows", "sessions", "session_turns"]:
         assert f'<a href="/ccany/{name}">' in text
@@ -192,9 +190,11 @@ def test_session_ids_link_to_their_turns(flow_log: FlowLog) -> None:
     assert f'<a href="/ccany/session_turns?session_id={session}"' in page.text
 
 
-def test_json_columns_are_pretty_printed(flow_log: FlowLog) -> None:
-    row = flow(flow_log, client_model="claude-sonnet-4-20250514", is_stream=1, status_code=200)
-    table, row_page = fetch(flow_log.path, paths=[f"/ccany/flows?id={row['id']}", f"/ccany/flows/{row['id']}"])
+def test_json_columns_are_pretty_printed(inline_flow_log: FlowLog) -> None:
+    """Bodies kept inline (rows written before the parts store) are JSON cells like the headers."""
+    log = inline_flow_log
+    row = flow(log, client_model="claude-sonnet-4-20250514", is_stream=1, status_code=200)
+    table, row_page = fetch(log.path, paths=[f"/ccany/flows?id={row['id']}", f"/ccany/flows/{row['id']}"])
     for page in (table, row_page):
         assert page.status_code == 200
         assert '<td class="col-client_request type-str"><pre class="ccany-json">{\n  &#34;model&#34;' in page.text
@@ -210,10 +210,11 @@ def test_json_columns_are_pretty_printed(flow_log: FlowLog) -> None:
     )
 
 
-def test_table_view_escapes_bodies(flow_log: FlowLog) -> None:
-    hostile = flow(flow_log, upstream_response="not json at all " + EVIL)
-    text = fetch_one(flow_log.path, f"/ccany/flows?id={hostile['id']}").text
-    assert_escaped(text)
+def test_table_view_escapes_bodies(flow_log: FlowLog, inline_flow_log: FlowLog) -> None:
+    for log in (flow_log, inline_flow_log):
+        hostile = flow(log, upstream_response="not json at all " + EVIL)
+        text = fetch_one(log.path, f"/ccany/flows?id={hostile['id']}").text
+        assert_escaped(text)
 
 
 def test_search_finds_a_flow_by_a_word_of_its_conversation(flow_log: FlowLog) -> None:

@@ -22,6 +22,8 @@ QUERY_NAMES = [
     "slowest_flows",
     "sessions",
     "session_turns",
+    "prompt_cache_by_model",
+    "prompt_cache_breaks",
 ]
 
 
@@ -211,6 +213,51 @@ def test_sessions(flow_log: FlowLog) -> None:
         assert got[session]["turns"] == len(rows)
         assert got[session]["errors"] == sum(map(is_error, rows))
         assert got[session]["output_tokens"] == total(rows, "output_tokens")
+
+
+def test_prompt_cache_by_model(flow_log: FlowLog) -> None:
+    """Over the turns that followed an earlier one of their session (cache forensics, from writing the fixture
+    through BodyPacker): the share of upstream prompt bytes shared with the previous request, per model."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in window(flow_log.stored):
+        if row.get("upstream_prefix_bytes") is not None:
+            groups[f"{model(row)} · {row['provider'] or '(none)'}"].append(row)
+    assert groups, "the fixture has session turns that followed an earlier one"
+    expected = sorted(
+        ({"model": name, "requests": len(rows),
+          "prefix_share_pct": pytest.approx(
+              100 * total(rows, "upstream_prefix_bytes") / total(rows, "upstream_prompt_bytes"), abs=0.051),
+          "cached_share_pct": pytest.approx(100 * total(rows, "cache_read_input_tokens") / (
+              total(rows, "input_tokens") + total(rows, "cache_read_input_tokens")
+              + total(rows, "cache_creation_input_tokens")), abs=0.051)}
+         for name, rows in groups.items()), key=lambda row: row["model"])
+    got = query(flow_log, "prompt_cache_by_model")
+    assert [row["requests"] for row in got] == sorted((row["requests"] for row in got), reverse=True)
+    assert sorted(got, key=lambda row: row["model"]) == expected
+
+
+def average_share(rows: list[dict]) -> object:
+    """SQL's avg(): over the rows that have a share (a turn may have client-side forensics only)."""
+    shares = [100 * row["upstream_prefix_bytes"] / row["upstream_prompt_bytes"] for row in rows
+              if row.get("upstream_prefix_bytes") is not None and row.get("upstream_prompt_bytes")]
+    return pytest.approx(sum(shares) / len(shares), abs=0.051) if shares else None
+
+
+def test_prompt_cache_breaks(flow_log: FlowLog) -> None:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for row in window(flow_log.stored):
+        if row.get("prefix_parts") is not None or row.get("upstream_prefix_parts") is not None:
+            groups[(model(row), row.get("prefix_break") or "(only added)",
+                    row.get("upstream_prefix_break") or "(only added)")].append(row)
+    assert any(key[1] != "(only added)" for key in groups), "some turn changed an earlier message"
+
+    def order(row: dict) -> tuple:
+        return row["model"], row["client_break"], row["upstream_break"]
+
+    expected = sorted(({"model": key[0], "client_break": key[1], "upstream_break": key[2], "requests": len(rows),
+                        "avg_prefix_share_pct": average_share(rows)} for key, rows in groups.items()), key=order)
+    got = query(flow_log, "prompt_cache_breaks")
+    assert sorted(got, key=order) == expected
 
 
 def test_queries_belong_to_whichever_database_holds_flows(tmp_path: Path, flow_log: FlowLog) -> None:

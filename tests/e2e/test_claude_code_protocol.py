@@ -7,6 +7,7 @@ import sqlite3
 import time
 
 from tests.conftest import config_db, start_proxy, stop
+from tests.e2e.flow_db import connect
 from tests.e2e.test_claude_code import run_claude
 
 
@@ -65,9 +66,9 @@ def test_tool_search_loads_a_deferred_tool_without_a_400_and_the_requests_stay_s
     declared = [{tool["function"]["name"] for tool in body.get("tools", [])} for body in sent if body.get("tools")]
     assert len(declared) >= 2 and "NotebookEdit" not in declared[0] and "NotebookEdit" in declared[-1]
     time.sleep(1.0)
-    with sqlite3.connect(proxy.db) as conn:
+    with connect(proxy.db) as conn:  # the request's size as logged: its parts put together
         rows = [(status, size) for flow_id, status, size in conn.execute(
-            "select id, status_code, length(client_request) from flows where path like '/v1/messages%'")
-            if flow_id not in before]
+            "select id, status_code, length(ccany_body(client_request, client_request_parts)) from flows "
+            "where path like '/v1/messages%'") if flow_id not in before]
     assert rows and all(status == 200 for status, _ in rows), rows
     assert max(size for _, size in rows) < 70_000, rows

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import socket
-import sqlite3
 import subprocess
 import time
 
@@ -15,6 +14,7 @@ import pytest
 
 from ccany_addon.anthropic_api.conformance import check_stream
 from tests.conftest import ROOT, UPSTREAM_KEY, VENV_BIN, secret, start_proxy, stop
+from tests.e2e.flow_db import flow_rows, stored_bytes
 
 CLIENT_KEY = secret("sk-ant-client-KEY-for-the-flow-log-0001")
 HELLO = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hello there"}]}
@@ -189,10 +189,11 @@ def test_no_key_is_ever_written_to_the_db(proxy, client):
     with pytest.raises(anthropic.AuthenticationError):
         client.messages.create(model="scenario:http_401", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     time.sleep(1.5)
-    for path in proxy.db.parent.glob("flows.db*"):
-        data = path.read_bytes()
-        assert UPSTREAM_KEY.encode() not in data, path
-        assert CLIENT_KEY.encode() not in data, path
+    stored = stored_bytes(proxy.db)
+    assert "flows.db" in stored and "parts (decompressed)" in stored
+    for where, data in stored.items():
+        assert UPSTREAM_KEY.encode() not in data, where
+        assert CLIENT_KEY.encode() not in data, where
 
 
 def test_bodies_policy_cap_and_flush_on_sigterm(fake_upstream, tmp_path):
@@ -204,9 +205,8 @@ def test_bodies_policy_cap_and_flush_on_sigterm(fake_upstream, tmp_path):
     finally:
         proxy.process.send_signal(signal.SIGTERM)
         proxy.process.wait(timeout=20)
-    with sqlite3.connect(proxy.db) as conn:
-        rows = {row[0]: row[1:] for row in conn.execute(
-            "select id, client_request, upstream_response, truncated, input_tokens from flows")}
+    rows = {row["id"]: (row["client_request"], row["upstream_response"], row["truncated"], row["input_tokens"])
+            for row in flow_rows(proxy.db)}
     assert set(ok) | {failed.headers["request-id"]} <= set(rows)
     assert all(rows[request_id][0] is None and rows[request_id][3] == 200 for request_id in ok)
     client_request, upstream_response, truncated, _ = rows[failed.headers["request-id"]]

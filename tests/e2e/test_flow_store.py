@@ -109,8 +109,9 @@ def test_datasette_shows_the_same_bodies(session) -> None:
     async def fetch() -> dict:
         ds = make_datasette(proxy.db)
         paths = {"page": f"/-/flow/{last}", "download": f"/-/flow/{last}.json",
-                 "row": f"/{database}/flows/{last}.json?_shape=array", "sql": f"/{database}/-/query.json?sql={quote(sql)}"
-                 "&_shape=array", "view": f"/{database}/flow_bodies.json?id={last}&_shape=array",
+                 "row": f"/{database}/flows/{last}.json?_shape=array",
+                 "sql": f"/{database}/-/query.json?sql={quote(sql)}&_shape=array",
+                 "view": f"/{database}/flow_bodies.json?id={last}&_shape=array",
                  "search": f"/{database}/flows.json?_search=zeppelin3&_shape=array&_col=id"}
         return {name: await ds.client.get(path) for name, path in paths.items()}
 

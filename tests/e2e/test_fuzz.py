@@ -38,6 +38,7 @@ import pytest
 from ccany_addon.anthropic_api.conformance import check_stream
 from ccany_addon.anthropic_api.errors import ERROR_TYPES
 from tests.conftest import ROOT, config_db, secret, start_proxy, stop
+from tests.e2e.flow_db import stored_bytes
 
 CASES = int(os.environ.get("CCANY_FUZZ_CASES", "3000"))
 SEED = int(os.environ.get("CCANY_FUZZ_SEED", "1616"))
@@ -836,9 +837,8 @@ def missing_rows(db: Path, ids: list[str], timeout: float = 15.0) -> list[str]:
 
 def keys_on_disk(db: Path) -> list[str]:
     leaks = []
-    for path in db.parent.glob(db.name + "*"):
-        data = path.read_bytes()
-        leaks += [f"{path.name} holds {key[:14]}…" for key in ALL_KEYS if key.encode() in data]
+    for where, data in stored_bytes(db).items():  # the DB's files, and its bodies' parts decompressed
+        leaks += [f"{where} holds {key[:14]}…" for key in ALL_KEYS if key.encode() in data]
     return leaks
 
 

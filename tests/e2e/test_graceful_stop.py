@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import time
 from dataclasses import dataclass
 
 import httpx
 
 from tests.conftest import start_proxy, stop
+from tests.e2e.flow_db import flow_rows
 
 GRACE = 4  # seconds; the slow streams below take ~1.6 s, the hanging ones 30 s
 BODY = {"model": "claude-sonnet-4-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}
@@ -73,9 +73,7 @@ def test_sigterm_mid_flight_leaves_a_row_for_every_request_id_a_client_got(fake_
         exited_after = time.monotonic() - stopped_at
     finally:
         stop(proxy.process)
-    with sqlite3.connect(proxy.db) as conn:
-        conn.row_factory = sqlite3.Row
-        rows = {row["id"]: dict(row) for row in conn.execute("select * from flows")}
+    rows = {row["id"]: row for row in flow_rows(proxy.db)}
     by_kind: dict[str, list[Outcome]] = {}
     for outcome in outcomes:
         by_kind.setdefault(outcome.kind, []).append(outcome)
