@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ccany_addon.flowlog.parts import Packed, Prompt, pack, pack_text
+from ccany_addon.flowlog.parts import Layout, Packed, Prompt, pack, pack_text
+from ccany_addon.flowlog.parts_delta import pack_after
 from ccany_addon.flowlog.schema import BODY_MANIFESTS
 
-SESSIONS_KEPT = 2000  # sessions whose previous request is remembered (most recently seen first)
+SESSIONS_KEPT = 2000  # sessions whose previous request is remembered
+LAYOUT_BYTES = 64 * 1024 * 1024  # of previous requests kept to pack the next ones from
 _REQUESTS = ("client_request", "upstream_request")
 
 
@@ -41,25 +43,50 @@ def shared_prefix(previous: Prompt, current: Prompt) -> Prefix:
     return Prefix(shared, sum(current.sizes[:shared]), sum(current.sizes), broken_at)
 
 
-class SessionPrefixes:
-    """The previous request of each session (bounded: the least recently seen sessions are forgotten)."""
+@dataclass(slots=True)
+class _Previous:
+    prompt: Prompt
+    layout: Layout | None
 
-    def __init__(self, limit: int = SESSIONS_KEPT) -> None:
+
+class Sessions:
+    """The previous request of each session: its parts in prompt-cache order (for forensics) and its layout (to
+    pack the next one from what changed). Bounded: the least recently seen sessions are forgotten, and past
+    `layout_bytes` of layouts the oldest lose theirs."""
+
+    def __init__(self, limit: int = SESSIONS_KEPT, layout_bytes: int = LAYOUT_BYTES) -> None:
         self.limit = limit
-        self._last: OrderedDict[tuple, Prompt] = OrderedDict()
+        self.layout_bytes = layout_bytes
+        self._last: OrderedDict[tuple, _Previous] = OrderedDict()
+        self._bytes = 0
 
-    def follow(self, key: tuple, prompt: Prompt) -> Prefix | None:
-        """Compare with the session's previous request (None for its first), and remember this one."""
-        previous = self._last.pop(key, None)
-        self._last[key] = prompt
+    def get(self, key: tuple) -> _Previous | None:
+        return self._last.get(key)
+
+    def remember(self, key: tuple, prompt: Prompt, layout: Layout | None) -> None:
+        self._forget(self._last.pop(key, None))
+        self._last[key] = _Previous(prompt, layout)
+        self._bytes += _size(layout)
         if len(self._last) > self.limit:
-            self._last.popitem(last=False)
-        return None if previous is None else shared_prefix(previous, prompt)
+            self._forget(self._last.popitem(last=False)[1])
+        for previous in self._last.values():
+            if self._bytes <= self.layout_bytes:
+                break
+            self._forget(previous)
+
+    def _forget(self, previous: _Previous | None) -> None:
+        if previous is not None:
+            self._bytes -= _size(previous.layout)
+            previous.layout = None
+
+
+def _size(layout: Layout | None) -> int:
+    return 0 if layout is None else 2 * len(layout.raw)  # its bytes, and its parts' bytes
 
 
 class BodyPacker:
     def __init__(self) -> None:
-        self.sessions = SessionPrefixes()
+        self.sessions = Sessions()
 
     def pack_row(self, row: dict, parts: dict[str, bytes]) -> None:
         """Replace the row's body texts with manifests (adding their parts to `parts`) and fill its forensics."""
@@ -67,25 +94,33 @@ class BodyPacker:
             text = row.get(name)
             if text is None:
                 continue
-            packed = pack(text) if name in _REQUESTS else pack_text(text)
+            packed = self._request(row, name, text.encode()) if name in _REQUESTS else pack_text(text)
             row[name], row[manifest] = None, packed.manifest
             parts.update(packed.parts)
-            if name in _REQUESTS:
-                self._forensics(row, name, packed)
 
-    def _forensics(self, row: dict, name: str, packed: Packed) -> None:
+    def _request(self, row: dict, name: str, raw: bytes) -> Packed:
+        """A request packed from the session's previous one when it can be, and compared with it."""
         session = row.get("session_id")
-        if session is None or packed.prompt is None:
-            return
-        if name == "client_request":
-            prefix = self.sessions.follow(("client", session, row.get("agent_id"), row.get("client_model")),
-                                          packed.prompt)
-            if prefix is not None:
+        if session is None:
+            return pack(raw)
+        key = ("client", session, row.get("agent_id"), row.get("client_model")) if name == "client_request" else \
+            ("upstream", session, row.get("agent_id"), row.get("provider"), row.get("upstream_model"))
+        previous = self.sessions.get(key)
+        packed = None
+        if previous is not None and previous.layout is not None:
+            packed = pack_after(previous.layout, raw)
+        if packed is None:
+            packed = pack(raw)
+        if packed.prompt is None:
+            return packed
+        if name == "upstream_request":
+            row["upstream_prompt_bytes"] = sum(packed.prompt.sizes)
+        if previous is not None:
+            prefix = shared_prefix(previous.prompt, packed.prompt)
+            if name == "client_request":
                 row["prefix_parts"], row["prefix_break"] = prefix.parts, prefix.broken_at
-            return
-        key = ("upstream", session, row.get("agent_id"), row.get("provider"), row.get("upstream_model"))
-        prefix = self.sessions.follow(key, packed.prompt)
-        row["upstream_prompt_bytes"] = sum(packed.prompt.sizes)
-        if prefix is not None:
-            row["upstream_prefix_parts"], row["upstream_prefix_break"] = prefix.parts, prefix.broken_at
-            row["upstream_prefix_bytes"] = prefix.bytes
+            else:
+                row["upstream_prefix_parts"], row["upstream_prefix_break"] = prefix.parts, prefix.broken_at
+                row["upstream_prefix_bytes"] = prefix.bytes
+        self.sessions.remember(key, packed.prompt, packed.layout)
+        return packed

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from ccany_addon.util.json_codec import dumps, loads
 
@@ -34,6 +35,9 @@ WHOLE_PART_MIN = 256  # bytes: a top-level value at least this long is a part of
 CACHE_ORDER = ("tools", "system", "systemInstruction", "instructions", "messages", "contents", "input")
 _REFERENCE_KEYS = frozenset(("$part", "$parts", "$chunks"))
 _CACHE_CONTROL = b'"cache_control"'
+# every digit as "0", every other byte as " ": a run of 19 digits may be an integer past 64 bits
+_DIGITS_AS_ZERO = bytes(ord("0") if chr(byte).isdigit() and byte < 128 else ord(" ") for byte in range(256))
+_DIGIT_RUN = b"0" * 19
 
 
 def part_hash(data: bytes) -> str:
@@ -59,11 +63,29 @@ class Prompt:
             index -= count
         raise IndexError(index)
 
-    def add(self, name: str, data: list[bytes], hashes: list[str], split: bool) -> None:
-        self.keys += [digest if _CACHE_CONTROL not in part else part_hash(dumps(_without_cache_control(loads(part))))
-                      for part, digest in zip(data, hashes, strict=True)]
-        self.sizes += map(len, data)
-        self.spans.append((name, len(data), split))
+
+@dataclass(slots=True)
+class Field:
+    """A top-level field of a JSON object body, encoded: a split list's elements, or the value's bytes as one
+    item. A small value that is no part of its own stays in the manifest as it is (its hash is "")."""
+
+    name: str
+    value: object
+    data: list[bytes]
+    hashes: list[str]
+    keys: list[str]  # prompt-cache keys, for the fields in CACHE_ORDER
+    split: bool
+
+
+@dataclass(slots=True)
+class Layout:
+    """A packed body's bytes when they are exactly what its parts join to (a compact JSON writer's, as Claude
+    Code's and the gateway's are), with where each field's items sit in them: what `parts_delta` needs to pack
+    the next request of a session from what changed."""
+
+    raw: bytes
+    fields: list[Field]
+    starts: list[list[int]]  # per field, where each of its items starts in `raw`
 
 
 @dataclass(slots=True)
@@ -71,47 +93,97 @@ class Packed:
     manifest: str
     parts: dict[str, bytes] = field(default_factory=dict)  # every part the manifest needs, chunks included
     prompt: Prompt | None = None  # a JSON object's; None for a text body
+    layout: Layout | None = None
 
 
-def pack(text: str) -> Packed:
-    """The manifest and parts of a body's text (already capped and scrubbed)."""
+def pack(text: str | bytes) -> Packed:
+    """The manifest and parts of a body (already capped and scrubbed)."""
+    raw = text.encode() if isinstance(text, str) else text
     try:
-        body = loads(text)
-    except ValueError:  # not JSON, cut at the cap, or what orjson refuses (lone surrogates, huge integers)
+        body = loads(raw)
+    except ValueError:  # not JSON, cut at the cap, or what orjson refuses (invalid UTF-8, lone surrogates)
         body = None
     if not isinstance(body, dict):
-        return pack_text(text)
-    parts: dict[str, bytes] = {}
-    fields: dict[str, object] = {}
-    encoded: dict[str, tuple[list[bytes], list[str], bool]] = {}
-    for key, value in body.items():
-        if key in SPLIT_LISTS and isinstance(value, list):
-            data = list(map(dumps, value))
-            hashes = list(map(part_hash, data))
-            parts.update(zip(hashes, data, strict=True))
-            encoded[key] = data, hashes, True
-            fields[key] = _list_reference(hashes, parts)
-            continue
-        data = dumps(value)
-        digest = ""
-        if len(data) >= WHOLE_PART_MIN or (isinstance(value, dict) and _REFERENCE_KEYS & value.keys()):
-            digest = _add(data, parts)
-            fields[key] = {"$part": digest}
-        else:
-            fields[key] = value
-        if key in CACHE_ORDER:
-            encoded[key] = [data], [digest or part_hash(data)], False
-    prompt = Prompt()
-    for key in CACHE_ORDER:
-        if key in encoded:
-            prompt.add(key, *encoded[key])
-    return Packed(dumps({"json": fields}).decode(), parts, prompt)
+        return pack_text(raw)
+    return checked(assemble([encode_field(name, value) for name, value in body.items()], raw), raw)
 
 
-def pack_text(text: str) -> Packed:
+def checked(packed: Packed, raw: bytes) -> Packed:
+    """`packed`, unless the body may hold an integer orjson read as a float (it takes integers beyond 64 bits as
+    floats, silently): then the body whole. Bytes the parts join to exactly (`layout`) lost nothing."""
+    if packed.layout is None and _DIGIT_RUN in raw.translate(_DIGITS_AS_ZERO):
+        return pack_text(raw)
+    return packed
+
+
+def pack_text(text: str | bytes) -> Packed:
     """A body kept whole, as one part."""
     parts: dict[str, bytes] = {}
-    return Packed(dumps({"text": _add(text.encode(), parts)}).decode(), parts)
+    return Packed(dumps({"text": _add(text.encode() if isinstance(text, str) else text, parts)}).decode(), parts)
+
+
+def encode_field(name: str, value: object) -> Field:
+    if name in SPLIT_LISTS and isinstance(value, list):
+        data = list(map(dumps, value))
+        hashes = list(map(part_hash, data))
+        return Field(name, None, data, hashes, cache_keys(data, hashes) if name in CACHE_ORDER else [], True)
+    data = dumps(value)
+    whole = len(data) >= WHOLE_PART_MIN or (isinstance(value, dict) and bool(_REFERENCE_KEYS & value.keys()))
+    digest = part_hash(data) if whole or name in CACHE_ORDER else ""
+    keys = cache_keys([data], [digest]) if name in CACHE_ORDER else []
+    return Field(name, None if whole else value, [data], [digest if whole else ""], keys, False)
+
+
+def cache_keys(data: list[bytes], hashes: list[str]) -> list[str]:
+    return [digest if _CACHE_CONTROL not in item else part_hash(dumps(_without_cache_control(loads(item))))
+            for item, digest in zip(data, hashes, strict=True)]
+
+
+def assemble(fields: list[Field], raw: bytes | None = None) -> Packed:
+    """The manifest, parts and prompt of encoded fields; with the body's bytes, also its layout when they are
+    what the fields join to."""
+    parts: dict[str, bytes] = {}
+    manifest: dict[str, object] = {}
+    for item in fields:
+        if item.split:
+            parts.update(zip(item.hashes, item.data, strict=True))
+            manifest[item.name] = _list_reference(item.hashes, parts)
+        elif item.hashes[0]:
+            parts[item.hashes[0]] = item.data[0]
+            manifest[item.name] = {"$part": item.hashes[0]}
+        else:
+            manifest[item.name] = item.value
+    prompt = Prompt()
+    by_name = {item.name: item for item in fields}
+    for name in CACHE_ORDER:
+        if (item := by_name.get(name)) is not None:
+            prompt.keys += item.keys
+            prompt.sizes += map(len, item.data)
+            prompt.spans.append((name, len(item.data), item.split))
+    packed = Packed(dumps({"json": manifest}).decode(), parts, prompt)
+    if raw is not None:
+        packed.layout = _layout(fields, raw)
+    return packed
+
+
+def _layout(fields: list[Field], raw: bytes) -> Layout | None:
+    pieces = [b"{"]
+    starts: list[list[int]] = []
+    at = 1
+    for number, item in enumerate(fields):
+        head = (b"," if number else b"") + dumps(item.name) + (b":[" if item.split else b":")
+        at += len(head)
+        if item.split:
+            value = b",".join(item.data) + b"]"
+            starts.append(list(accumulate((len(data) + 1 for data in item.data[:-1]), initial=at)) if item.data
+                          else [])
+        else:
+            value = item.data[0]
+            starts.append([at])
+        pieces += [head, value]
+        at += len(value)
+    pieces.append(b"}")
+    return Layout(raw, fields, starts) if b"".join(pieces) == raw else None
 
 
 def _add(data: bytes, parts: dict[str, bytes]) -> str:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ccany_addon.flowlog import schema
-from ccany_addon.flowlog.bodies import BodyPacker, SessionPrefixes, shared_prefix
+from ccany_addon.flowlog.bodies import BodyPacker, Sessions, shared_prefix
 from ccany_addon.flowlog.part_store import PartStore, body_text
 from ccany_addon.flowlog.parts import (
     CHUNK,
@@ -318,15 +318,26 @@ def test_the_first_changed_or_removed_part_breaks_the_prefix():
     assert (no_system.parts, no_system.broken_at) == (1, "system[0] removed")
 
 
-def test_sessions_are_followed_apart_and_the_least_recently_seen_is_forgotten():
-    sessions = SessionPrefixes(limit=2)
-    assert sessions.follow(("a",), prompt(request(2))) is None
-    assert sessions.follow(("b",), prompt(request(9))) is None
-    followed = sessions.follow(("a",), prompt(request(4)))  # compared with a's request, not b's
-    assert followed is not None and (followed.parts, followed.broken_at) == (3 + 2, None)
-    assert sessions.follow(("c",), prompt(request(1))) is None  # three sessions: b, seen least recently, goes
-    assert sessions.follow(("a",), prompt(request(5))) is not None
-    assert sessions.follow(("b",), prompt(request(10))) is None
+def test_sessions_are_kept_apart_and_the_least_recently_seen_is_forgotten():
+    sessions = Sessions(limit=2)
+    sessions.remember(("a",), prompt(request(2)), None)
+    sessions.remember(("b",), prompt(request(9)), None)
+    assert sessions.get(("a",)).prompt == prompt(request(2))  # a's request, not b's
+    sessions.remember(("a",), prompt(request(4)), None)
+    sessions.remember(("c",), prompt(request(1)), None)  # three sessions: b, seen least recently, goes
+    assert sessions.get(("b",)) is None
+    assert sessions.get(("a",)).prompt == prompt(request(4)) and sessions.get(("c",)) is not None
+
+
+def test_past_their_byte_bound_the_oldest_sessions_lose_their_layout_not_their_prompt():
+    layouts = [pack(dumps({"model": "m", "messages": [{"role": "user", "content": "x" * 1000 + str(n)}]})).layout
+               for n in range(3)]
+    assert all(layout is not None for layout in layouts)
+    sessions = Sessions(layout_bytes=2 * 2 * 1100)  # two layouts of about 1.1 KB, counted twice (bytes and parts)
+    for n, layout in enumerate(layouts):
+        sessions.remember((n,), prompt(request(1)), layout)
+    assert sessions.get((0,)).layout is None and sessions.get((0,)).prompt == prompt(request(1))
+    assert sessions.get((1,)).layout is layouts[1] and sessions.get((2,)).layout is layouts[2]
 
 
 def _row(request_id: str, session: str | None, messages: int, **extra: object) -> dict:
@@ -398,3 +409,12 @@ def test_sql_can_read_a_part_and_a_body(tmp_path):
     assert json.loads(body)["messages"][16] == {"role": "user", "content": "é"}
     plain.close()
     db.close()
+
+
+@pytest.mark.parametrize("number", [2**64 + 1, -(2**63) - 1, 123456789012345678901234567890])
+def test_an_integer_beyond_64_bits_comes_back_exact(number):
+    body = {"model": "m", "max_tokens": number, "messages": [{"role": "user", "content": [number]}]}
+    for text in (json.dumps(body), json.dumps(body, separators=(",", ":"))):
+        packed = pack(text)
+        again = unpack(packed.manifest, lambda hashes, packed=packed: {h: packed.parts[h] for h in hashes})
+        assert json.loads(again) == json.loads(text)
