@@ -12,8 +12,10 @@ import time
 import zlib
 from collections.abc import Mapping
 
+from ccany_addon.flowlog.part_strings import cut_out, long_strings, put_back
 from ccany_addon.flowlog.parts import MissingPart, unpack
 from ccany_addon.flowlog.schema import BODY_MANIFESTS, PARTS
+from ccany_addon.util.json_codec import dumps, loads
 
 # zlib at level 6 keeps JSON text in 42% of its size and costs 0.06 ms for a 2.5 KB tool result; a part is
 # compressed once, when it is first seen.
@@ -39,16 +41,44 @@ class PartStore:
 
     def save(self, conn: sqlite3.Connection, parts: Mapping[str, bytes]) -> list[str]:
         """Store what is new of `parts`, mark the rest used today; the hashes touched, for `remember` once the
-        transaction has committed."""
+        transaction has committed. A new part's long strings are stored on their own (`part_strings.py`); marking a
+        part used marks its strings too."""
         day = utc_day()
         touched = [digest for digest in parts if self._known.get(digest) != day]
+        new: list[str] = []
+        strings_used: list[str] = []
         for digest in touched:
-            if conn.execute(f"UPDATE [{PARTS}] SET last_used = ? WHERE hash = ? AND last_used != ?",
-                            (day, digest, day)).rowcount == 0:
-                data = parts[digest]
-                conn.execute(f"INSERT OR IGNORE INTO [{PARTS}] (hash, size, body, last_used) VALUES (?, ?, ?, ?)",
-                             (digest, len(data), compress(data), day))
+            row = conn.execute(f"UPDATE [{PARTS}] SET last_used = ? WHERE hash = ? RETURNING refs",
+                               (day, digest)).fetchone()
+            if row is None:
+                new.append(digest)
+            elif row[0]:
+                strings_used += self._mark_used(conn, loads(row[0]), day)
+        touched += strings_used
+        strings: dict[str, bytes] = {}
+        for digest in new:
+            strings |= long_strings(parts[digest])
+        touched += self._insert(conn, strings, {}, day)
+        touched += self._insert(conn, {digest: parts[digest] for digest in new}, strings, day)
         return touched
+
+    def _mark_used(self, conn: sqlite3.Connection, hashes: list[str], day: str) -> list[str]:
+        hashes = [digest for digest in hashes if self._known.get(digest) != day]
+        for digest in hashes:
+            conn.execute(f"UPDATE [{PARTS}] SET last_used = ? WHERE hash = ?", (day, digest))
+        return hashes
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, parts: Mapping[str, bytes], strings: Mapping[str, bytes],
+                day: str) -> list[str]:
+        """Insert `parts` (their long strings, among `strings`, cut out); an existing one is marked used."""
+        for digest, data in parts.items():
+            body, named = cut_out(data, {key: value for key, value in strings.items() if key != digest})
+            conn.execute(
+                f"INSERT INTO [{PARTS}] (hash, size, body, last_used, refs) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (hash) DO UPDATE SET last_used = excluded.last_used",
+                (digest, len(data), compress(body), day, dumps(named).decode() if named else None))
+        return list(parts)
 
     def remember(self, touched: list[str]) -> None:
         if len(self._known) + len(touched) > KNOWN_LIMIT:
@@ -61,12 +91,23 @@ class PartStore:
 
 
 def fetch_parts(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]:
-    """The bytes of the stored parts among `hashes`."""
+    """The bytes of the stored parts among `hashes`, their long strings put back."""
     found: dict[str, bytes] = {}
+    templates: dict[str, tuple[bytes, list[str]]] = {}
     for start in range(0, len(hashes), _FETCH_BATCH):
         batch = hashes[start:start + _FETCH_BATCH]
-        rows = conn.execute(f"SELECT hash, body FROM [{PARTS}] WHERE hash IN ({', '.join('?' * len(batch))})", batch)
-        found.update((digest, zlib.decompress(body)) for digest, body in rows)
+        rows = conn.execute(f"SELECT hash, body, refs FROM [{PARTS}] WHERE hash IN ({', '.join('?' * len(batch))})",
+                            batch)
+        for digest, body, refs in rows:
+            if refs:
+                templates[digest] = zlib.decompress(body), loads(refs)
+            else:
+                found[digest] = zlib.decompress(body)
+    if templates:
+        strings = fetch_parts(conn, list({name for _, named in templates.values() for name in named}))
+        for digest, (template, named) in templates.items():
+            if all(name in strings for name in named):  # else the part is missing, as its string is
+                found[digest] = put_back(template, strings)
     return found
 
 

@@ -25,7 +25,7 @@ from itertools import accumulate
 from ccany_addon.util.json_codec import dumps, loads
 
 HASH_CHARS = 20  # hex digits of SHA-256 (80 bits): one collision in about 10^12 parts
-CHUNK = 16
+CHUNK = 8
 # Lists whose elements are parts of their own: what a conversation appends to (Anthropic's system and messages,
 # Gemini's contents, the Responses API's input).
 SPLIT_LISTS = frozenset(("system", "messages", "contents", "input"))
@@ -192,11 +192,18 @@ def _add(data: bytes, parts: dict[str, bytes]) -> str:
     return digest
 
 
-def _list_reference(hashes: list[str], parts: dict[str, bytes]) -> dict[str, list[str]]:
+def _list_reference(hashes: list[str], parts: dict[str, bytes]) -> dict[str, list]:
+    """A list's elements as a left-aligned tree: each full run of CHUNK element hashes is a chunk, each full run of
+    CHUNK chunks a chunk of the level above, and so on; what does not fill a run stays listed at its level."""
     whole = len(hashes) - len(hashes) % CHUNK
-    chunks = [_add(dumps(hashes[start:start + CHUNK]), parts) for start in range(0, whole, CHUNK)]
-    reference = {"$chunks": chunks} if chunks else {}
-    return reference | {"$parts": hashes[whole:]}
+    groups, levels = hashes[:whole], []
+    while groups:
+        chunks = [_add(dumps(groups[start:start + CHUNK]), parts) for start in range(0, len(groups), CHUNK)]
+        whole = len(chunks) - len(chunks) % CHUNK
+        levels.append(chunks[whole:])
+        groups = chunks[:whole]
+    reference: dict[str, list] = {"$chunks": levels[::-1]} if levels else {}
+    return reference | {"$parts": hashes[len(hashes) - len(hashes) % CHUNK:]}
 
 
 def _without_cache_control(value: object) -> object:
@@ -225,11 +232,7 @@ def unpack_bytes(manifest: str, fetch: Fetch) -> bytes:
     if "text" in described:
         return _fetched([described["text"]], fetch)[described["text"]]
     fields: dict = described["json"]
-    lists = {key: value for key, value in fields.items() if _is_list_reference(value)}
-    chunks = {digest: loads(data) for digest, data in _fetched(
-        [chunk for value in lists.values() for chunk in value.get("$chunks", ())], fetch).items()}
-    elements = {key: [digest for chunk in value.get("$chunks", ()) for digest in chunks[chunk]] + value["$parts"]
-                for key, value in lists.items()}
+    elements = {key: _elements(value, fetch) for key, value in fields.items() if _is_list_reference(value)}
     wholes = {key: value["$part"] for key, value in fields.items() if _is_part_reference(value)}
     data = _fetched([digest for hashes in elements.values() for digest in hashes] + list(wholes.values()), fetch)
     out = bytearray(b"{")
@@ -247,13 +250,29 @@ def unpack_bytes(manifest: str, fetch: Fetch) -> bytes:
     return bytes(out)
 
 
+def _elements(reference: dict, fetch: Fetch) -> list[str]:
+    """The element hashes of a list reference, its chunks expanded level by level (highest first)."""
+    levels: list[list[str]] = reference.get("$chunks", [])
+    expanded: list[str] = []
+    for chunks in levels:  # expanded so far: chunks of this level; each one level down is CHUNK of the next
+        found = _fetched(expanded + chunks, fetch)
+        expanded = [digest for chunk in expanded + chunks for digest in loads(found[chunk])]
+    return expanded + reference["$parts"]
+
+
 def part_count(manifest: str) -> int:
     """How many parts a manifest's body has (a chunk counts as its elements)."""
     described = loads(manifest)
     if "text" in described:
         return 1
-    return sum(len(value.get("$chunks", ())) * CHUNK + len(value["$parts"]) if _is_list_reference(value)
-               else int(_is_part_reference(value)) for value in described["json"].values())
+    return sum(_list_count(value) if _is_list_reference(value) else int(_is_part_reference(value))
+               for value in described["json"].values())
+
+
+def _list_count(reference: dict) -> int:
+    levels = reference.get("$chunks", [])
+    return sum(len(chunks) * CHUNK ** (len(levels) - level) for level, chunks in enumerate(levels)) + \
+        len(reference["$parts"])
 
 
 def _is_list_reference(value: object) -> bool:

@@ -87,11 +87,14 @@ FLOW_COLUMNS: dict[str, Column] = {
     "cc_version": Column(str, since=6),
     "cc_entrypoint": Column(str, since=6),
     # Since version 7 the bodies are content-addressed (`parts.py`): these manifests name the parts of each body,
-    # and the four body columns above are NULL (rows written before keep their bodies there).
+    # and the body columns above are NULL (rows written before keep their bodies there); so are the timeline and
+    # the searchable text, each one part (the full-text index reads the text through the view `flows_text`).
     "client_request_parts": Column(str, "json", since=7),
     "upstream_request_parts": Column(str, "json", since=7),
     "upstream_response_parts": Column(str, "json", since=7),
     "client_response_parts": Column(str, "json", since=7),
+    "events_parts": Column(str, "json", since=7),  # the stream timeline, as one part
+    "conversation_parts": Column(str, "json", since=7),  # the searchable text, as one part
     # Cache forensics: how many leading parts (prompt-cache order: tools, system, messages) a request shares
     # with the previous request of the same Claude Code session and model, and the first part that differs
     "prefix_parts": Column(int, since=7),
@@ -157,7 +160,10 @@ PARTS = "parts"
 BODIES_VIEW = "flow_bodies"
 # The manifest columns, each beside the column an older row keeps its body in.
 BODY_MANIFESTS = {name: f"{name}_parts" for name in (
-    "client_request", "upstream_request", "upstream_response", "client_response")}
+    "client_request", "upstream_request", "upstream_response", "client_response", "events", "conversation")}
+# A row's searchable text, whichever way it is kept: what the full-text index holds for it.
+CONVERSATION_TEXT = "coalesce({row}conversation, ccany_body(NULL, {row}conversation_parts))"
+TEXT_VIEW = "flows_text"
 
 
 def _v7(db: sqlite_utils.Database) -> None:
@@ -166,12 +172,30 @@ def _v7(db: sqlite_utils.Database) -> None:
     db.execute(f"""CREATE TABLE [{PARTS}] (
         [hash] TEXT PRIMARY KEY,  -- of the part's bytes (`parts.part_hash`)
         [size] INTEGER NOT NULL,  -- bytes before compression
-        [body] BLOB NOT NULL,     -- zlib
-        [last_used] TEXT NOT NULL
+        [body] BLOB NOT NULL,     -- zlib; with `refs`, a template its long strings go back into
+        [last_used] TEXT NOT NULL,
+        [refs] TEXT               -- JSON list of the long strings (parts themselves) it holds (`part_strings.py`)
     )""")
     db.execute(f"CREATE INDEX [idx_{PARTS}_last_used] ON [{PARTS}] ([last_used])")
     bodies = ", ".join(f"ccany_body([{name}], [{manifest}]) AS [{name}]" for name, manifest in BODY_MANIFESTS.items())
     db.execute(f"CREATE VIEW [{BODIES_VIEW}] AS SELECT [id], [started_at], [session_id], {bodies} FROM [{FLOWS}]")
+    # The full-text index now reads each row's text through a view, the text of a new row being a part; rebuilding
+    # it costs the old rows' text once (a few KB a flow). A connection without the SQL functions cannot delete or
+    # edit flows, rather than leave the index wrong.
+    db.execute(f"CREATE VIEW [{TEXT_VIEW}] (flow_rowid, conversation) AS "
+               f"SELECT rowid, {CONVERSATION_TEXT.format(row='')} FROM [{FLOWS}]")
+    for trigger in ("ai", "ad", "au"):
+        db.execute(f"DROP TRIGGER IF EXISTS [{FLOWS}_{trigger}]")
+    db.execute(f"DROP TABLE IF EXISTS [{FLOWS}_fts]")
+    db.execute(f"CREATE VIRTUAL TABLE [{FLOWS}_fts] USING FTS5 (conversation, tokenize='porter', "
+               f"content=[{TEXT_VIEW}], content_rowid=[flow_rowid])")
+    db.execute(f"INSERT INTO [{FLOWS}_fts] ([{FLOWS}_fts]) VALUES ('rebuild')")
+    forget = f"INSERT INTO [{FLOWS}_fts] ([{FLOWS}_fts], rowid, conversation) VALUES " \
+        f"('delete', old.rowid, {CONVERSATION_TEXT.format(row='old.')});"
+    learn = f"INSERT INTO [{FLOWS}_fts] (rowid, conversation) VALUES " \
+        f"(new.rowid, {CONVERSATION_TEXT.format(row='new.')});"
+    db.execute(f"CREATE TRIGGER [{FLOWS}_ad] AFTER DELETE ON [{FLOWS}] BEGIN {forget} END")
+    db.execute(f"CREATE TRIGGER [{FLOWS}_au] AFTER UPDATE ON [{FLOWS}] BEGIN {forget} {learn} END")
 
 
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
@@ -186,7 +210,8 @@ PAGE_SIZE = 16384
 _INSERT = f"INSERT OR IGNORE INTO {FLOWS} ({', '.join(FLOW_COLUMNS)}) VALUES ({', '.join('?' * len(FLOW_COLUMNS))})"
 _LAST_ROWID = f"SELECT coalesce(max(rowid), 0) FROM {FLOWS}"
 # Every new row, its conversation NULL or not: the delete trigger removes each row's entry by its old values.
-_INDEX_NEW = f"INSERT INTO {FLOWS}_fts (rowid, conversation) SELECT rowid, conversation FROM {FLOWS} WHERE rowid > ?"
+_INDEX_NEW = f"INSERT INTO {FLOWS}_fts (rowid, conversation) SELECT rowid, {CONVERSATION_TEXT.format(row='')} " \
+    f"FROM {FLOWS} WHERE rowid > ?"
 
 
 def insert_flows(db: sqlite_utils.Database, rows: list[dict]) -> None:

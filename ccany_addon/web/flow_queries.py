@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 DEFAULT_DAYS = 7
 # Defaults for the flows table page; a `databases.<db>.tables.flows` block in datasette.yaml wins.
 FLOWS_TABLE_CONFIG = {
+    # the index reads the text through a view (schema version 7): Datasette would not find it by itself
+    "fts_table": "flows_fts",
+    "fts_pk": "rowid",
     "sort_desc": "started_at",
     "size": 50,
     "facets": ["upstream_model", "status_code", "error_type"],
@@ -245,7 +248,7 @@ LIMIT 200""",
   row_number() OVER (ORDER BY started_at, id) AS turn,
   id, started_at, request_class, agent_id, client_model, upstream_model, status_code, stop_reason,
   input_tokens, output_tokens, cache_read_input_tokens, ttft_ms, duration_ms, error_type,
-  substr(conversation, 1, 300) AS conversation
+  substr(coalesce(conversation, ccany_body(NULL, conversation_parts)), 1, 300) AS conversation
 FROM flows
 WHERE session_id = :session_id
 ORDER BY started_at, id""",

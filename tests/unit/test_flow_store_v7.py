@@ -19,6 +19,7 @@ from ccany_addon.flowlog.writer import FlowWriter
 from ccany_addon.util.json_codec import loads
 from ccany_addon.util.sqlite_migrations import migrate
 from tests.unit.test_flow_parts import claude_code_session, strip_markers
+from tests.unit.test_flow_writer import search
 
 BODIES = tuple(schema.BODY_MANIFESTS)
 REQUESTS = ("client_request", "upstream_request")
@@ -69,10 +70,13 @@ def named_parts(conn, manifest: str | None) -> set[str]:
         if "$part" in value:
             names.add(value["$part"])
         elif "$parts" in value:
-            chunks = value.get("$chunks", [])
-            names |= set(value["$parts"]) | set(chunks)
-            for data in fetch_parts(conn, chunks).values():
-                names |= set(loads(data))
+            names |= set(value["$parts"])
+            level: list[str] = []
+            for chunks in value.get("$chunks", []):  # highest level first: each chunk lists the level below
+                level += chunks
+                names |= set(level)
+                level = [digest for data in fetch_parts(conn, level).values() for digest in loads(data)]
+            names |= set(level)
     return names
 
 
@@ -82,7 +86,10 @@ def flow_parts(db: sqlite_utils.Database, where: str = "1", params: tuple = ()) 
     for row in db.execute(f"SELECT {manifests} FROM flows WHERE {where}", params).fetchall():
         for manifest in row:
             names |= named_parts(db.conn, manifest)
-    return names
+    # the long strings the named parts hold are stored once, as parts of their own
+    held = [loads(refs) for digest, refs in db.execute("SELECT hash, refs FROM parts WHERE refs IS NOT NULL")
+            if digest in names]
+    return names | {string for strings in held for string in strings}
 
 
 def assert_search_index_matches_flows(db: sqlite_utils.Database) -> None:
@@ -126,13 +133,13 @@ def test_a_version_6_db_keeps_its_rows_bodies_and_search_and_takes_new_rows_as_p
     assert set(rows) == {"req_old_1", "req_old_2"}
     for original in before:
         stored = rows[original["id"]]
-        assert all(stored[name] == original[name] for name in BODIES)  # inline, exactly as written
+        assert all(stored[name] == original.get(name) for name in BODIES)  # inline, exactly as written
         assert all(stored[f"{name}_parts"] is None for name in BODIES)
     viewed = db.execute("SELECT id, client_request, upstream_response FROM flow_bodies ORDER BY id").fetchall()
     assert viewed == [(row["id"], row["client_request"], row["upstream_response"]) for row in before]
     assert db.execute("SELECT ccany_body(client_request, client_request_parts) FROM flows WHERE id = 'req_old_2'"
                       ).fetchone()[0] == "not json {"
-    assert [row["id"] for row in db["flows"].search("aardvark")] == ["req_old_1"]
+    assert [row["id"] for row in search(db, "aardvark")] == ["req_old_1"]
     db.close()
 
     after = [
@@ -153,13 +160,13 @@ def test_a_version_6_db_keeps_its_rows_bodies_and_search_and_takes_new_rows_as_p
         raw = dict(zip([column[0] for column in db.execute("SELECT * FROM flows LIMIT 0").description], raw,
                        strict=True))
         assert all(raw[name] is None for name in BODIES)
-        assert all((raw[f"{name}_parts"] is None) == (original[name] is None) for name in BODIES)
+        assert all((raw[f"{name}_parts"] is None) == (original.get(name) is None) for name in BODIES)
         assert_same_bodies(rows[original["id"]], original)
     viewed = dict(db.execute("SELECT id, client_request FROM flow_bodies").fetchall())
     assert viewed["req_old_1"] == before[0]["client_request"] and viewed["req_new_2"] == "[1, 2]"
     assert json.loads(viewed["req_new_1"]) == json.loads(after[0]["client_request"])
-    assert sorted(row["id"] for row in db["flows"].search("aardvark")) == ["req_new_1", "req_old_1"]
-    assert sorted(row["id"] for row in db["flows"].search("zebra")) == ["req_new_2", "req_old_2"]
+    assert sorted(row["id"] for row in search(db, "aardvark")) == ["req_new_1", "req_old_1"]
+    assert sorted(row["id"] for row in search(db, "zebra")) == ["req_new_2", "req_old_2"]
     assert_search_index_matches_flows(db)
     db.close()
 
@@ -187,7 +194,7 @@ def test_a_growing_session_stores_each_distinct_part_once_and_every_turn_reassem
     path = str(tmp_path / "f.db")
     rows = _session_rows(30)
     originals = {row["id"]: dict(row) for row in rows}
-    whole = sum(len(row[name]) for row in rows for name in BODIES)
+    whole = sum(len(row.get(name) or "") for row in rows for name in BODIES)
     write(path, rows)
     db = schema.open_db(path)
     named = flow_parts(db)

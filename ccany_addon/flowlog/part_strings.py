@@ -1,0 +1,71 @@
+"""Long strings stored once however many parts hold them. Pure functions, no I/O.
+
+The same text comes back in several parts: a tool result is in the client's message, again in that message once
+Claude Code's cache marker has left it, in the upstream request written in another dialect, and in the turn's
+searchable text. A part is stored as a template: each long string it holds is cut out (a part of its own, the
+string as JSON writes it) and a marker naming it is left in its place. Markers are control bytes JSON never holds
+unescaped: `\\x00<hash>\\x00` puts the string back as JSON (quoted and escaped), `\\x01<hash>\\x01` as plain text.
+Putting a template back is byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from ccany_addon.flowlog.parts import part_hash
+from ccany_addon.util.json_codec import dumps, loads
+
+LONG_STRING = 512  # characters: a shorter string is left in its part
+_AS_JSON, _AS_TEXT = b"\x00", b"\x01"
+_MARKER = re.compile(rb"([\x00\x01])([0-9a-f]{20})\1")
+
+
+def long_strings(data: bytes) -> dict[str, bytes]:
+    """The long strings of a JSON part, each as JSON writes it, by hash; none for anything else."""
+    if data[:1] not in (b"{", b"[", b'"'):
+        return {}
+    try:
+        value = loads(data)
+    except ValueError:
+        return {}
+    found: list[str] = []
+    _collect(value, found)
+    return {part_hash(encoded): encoded for encoded in map(dumps, found)}
+
+
+def _collect(value: object, found: list[str]) -> None:
+    if isinstance(value, str):
+        if len(value) >= LONG_STRING:
+            found.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, found)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _collect(item, found)
+
+
+def cut_out(data: bytes, strings: Mapping[str, bytes]) -> tuple[bytes, list[str]]:
+    """`data` with every occurrence of `strings` (JSON-written) replaced by markers, and the hashes it names.
+    Bytes that already hold a marker byte are left whole."""
+    if _AS_JSON in data or _AS_TEXT in data:
+        return data, []
+    named = []
+    for digest, encoded in strings.items():
+        if encoded in data:
+            data = data.replace(encoded, _AS_JSON + digest.encode() + _AS_JSON)
+            named.append(digest)
+        elif _AS_JSON not in (text := loads(encoded).encode()) and _AS_TEXT not in text and text in data:
+            data = data.replace(text, _AS_TEXT + digest.encode() + _AS_TEXT)
+            named.append(digest)
+    return data, named
+
+
+def put_back(template: bytes, strings: Mapping[str, bytes]) -> bytes:
+    """The part a template stands for, given its strings (JSON-written) by hash."""
+    def string(marker: re.Match[bytes]) -> bytes:
+        encoded = strings[marker[2].decode()]
+        return encoded if marker[1] == _AS_JSON else loads(encoded).encode()
+
+    return _MARKER.sub(string, template)
