@@ -14,11 +14,14 @@ and streams of a long conversation (150 tool round trips, ≈ 115 KB), the size 
 
 Last, the session-growth case (scripts/bench_session.py): one Claude Code session of --session-turns turns (its
 150th body ≈ 424 KB) sent turn by turn to two addon proxies, one logging flows and one with `ccany_db=`: their CPU,
-the flow DB's size against the final body's, and their RSS. Any count set to 0 skips its case, e.g. only this one:
+the flow DB's size against the final body's, and their RSS. Then saturation (scripts/bench_saturation.py):
+--saturation-clients send that body for --saturation-seconds to a logging proxy, then to one without the log: their
+peak RSS. Any count set to 0 skips its case, e.g. only the session:
 
     scripts/bench [--requests N] [--rounds R] [--kind-requests N] [--long-requests N] [--rss-flows N]
-                  [--session-turns N] [--keep] [--set ccany_option=value ...]
-    scripts/bench --requests 0 --kind-requests 0 --long-requests 0 --rss-flows 0 --session-turns 150
+                  [--session-turns N] [--saturation-seconds S] [--saturation-clients N] [--keep]
+                  [--set ccany_option=value ...]
+    scripts/bench --requests 0 --kind-requests 0 --long-requests 0 --rss-flows 0 --saturation-seconds 0
 """
 
 from __future__ import annotations
@@ -237,10 +240,14 @@ def main() -> None:
                         help="streams of a long conversation (≈ 115 KB), over the same rounds (0: skip them)")
     parser.add_argument("--session-turns", type=int, default=150,
                         help="turns of the session-growth case, flow log on and off (0: skip it)")
+    parser.add_argument("--saturation-seconds", type=float, default=20,
+                        help="seconds of more load than the log keeps up with, flow log on and off (0: skip it)")
+    parser.add_argument("--saturation-clients", type=int, default=8)
     args = parser.parse_args()
 
     import tempfile
 
+    from bench_saturation import SaturationResult, print_saturation, saturation
     from bench_session import SessionResult, print_session, session_growth
 
     tmp = Path(tempfile.mkdtemp(prefix="ccany-bench-"))
@@ -252,6 +259,7 @@ def main() -> None:
     sizes = {stream: len(compact(claude_code_body(stream))) for stream in (False, True)}
     rounds: dict[tuple[str, bool], list[float]] = {}
     session: SessionResult | None = None
+    saturated: SaturationResult | None = None
     try:
         with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as client:
             for stream in (False, True) if args.requests else ():
@@ -292,6 +300,8 @@ def main() -> None:
             memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows) if args.rss_flows else []
         if args.session_turns:
             session = session_growth(upstream.url, tmp, args.session_turns, args.options)
+        if args.saturation_seconds:
+            saturated = saturation(upstream.url, tmp, args.saturation_seconds, args.saturation_clients, args.options)
     finally:
         for process in (bare, addon, upstream.process):
             stop(process)
@@ -318,6 +328,8 @@ def main() -> None:
         print(f"  first → last: {change:+.1f}%; after the first sample, max/min = {max(settled) / min(settled):.3f}")
     if session is not None:
         print_session(session)
+    if saturated is not None:
+        print_saturation(saturated)
 
 
 if __name__ == "__main__":

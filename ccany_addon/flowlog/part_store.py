@@ -12,7 +12,7 @@ import time
 import zlib
 from collections.abc import Mapping
 
-from ccany_addon.flowlog.part_strings import cut_out, long_strings, put_back
+from ccany_addon.flowlog.part_strings import cut_out, long_strings, put_back, text_forms
 from ccany_addon.flowlog.parts import MissingPart, unpack
 from ccany_addon.flowlog.schema import BODY_MANIFESTS, PARTS
 from ccany_addon.util.json_codec import dumps, loads
@@ -72,8 +72,9 @@ class PartStore:
     def _insert(conn: sqlite3.Connection, parts: Mapping[str, bytes], strings: Mapping[str, bytes],
                 day: str) -> list[str]:
         """Insert `parts` (their long strings, among `strings`, cut out); an existing one is marked used."""
+        texts = text_forms(strings) if strings else {}
         for digest, data in parts.items():
-            body, named = cut_out(data, {key: value for key, value in strings.items() if key != digest})
+            body, named = cut_out(data, strings, texts) if strings and digest not in strings else (data, [])
             conn.execute(
                 f"INSERT INTO [{PARTS}] (hash, size, body, last_used, refs) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (hash) DO UPDATE SET last_used = excluded.last_used",

@@ -46,18 +46,27 @@ def _collect(value: object, found: list[str]) -> None:
             _collect(item, found)
 
 
-def cut_out(data: bytes, strings: Mapping[str, bytes]) -> tuple[bytes, list[str]]:
-    """`data` with every occurrence of `strings` (JSON-written) replaced by markers, and the hashes it names.
-    Bytes that already hold a marker byte are left whole."""
+def text_forms(strings: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Each string as plain text, for the text parts it may sit in (when it holds no marker byte)."""
+    forms = {digest: loads(encoded).encode() for digest, encoded in strings.items()}
+    return {digest: text for digest, text in forms.items() if _AS_JSON not in text and _AS_TEXT not in text}
+
+
+def cut_out(data: bytes, strings: Mapping[str, bytes],
+            texts: Mapping[str, bytes] | None = None) -> tuple[bytes, list[str]]:
+    """`data` with every occurrence of `strings` replaced by markers (JSON-written in a JSON part; in a text part,
+    plain: `texts`, from `text_forms`), and the hashes it names. Bytes that already hold a marker byte are left
+    whole."""
     if _AS_JSON in data or _AS_TEXT in data:
         return data, []
+    is_json = data[:1] in (b"{", b"[", b'"')
+    if not is_json and texts is None:
+        texts = text_forms(strings)
     named = []
-    for digest, encoded in strings.items():
-        if encoded in data:
-            data = data.replace(encoded, _AS_JSON + digest.encode() + _AS_JSON)
-            named.append(digest)
-        elif _AS_JSON not in (text := loads(encoded).encode()) and _AS_TEXT not in text and text in data:
-            data = data.replace(text, _AS_TEXT + digest.encode() + _AS_TEXT)
+    for digest, needle in (strings if is_json else texts or {}).items():
+        if needle in data:
+            mark = _AS_JSON if is_json else _AS_TEXT
+            data = data.replace(needle, mark + digest.encode() + mark)
             named.append(digest)
     return data, named
 

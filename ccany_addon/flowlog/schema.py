@@ -201,8 +201,9 @@ def _v7(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 VERSION = len(MIGRATIONS)
 
-# A flow row is tens of KB of bodies: 16 KB pages write it in a quarter of the page writes 4 KB pages take
-# (measured: 0.37 vs 0.55 ms of CPU per Claude Code flow). SQLite takes the size only before the first table.
+# Since version 7 a row is a few KB and its new parts a few more: on the 150-turn session of scripts/bench, 16 KB
+# pages still took the least CPU of 4, 8 and 16 KB (7.9 vs 8.5 and 9.2 ms a turn) and the least space (parts of 1-2
+# KB overflow smaller pages). SQLite takes the size only before the first table.
 PAGE_SIZE = 16384
 
 # OR IGNORE, not OR REPLACE: with the delete trigger present, REPLACE costs 0.05 ms more per row even when

@@ -212,8 +212,10 @@ ORDER BY requests DESC""",
         "on every turn is Claude Code's per-request billing header.",
         "sql": f"""SELECT
   {MODEL} AS model,
-  coalesce(prefix_break, '(only added)') AS client_break,
-  coalesce(upstream_prefix_break, '(only added)') AS upstream_break,
+  CASE WHEN prefix_parts IS NULL THEN '(no earlier request)' ELSE coalesce(prefix_break, '(only added)') END
+    AS client_break,
+  CASE WHEN upstream_prefix_parts IS NULL THEN '(no earlier request)'
+    ELSE coalesce(upstream_prefix_break, '(only added)') END AS upstream_break,
   count(*) AS requests,
   round(avg(100.0 * upstream_prefix_bytes / nullif(upstream_prompt_bytes, 0)), 1) AS avg_prefix_share_pct
 FROM flows
@@ -305,6 +307,7 @@ CHARTS: list[dict[str, Any]] = [
         "kind": "groupbars",
         "label": "model",
         "y": ["prefix_share_pct", "cached_share_pct"],
+        "unit": "%",
         "empty": "No follow-up requests of a Claude Code session yet",
     },
     {

@@ -229,7 +229,7 @@
       spec.y.forEach(function (key) { peak = Math.max(peak, num(row[key]) || 0); });
     });
     var max = niceMax(peak);
-    yAxis(svg, box, max, "ms");
+    yAxis(svg, box, max, spec.unit);
     el("line", { x1: box.left, x2: box.right, y1: box.bottom, y2: box.bottom, "class": "ccany-axis" }, svg);
     var group = (box.right - box.left) / rows.length;
     var bar = Math.min(40, group * 0.8 / spec.y.length);
@@ -325,7 +325,7 @@
   function specOf(figure) {
     var d = figure.dataset;
     return {
-      kind: d.kind, url: d.url, x: d.x, label: d.label, series: d.series,
+      kind: d.kind, url: d.url, x: d.x, label: d.label, series: d.series, unit: d.unit || "ms",
       y: (d.y || "").split(",").filter(Boolean), empty: d.empty || "No flows yet"
     };
   }
