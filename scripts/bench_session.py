@@ -28,6 +28,8 @@ from typing import Any
 import httpx
 from bench import ROOT, claude_code_body, compact, cpu_seconds, rss_mib, send, start_mitmdump, stop
 
+from ccany_addon.flowlog.schema import open_db
+
 SEED = 21_332
 # each turn's tool result, at least this many bytes (whole lines): ≈ 2.35 KB as JSON, ≈ 2.7 KB a turn with its
 # tool call, which makes the 150th turn's body the ≈ 424 KB the issue measured (turn 0 is ≈ 24 KB)
@@ -155,6 +157,7 @@ class SessionResult:
     rss: dict[str, float] = field(default_factory=dict)  # proxy: MiB at the end
     db_files: dict[str, int] = field(default_factory=dict)  # file name: bytes
     tables: list[tuple[str, int]] = field(default_factory=list)  # (table or index, bytes), largest first
+    empty_db: int = 0  # bytes of a new flow DB with no flow
 
 
 def db_size(path: Path, result: SessionResult) -> None:
@@ -205,6 +208,8 @@ def session_growth(upstream: str, tmp: Path, turns: int, options: list[str]) -> 
         for process, _ in proxies.values():
             stop(process)  # the logging proxy checkpoints its DB on close
     db_size(db, result)
+    open_db(str(directory / "empty.db")).close()
+    result.empty_db = (directory / "empty.db").stat().st_size
     return result
 
 
@@ -236,5 +241,8 @@ def print_session(result: SessionResult) -> None:
     files = " + ".join(f"{name} {bytes_ / 1024:.0f} KB" for name, bytes_ in result.db_files.items())
     print(f"flow DB after the session: {size / 1024:.0f} KB ({files}) = {size / result.final_body:.1f}× the final "
           f"request body (target ≤ 3×)")
+    grown = size - result.empty_db
+    print(f"  of which a new, empty flow DB is {result.empty_db / 1024:.0f} KB (a page for each table and index); "
+          f"the session added {grown / 1024:.0f} KB = {grown / result.final_body:.1f}× the final body")
     if result.tables:
         print("  by table/index: " + ", ".join(f"{name} {bytes_ / 1024:.0f} KB" for name, bytes_ in result.tables))

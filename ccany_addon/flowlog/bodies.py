@@ -99,12 +99,13 @@ class BodyPacker:
             parts.update(packed.parts)
 
     def _request(self, row: dict, name: str, raw: bytes) -> Packed:
-        """A request packed from the session's previous one when it can be, and compared with it."""
+        """A request packed from the previous one of its session when it can be, and compared with it. A client
+        that names no session (an SDK) has its requests packed from the previous one of the same client key and
+        model: a conversation re-sent turn after turn, without forensics."""
         session = row.get("session_id")
-        if session is None:
-            return pack(raw)
-        key = ("client", session, row.get("agent_id"), row.get("client_model")) if name == "client_request" else \
-            ("upstream", session, row.get("agent_id"), row.get("provider"), row.get("upstream_model"))
+        who = (session, row.get("agent_id")) if session is not None else (None, row.get("client_key_id"))
+        key = ("client", *who, row.get("client_model")) if name == "client_request" else \
+            ("upstream", *who, row.get("provider"), row.get("upstream_model"))
         previous = self.sessions.get(key)
         packed = None
         if previous is not None and previous.layout is not None:
@@ -112,6 +113,9 @@ class BodyPacker:
         if packed is None:
             packed = pack(raw)
         if packed.prompt is None:
+            return packed
+        if session is None:
+            self.sessions.remember(key, packed.prompt, packed.layout)
             return packed
         if name == "upstream_request":
             row["upstream_prompt_bytes"] = sum(packed.prompt.sizes)

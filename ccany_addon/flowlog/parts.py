@@ -29,7 +29,7 @@ CHUNK = 8
 # Lists whose elements are parts of their own: what a conversation appends to (Anthropic's system and messages,
 # Gemini's contents, the Responses API's input).
 SPLIT_LISTS = frozenset(("system", "messages", "contents", "input"))
-WHOLE_PART_MIN = 256  # bytes: a top-level value at least this long is a part of its own (the tools array)
+WHOLE_PART_MIN = 64  # bytes: a top-level value at least this long is a part of its own (the tools array, metadata)
 # The order a prompt cache reads a request in (tools, then system, then messages); the fields that are not
 # listed here do not change what is cached.
 CACHE_ORDER = ("tools", "system", "systemInstruction", "instructions", "messages", "contents", "input")

@@ -16,6 +16,7 @@ from ccany_addon.flowlog.bodies import BodyPacker, Sessions, shared_prefix
 from ccany_addon.flowlog.part_store import PartStore, body_text
 from ccany_addon.flowlog.parts import (
     CHUNK,
+    WHOLE_PART_MIN,
     MissingPart,
     Packed,
     Prompt,
@@ -209,7 +210,9 @@ def test_a_manifest_stays_small_however_long_the_conversation():
     assert len(messages) == 300
     packed = pack(json.dumps({**fixture, "messages": messages}))
     assert len(packed.manifest.encode()) < 2048
-    assert part_count(packed.manifest) == 1 + len(fixture["system"]) + 300  # tools, system blocks, messages
+    wholes = sum(1 for name, value in fixture.items()  # the tools, metadata...: each a part
+                 if name not in ("system", "messages") and len(dumps(value)) >= WHOLE_PART_MIN)
+    assert wholes >= 2 and part_count(packed.manifest) == wholes + len(fixture["system"]) + 300
     tree = json.loads(packed.manifest)["json"]["messages"]
     # 300 = 4 chunks of 64 + 5 chunks of 8 + 4 (CHUNK 8): 13 references instead of 300
     assert [len(level) for level in tree["$chunks"]] == [300 // CHUNK**2, 300 % CHUNK**2 // CHUNK]
