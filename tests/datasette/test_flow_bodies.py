@@ -15,10 +15,15 @@ from urllib.parse import urlencode
 
 import pytest
 
+from ccany_addon.flowlog.parts import WHOLE_PART_MIN
+from ccany_addon.flowlog.schema import BODY_MANIFESTS
 from tests.datasette.conftest import ROUTES, FlowLog, _flow, fetch, fetch_one, flow, rows_of, section, write_flow_log
 
-BODIES = ("client_request", "upstream_request", "upstream_response", "client_response")
-MANIFESTS = {name: f"{name}_parts" for name in BODIES}
+# What a row keeps as parts since schema 7: the four bodies (a pane each on the flow page), the stream timeline and
+# the searchable text.
+PANES = ("client_request", "upstream_request", "upstream_response", "client_response")
+BODIES = tuple(BODY_MANIFESTS)
+MANIFESTS = BODY_MANIFESTS
 FORENSICS = ("prefix_parts", "prefix_break", "upstream_prefix_parts", "upstream_prefix_break",
              "upstream_prefix_bytes", "upstream_prompt_bytes")
 
@@ -57,16 +62,17 @@ def test_the_fixture_is_stored_as_parts_and_the_inline_one_is_not(flow_log: Flow
     with sqlite3.connect(inline_flow_log.path) as conn:
         inline = {row[0]: row[1:] for row in conn.execute(f"SELECT id, {columns} FROM flows")}
         assert conn.execute("SELECT count(*) FROM parts").fetchone()[0] == 0
+    count = len(BODIES)
     for row in flow_log.rows:
-        assert packed[row["id"]][:4] == (None,) * 4
-        assert [manifest is None for manifest in packed[row["id"]][4:]] == [row[name] is None for name in BODIES]
-        assert inline[row["id"]] == (*(row[name] for name in BODIES), None, None, None, None)
+        assert packed[row["id"]][:count] == (None,) * count
+        assert [manifest is None for manifest in packed[row["id"]][count:]] == [row[name] is None for name in BODIES]
+        assert inline[row["id"]] == (*(row[name] for name in BODIES), *(None,) * count)
 
 
 def test_flow_page_shows_the_four_bodies_of_a_parts_row_pretty_printed(flow_log: FlowLog) -> None:
     plain = flow(flow_log, is_stream=0, status_code=200, error_type=None)
     text = fetch_one(flow_log.path, f"/-/flow/{plain['id']}").text
-    for name in BODIES:
+    for name in PANES:
         kind, body = pane_body(text, name)
         assert kind == "json", name
         assert body.startswith('{\n  "') and '\n  "' in body, name  # indented, one field a line
@@ -90,7 +96,7 @@ def test_rows_written_inline_by_the_previous_version_read_the_same(flow_log: Flo
             assert {key: item for key, item in packed.json().items() if key not in FORENSICS} == {
                 key: item for key, item in inline.json().items() if key not in FORENSICS}, path
             continue
-        for name in BODIES:
+        for name in PANES:
             assert section(packed.text, pane_id(name)) == section(inline.text, pane_id(name)), (path, name)
     row = flow(flow_log, status_code=502)  # a body that is not JSON
     assert pane_body(from_inline[ids.index(row["id"])].text, "client_response") == ("text", "Bad Gateway")
@@ -153,8 +159,11 @@ def test_the_table_shows_a_manifest_as_its_number_of_parts(flow_log: FlowLog) ->
     def cell(page: str, column: str) -> str:
         return re.search(rf'<td class="col-{column} [^"]*">(.*?)</td>', page, re.S).group(1)
 
-    # the client's system block and message; the upstream's system and user messages; each response whole
-    expected = {"client_request": "2 parts", "upstream_request": "2 parts", "upstream_response": "1 part",
+    # the client's system block and message (and its metadata, when that is long enough to be a part of its own);
+    # the upstream's system and user messages; each response whole
+    metadata = json.loads(row["client_request"])["metadata"]
+    client_parts = 2 + (len(json.dumps(metadata, separators=(",", ":"))) >= WHOLE_PART_MIN)
+    expected = {"client_request": f"{client_parts} parts", "upstream_request": "2 parts", "upstream_response": "1 part",
                 "client_response": "1 part"}
     for name, parts in expected.items():
         shown = cell(table.text, MANIFESTS[name])
@@ -248,7 +257,7 @@ def test_flow_page_shows_the_prompt_cache_prefix(session_log: FlowLog) -> None:
     stored = [session_log.stored_row(row["id"]) for row in session_log.rows]
     for text, row, client, upstream in [
         (second, stored[1], "4 parts shared; it only added to the previous one", "3 parts shared"),
-        (third, stored[2], "1 parts shared; first difference: <code>system[0] changed</code>", "5 parts shared"),
+        (third, stored[2], "1 part shared; first difference: <code>system[0] changed</code>", "5 parts shared"),
     ]:
         prefix = text[text.index('<div class="ccany-flow-prefix">'):]
         prefix = prefix[:prefix.index("</div>")]
@@ -265,7 +274,8 @@ def test_only_packed_rows_have_a_prefix_section(flow_log: FlowLog, inline_flow_l
     """Rows written before the parts store have no forensics: their page has no prefix section."""
     row = next(row for row in flow_log.stored if row.get("prefix_parts") is not None)
     packed, inline = (fetch_one(log.path, f"/-/flow/{row['id']}").text for log in (flow_log, inline_flow_log))
-    assert '<div class="ccany-flow-prefix">' in packed and f"client request: {row['prefix_parts']} parts" in packed
+    shared = f"{row['prefix_parts']} part{'' if row['prefix_parts'] == 1 else 's'} shared"
+    assert '<div class="ccany-flow-prefix">' in packed and f"client request: {shared}" in packed
     assert "ccany-flow-prefix" not in inline
 
 
