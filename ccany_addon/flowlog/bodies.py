@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ccany_addon.flowlog.parts import Layout, Packed, Prompt, pack, pack_text
 from ccany_addon.flowlog.parts_delta import pack_after
-from ccany_addon.flowlog.schema import BODY_MANIFESTS
+from ccany_addon.flowlog.schema import BODY_MANIFESTS, SEARCH_TEXT
 
 SESSIONS_KEPT = 2000  # sessions whose previous request is remembered
 LAYOUT_BYTES = 32 * 1024 * 1024  # of previous requests kept to pack the next ones from (about 2× their size)
@@ -96,6 +96,8 @@ class BodyPacker:
                 continue
             packed = self._request(row, name, text.encode()) if name in _REQUESTS else pack_text(text)
             row[name], row[manifest] = None, packed.manifest
+            if name == "conversation":
+                row[SEARCH_TEXT] = text
             parts.update(packed.parts)
 
     def _request(self, row: dict, name: str, raw: bytes) -> Packed:

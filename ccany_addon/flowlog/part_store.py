@@ -45,15 +45,11 @@ class PartStore:
         part used marks its strings too."""
         day = utc_day()
         touched = [digest for digest in parts if self._known.get(digest) != day]
-        new: list[str] = []
-        strings_used: list[str] = []
-        for digest in touched:
-            row = conn.execute(f"UPDATE [{PARTS}] SET last_used = ? WHERE hash = ? RETURNING refs",
-                               (day, digest)).fetchone()
-            if row is None:
-                new.append(digest)
-            elif row[0]:
-                strings_used += self._mark_used(conn, loads(row[0]), day)
+        stored = self._stored(conn, touched)
+        new = [digest for digest in touched if digest not in stored]
+        strings_used = list(dict.fromkeys(name for refs in stored.values() if refs for name in loads(refs)
+                                          if self._known.get(name) != day))
+        self._mark_used(conn, [digest for digest in touched if digest in stored] + strings_used, day)
         touched += strings_used
         strings: dict[str, bytes] = {}
         for digest in new:
@@ -62,11 +58,22 @@ class PartStore:
         touched += self._insert(conn, {digest: parts[digest] for digest in new}, strings, day)
         return touched
 
-    def _mark_used(self, conn: sqlite3.Connection, hashes: list[str], day: str) -> list[str]:
-        hashes = [digest for digest in hashes if self._known.get(digest) != day]
-        for digest in hashes:
-            conn.execute(f"UPDATE [{PARTS}] SET last_used = ? WHERE hash = ?", (day, digest))
-        return hashes
+    @staticmethod
+    def _stored(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, str | None]:
+        """Which of `hashes` are stored, with the long strings each holds."""
+        found: dict[str, str | None] = {}
+        for start in range(0, len(hashes), _FETCH_BATCH):
+            batch = hashes[start:start + _FETCH_BATCH]
+            found.update(conn.execute(
+                f"SELECT hash, refs FROM [{PARTS}] WHERE hash IN ({', '.join('?' * len(batch))})", batch))
+        return found
+
+    @staticmethod
+    def _mark_used(conn: sqlite3.Connection, hashes: list[str], day: str) -> None:
+        for start in range(0, len(hashes), _FETCH_BATCH):
+            batch = hashes[start:start + _FETCH_BATCH]
+            conn.execute(f"UPDATE [{PARTS}] SET last_used = ? WHERE last_used != ? AND hash IN "
+                         f"({', '.join('?' * len(batch))})", [day, day, *batch])
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, parts: Mapping[str, bytes], strings: Mapping[str, bytes],

@@ -54,20 +54,22 @@ def text_forms(strings: Mapping[str, bytes]) -> dict[str, bytes]:
 
 def cut_out(data: bytes, strings: Mapping[str, bytes],
             texts: Mapping[str, bytes] | None = None) -> tuple[bytes, list[str]]:
-    """`data` with every occurrence of `strings` replaced by markers (JSON-written in a JSON part; in a text part,
-    plain: `texts`, from `text_forms`), and the hashes it names. Bytes that already hold a marker byte are left
-    whole."""
+    """`data` with every occurrence of `strings` replaced by markers (JSON-written, else plain as in `texts`, from
+    `text_forms`), and the hashes it names. Bytes that already hold a marker byte are left whole."""
     if _AS_JSON in data or _AS_TEXT in data:
         return data, []
-    is_json = data[:1] in (b"{", b"[", b'"')
-    if not is_json and texts is None:
+    if texts is None:
         texts = text_forms(strings)
     named = []
-    for digest, needle in (strings if is_json else texts or {}).items():
-        if needle in data:
-            mark = _AS_JSON if is_json else _AS_TEXT
-            data = data.replace(needle, mark + digest.encode() + mark)
-            named.append(digest)
+    for digest, encoded in strings.items():
+        # as JSON writes it (a JSON part, a stream's events), else as plain text (the searchable text)
+        if encoded in data:
+            data = data.replace(encoded, _AS_JSON + digest.encode() + _AS_JSON)
+        elif (text := texts.get(digest)) is not None and text in data:
+            data = data.replace(text, _AS_TEXT + digest.encode() + _AS_TEXT)
+        else:
+            continue
+        named.append(digest)
     return data, named
 
 

@@ -210,18 +210,25 @@ PAGE_SIZE = 16384
 # nothing conflicts. A flow is recorded once; should one ever come twice, its first row stays.
 _INSERT = f"INSERT OR IGNORE INTO {FLOWS} ({', '.join(FLOW_COLUMNS)}) VALUES ({', '.join('?' * len(FLOW_COLUMNS))})"
 _LAST_ROWID = f"SELECT coalesce(max(rowid), 0) FROM {FLOWS}"
-# Every new row, its conversation NULL or not: the delete trigger removes each row's entry by its old values.
-_INDEX_NEW = f"INSERT INTO {FLOWS}_fts (rowid, conversation) SELECT rowid, {CONVERSATION_TEXT.format(row='')} " \
-    f"FROM {FLOWS} WHERE rowid > ?"
+_NEW_ROWS = f"SELECT rowid, id FROM {FLOWS} WHERE rowid > ?"
+# Every new row, its text NULL or not: the delete trigger removes each row's entry by its old values.
+_INDEX = f"INSERT INTO {FLOWS}_fts (rowid, conversation) VALUES (?, ?)"
+# A row whose searchable text went into a part keeps it here for the index (not a column: it is not stored).
+SEARCH_TEXT = "search_text"
 
 
 def insert_flows(db: sqlite_utils.Database, rows: list[dict]) -> None:
     """The only way rows enter `flows`: one prepared statement for every row (a column a row lacks is NULL),
-    then their full-text entries in one statement. The caller holds the transaction, so no other writer
-    takes rowids in between."""
+    then their full-text entries, from the rows themselves (what the view `flows_text` gives back for them). The
+    caller holds the transaction, so no other writer takes rowids in between."""
     last = db.conn.execute(_LAST_ROWID).fetchone()[0]
     db.conn.executemany(_INSERT, [tuple(row.get(column) for column in FLOW_COLUMNS) for row in rows])
-    db.conn.execute(_INDEX_NEW, [last])
+    texts: dict[str, str | None] = {}
+    for row in rows:  # a flow recorded twice keeps its first row (INSERT OR IGNORE)
+        texts.setdefault(row.get("id"), row["conversation"] if row.get("conversation") is not None
+                         else row.get(SEARCH_TEXT))
+    db.conn.executemany(_INDEX, [(rowid, texts.get(request_id))
+                                 for rowid, request_id in db.conn.execute(_NEW_ROWS, [last]).fetchall()])
 
 
 BUSY_TIMEOUT_MS = 5000

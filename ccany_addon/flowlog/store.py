@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from ccany_addon.flowlog.part_store import PartStore
-from ccany_addon.flowlog.schema import BODY_MANIFESTS, insert_flows
+from ccany_addon.flowlog.schema import BODY_MANIFESTS, SEARCH_TEXT, insert_flows
 
 # Columns a stripped row keeps empty: the bodies and what is built from them.
 BODY_COLUMNS = (
     "client_request", "client_request_headers", "upstream_request", "upstream_request_headers",
     "upstream_response", "upstream_response_headers", "client_response", "client_response_headers",
-    "events", "conversation", *BODY_MANIFESTS.values(),
+    "events", "conversation", *BODY_MANIFESTS.values(), SEARCH_TEXT,
 )
 _INT64 = range(-(2**63), 2**63)
 
