@@ -23,7 +23,7 @@ _MARKER = re.compile(rb"([\x00\x01])([0-9a-f]{20})\1")
 
 def long_strings(data: bytes) -> dict[str, bytes]:
     """The long strings of a JSON part, each as JSON writes it, by hash; none for anything else."""
-    if data[:1] not in (b"{", b"[", b'"'):
+    if len(data) < LONG_STRING or data[:1] not in (b"{", b"[", b'"'):
         return {}
     try:
         value = loads(data)
