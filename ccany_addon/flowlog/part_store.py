@@ -94,9 +94,6 @@ class PartStore:
         day = utc_day()
         self._known.update(dict.fromkeys(touched, day))
 
-    def forget(self) -> None:
-        self._known.clear()
-
 
 def fetch_parts(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]:
     """The bytes of the stored parts among `hashes`, their long strings put back."""
