@@ -2,8 +2,9 @@
 its parts (`parts.py`), and each request is compared with the previous request of its Claude Code session to
 see how much of it a prompt cache could have served (cache forensics).
 
-The previous request of a session is kept in memory (its parts' hashes and sizes, not its text): the first flow
-of a session after a restart has no forensics.
+The previous request of a session is kept in memory: its parts' keys and sizes for the forensics, and its layout
+(its bytes and parts, within `LAYOUT_BYTES`) to pack the next one from. The first flow of a session after a restart
+has no forensics.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ remove the parts no kept flow names without reading a single manifest (`prune.py
 from __future__ import annotations
 
 import sqlite3
-import time
 import zlib
 from collections.abc import Mapping
 
@@ -16,6 +15,7 @@ from ccany_addon.flowlog.part_strings import cut_out, long_strings, put_back, te
 from ccany_addon.flowlog.parts import MissingPart, unpack
 from ccany_addon.flowlog.schema import BODY_MANIFESTS, PARTS
 from ccany_addon.util.json_codec import dumps, loads
+from ccany_addon.util.utc import utc_day
 
 # zlib at level 6 keeps JSON text in 42% of its size and costs 0.06 ms for a 2.5 KB tool result; a part is
 # compressed once, when it is first seen.
@@ -26,10 +26,6 @@ _FETCH_BATCH = 500  # hashes per SELECT: under SQLite's limit on variables
 
 def compress(data: bytes) -> bytes:
     return zlib.compress(data, COMPRESSION_LEVEL)
-
-
-def utc_day(at: float | None = None) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(time.time() if at is None else at))
 
 
 class PartStore:

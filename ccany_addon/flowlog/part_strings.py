@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from ccany_addon.flowlog.parts import part_hash
+from ccany_addon.flowlog.parts import HASH_CHARS, part_hash
 from ccany_addon.util.json_codec import dumps, loads
 
 LONG_STRING = 512  # characters: a shorter string is left in its part
 _AS_JSON, _AS_TEXT = b"\x00", b"\x01"
-_MARKER = re.compile(rb"([\x00\x01])([0-9a-f]{20})\1")
+_MARKER = re.compile(rb"([\x00\x01])([0-9a-f]{%d})\1" % HASH_CHARS)
 
 
 def long_strings(data: bytes) -> dict[str, bytes]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from ccany_addon.flowlog.schema import FLOWS, PARTS
-from ccany_addon.util.utc import utc_text
+from ccany_addon.util.utc import utc_day, utc_text
 
 logger = logging.getLogger("ccany")
 
@@ -28,12 +28,14 @@ class Pruning:
     """One pass of pruning in progress: `step` does one batch and says whether there is more."""
 
     retention_days: int
-    cutoff: str = ""
+    cutoff: str = ""  # flows started before it go
+    cutoff_day: str = ""  # parts last used before it go
     flows: int = 0
     parts: int = 0
 
     def __post_init__(self) -> None:
-        self.cutoff = utc_text(time.time() - self.retention_days * 86400)
+        at = time.time() - self.retention_days * 86400
+        self.cutoff, self.cutoff_day = utc_text(at), utc_day(at)
 
     def step(self, db: sqlite_utils.Database) -> bool:
         """Delete one batch (old flows first, then unnamed parts); False once the pass is over or failed."""
@@ -46,7 +48,7 @@ class Pruning:
                 if not deleted:
                     deleted = db.execute(
                         f"DELETE FROM [{PARTS}] WHERE rowid IN (SELECT rowid FROM [{PARTS}] WHERE last_used < ? "
-                        f"LIMIT {PRUNE_BATCH})", [self.cutoff[:10]]).rowcount
+                        f"LIMIT {PRUNE_BATCH})", [self.cutoff_day]).rowcount
                     self.parts += deleted
         except sqlite3.Error as error:
             logger.warning(f"ccany: pruning the flow log failed: {error}")

@@ -13,6 +13,11 @@ def utc_text(seconds: float | None = None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds))
 
 
+def utc_day(seconds: float | None = None) -> str:
+    """The UTC day of `seconds` (default: now), `YYYY-MM-DD`: the start of its `utc_text`, so days compare with it."""
+    return utc_text(seconds)[:10]
+
+
 def utc_text_ms(seconds: float) -> str:
     """`seconds` since the epoch as UTC text with milliseconds (a flow's start)."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]

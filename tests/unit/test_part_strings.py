@@ -14,12 +14,13 @@ from hypothesis import strategies as st
 
 from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.bodies import BodyPacker
-from ccany_addon.flowlog.part_store import PartStore, fetch_parts, utc_day, with_bodies
+from ccany_addon.flowlog.part_store import PartStore, fetch_parts, with_bodies
 from ccany_addon.flowlog.part_strings import LONG_STRING, cut_out, long_strings, put_back
 from ccany_addon.flowlog.parts import part_hash
 from ccany_addon.flowlog.prune import Pruning
 from ccany_addon.flowlog.store import Stored, store_batch
 from ccany_addon.util.json_codec import dumps, loads
+from ccany_addon.util.utc import utc_day
 
 # Any character but lone surrogates (which JSON text cannot hold), with what JSON escapes made likely.
 _CHARS = st.characters(exclude_categories=("Cs",)) | st.sampled_from(['"', "\\", "\n", "\r", "\t", "/", "é", "😀"])
