@@ -8,24 +8,17 @@ remove the parts no kept flow names without reading a single manifest (`prune.py
 from __future__ import annotations
 
 import sqlite3
-import zlib
 from collections.abc import Mapping
 
+from ccany_addon.flowlog.part_compression import compress, decompress
 from ccany_addon.flowlog.part_strings import cut_out, long_strings, put_back, text_forms
 from ccany_addon.flowlog.parts import MissingPart, unpack
 from ccany_addon.flowlog.schema import BODY_MANIFESTS, PARTS
 from ccany_addon.util.json_codec import dumps, loads
 from ccany_addon.util.utc import utc_day
 
-# zlib at level 6 keeps JSON text in 42% of its size and costs 0.06 ms for a 2.5 KB tool result; a part is
-# compressed once, when it is first seen.
-COMPRESSION_LEVEL = 6
 KNOWN_LIMIT = 200_000  # hashes remembered as stored today (~20 MB); past it the memory starts afresh
 _FETCH_BATCH = 500  # hashes per SELECT: under SQLite's limit on variables
-
-
-def compress(data: bytes) -> bytes:
-    return zlib.compress(data, COMPRESSION_LEVEL)
 
 
 class PartStore:
@@ -101,9 +94,9 @@ def fetch_parts(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]
                             batch)
         for digest, body, refs in rows:
             if refs:
-                templates[digest] = zlib.decompress(body), loads(refs)
+                templates[digest] = decompress(body), loads(refs)
             else:
-                found[digest] = zlib.decompress(body)
+                found[digest] = decompress(body)
     if templates:
         strings = fetch_parts(conn, list({name for _, named in templates.values() for name in named}))
         for digest, (template, named) in templates.items():

@@ -172,7 +172,7 @@ def _v7(db: sqlite_utils.Database) -> None:
     db.execute(f"""CREATE TABLE [{PARTS}] (
         [hash] TEXT PRIMARY KEY,  -- of the part's bytes (`parts.part_hash`)
         [size] INTEGER NOT NULL,  -- bytes before compression
-        [body] BLOB NOT NULL,     -- zlib; with `refs`, a template its long strings go back into
+        [body] BLOB NOT NULL,     -- zlib (part_compression.py); with `refs`, a template its long strings go back into
         [last_used] TEXT NOT NULL,
         [refs] TEXT               -- JSON list of the long strings (parts themselves) it holds (`part_strings.py`)
     )""")

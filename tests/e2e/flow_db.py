@@ -1,17 +1,17 @@
 """Reading the flow DB a proxy wrote, with its bodies whole. Since flow DB schema version 7 a row's body columns
 (the four bodies, the stream timeline `events` and the searchable text `conversation`) are NULL and each is a
-manifest (`*_parts`) naming zlib-compressed parts in the `parts` table (ccany_addon/flowlog/parts.py), a long
-string inside a part a part of its own (part_strings.py); rows written before keep their bodies inline. A JSON
+manifest (`*_parts`) naming compressed parts (part_compression.py) in the `parts` table (ccany_addon/flowlog/parts.py),
+a long string inside a part a part of its own (part_strings.py); rows written before keep their bodies inline. A JSON
 body comes back as compact JSON (the same value, other whitespace than was sent), any other body byte for byte."""
 
 from __future__ import annotations
 
 import sqlite3
-import zlib
 from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
+from ccany_addon.flowlog.part_compression import decompress
 from ccany_addon.flowlog.part_store import fetch_parts, register_functions, with_bodies
 
 
@@ -42,7 +42,7 @@ def stored_bytes(db: Path) -> dict[str, bytes]:
             has_parts = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'parts'").fetchone()
             if has_parts:
                 contents["parts (decompressed)"] = b"\n".join(
-                    zlib.decompress(body) for (body,) in conn.execute("SELECT body FROM parts"))
+                    decompress(body) for (body,) in conn.execute("SELECT body FROM parts"))
                 hashes = [digest for (digest,) in conn.execute("SELECT hash FROM parts")]
                 contents["parts (strings put back)"] = b"\n".join(fetch_parts(conn, hashes).values())
     return contents

@@ -6,7 +6,6 @@ part that holds it, so that pruning keeps it while a kept flow names such a part
 from __future__ import annotations
 
 import json
-import zlib
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, given, settings
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.bodies import BodyPacker
+from ccany_addon.flowlog.part_compression import decompress
 from ccany_addon.flowlog.part_store import PartStore, fetch_parts, with_bodies
 from ccany_addon.flowlog.part_strings import LONG_STRING, cut_out, long_strings, put_back
 from ccany_addon.flowlog.parts import part_hash
@@ -202,9 +202,9 @@ def test_two_parts_sharing_a_long_string_store_it_once_and_both_come_back_byte_f
 
     stored = _parts_table(db)
     assert set(stored) == {first[0], second[0], third[0], string_hash}  # the string once, a part of its own
-    assert zlib.decompress(stored[string_hash]["body"]) == dumps(LONG_TEXT) and stored[string_hash]["refs"] is None
+    assert decompress(stored[string_hash]["body"]) == dumps(LONG_TEXT) and stored[string_hash]["refs"] is None
     for digest, data in (first, second, third):
-        template = zlib.decompress(stored[digest]["body"])
+        template = decompress(stored[digest]["body"])
         assert LONG_TEXT.encode() not in template and len(template) < len(data) // 4
         assert json.loads(stored[digest]["refs"]) == [string_hash]
         assert stored[digest]["size"] == len(data)
