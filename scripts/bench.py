@@ -6,7 +6,7 @@ The client sends a ~20 KB Claude-Code-like body (system blocks, 16 tools with sc
 compact JSON as Claude Code writes it, to the addon, and the OpenAI body it converts to straight to the bare
 proxy. CPU is the proxy process's CPU clock (clock_getcpuclockid) over the measured requests; the client and the
 fake upstream run in other processes and are not counted. The addon's log writer thread is in the proxy process
-and is counted: each round waits until the log queue is empty.
+and is counted: each round waits until its flows are rows in the flow DB.
 
 Then, per provider kind (openai, azure, responses, gemini, anthropic), one 50-event stream through the addon
 (routed by the config DB to a provider of that kind) against the bare proxy sent the same upstream request;
@@ -31,9 +31,11 @@ import ctypes
 import json
 import os
 import shutil
+import sqlite3
 import statistics
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -170,6 +172,12 @@ def start_mitmdump(upstream: str, script: Path, log: Path, options: list[str] = 
     return process, port
 
 
+def addon_flow_count(tmp: Path, options: list[str]) -> FlowCount | None:
+    """The bench addon's flow DB (start_mitmdump's default, or a `--set ccany_db=`), None when it logs nothing."""
+    db = next((option.split("=", 1)[1] for option in options if option.startswith("ccany_db=")), str(tmp / "bench.db"))
+    return FlowCount(Path(db)) if db else None
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -188,39 +196,64 @@ def send(client: httpx.Client, url: str, body: bytes, stream: bool, headers: dic
         assert response.status_code == 200, response.text
 
 
-def wait_for_log(client: httpx.Client, url: str | None) -> None:
-    """Until the addon's log queue is empty, so its writer's work is inside the measurement."""
-    while url is not None:
-        time.sleep(0.1)
-        if "\nccany_log_queue_depth 0\n" in client.get(url).text:
-            return
+class FlowCount:
+    """The addon's flow DB and how many flows it was sent: its writer's work for them is inside a measurement once
+    they are all rows. The bench reads the DB itself: asking the proxy's /metrics whether its queue is empty would
+    count the proxy's answers to that polling (7.8 ms of CPU each) as the log's cost."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.sent = 0
+
+    def wait(self) -> None:
+        wait_for_rows(self.db, self.sent)
+
+
+def wait_for_rows(db: Path, rows: int) -> None:
+    """Until the flow DB holds `rows` flows."""
+    while True:
+        time.sleep(0.02)
+        try:
+            with closing(sqlite3.connect(db)) as conn:
+                if conn.execute("SELECT count(*) FROM flows").fetchone()[0] >= rows:
+                    return
+        except sqlite3.Error:  # not created yet, or busy
+            continue
 
 
 WARM_UP = 20  # requests before a proxy's first round of each kind
 
 
 def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool, requests: int,
-            metrics_url: str | None, headers: dict | None = None, warm_up: int = 0) -> float:
+            log: FlowCount | None, headers: dict | None = None, warm_up: int = 0) -> float:
     for _ in range(warm_up):  # imports, connection, caches
         send(client, url, body, stream, headers)
-    wait_for_log(client, metrics_url)
+    if log:
+        log.sent += warm_up
+        log.wait()
     before = cpu_seconds(pid)
     for _ in range(requests):
         send(client, url, body, stream, headers)
-    wait_for_log(client, metrics_url)
+    if log:
+        log.sent += requests
+        log.wait()
     return (cpu_seconds(pid) - before) * 1000 / requests
 
 
-def memory_over_flows(client: httpx.Client, pid: int, port: int, flows: int) -> list[tuple[int, float]]:
+def memory_over_flows(client: httpx.Client, pid: int, port: int, flows: int, log: FlowCount | None
+                      ) -> list[tuple[int, float]]:
     """RSS after every tenth of `flows` requests (streamed and not, alternating) once the log has caught up."""
-    url, metrics_url = f"http://127.0.0.1:{port}/v1/messages", f"http://127.0.0.1:{port}/metrics"
+    url = f"http://127.0.0.1:{port}/v1/messages"
     bodies = {stream: compact(claude_code_body(stream)) for stream in (False, True)}
     samples = []
     for number in range(1, flows + 1):
         stream = number % 2 == 0
         send(client, url, bodies[stream], stream)
+        if log:
+            log.sent += 1
         if number % max(1, flows // 10) == 0:
-            wait_for_log(client, metrics_url)
+            if log:
+                log.wait()
             samples.append((number, rss_mib(pid)))
     return samples
 
@@ -256,6 +289,7 @@ def main() -> None:
     bare, bare_port = start_mitmdump(upstream.url, ROOT / "scripts" / "passthrough.py", tmp / "bare.log")
     addon, addon_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "addon.log",
                                        [f"ccany_config_db={tmp / 'config.db'}", *args.options])
+    log = addon_flow_count(tmp, args.options)
     sizes = {stream: len(compact(claude_code_body(stream))) for stream in (False, True)}
     rounds: dict[tuple[str, bool], list[float]] = {}
     session: SessionResult | None = None
@@ -265,39 +299,37 @@ def main() -> None:
             for stream in (False, True) if args.requests else ():
                 # alternate the two proxies, round by round, so drift on the machine hits both alike
                 for _round in range(args.rounds):
-                    for name, process, url, body, metrics_url in (
+                    for name, process, url, body, flow_count in (
                         ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
                          compact(openai_body(stream)), None),
                         ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages",
-                         compact(claude_code_body(stream)), f"http://127.0.0.1:{addon_port}/metrics"),
+                         compact(claude_code_body(stream)), log),
                     ):
                         ms = measure(client, process.pid, url, body, stream, args.requests // args.rounds,
-                                     metrics_url, warm_up=WARM_UP if _round == 0 else 0)
+                                     flow_count, warm_up=WARM_UP if _round == 0 else 0)
                         rounds.setdefault((name, stream), []).append(ms)
             for kind in KINDS if args.kind_requests else ():
                 path, bare_body, key = bare_request(kind)
                 addon_body = compact({**claude_code_body(True), "model": f"bench-{kind}"})
                 for _round in range(args.rounds):
-                    for name, process, url, body, metrics_url, headers in (
+                    for name, process, url, body, flow_count, headers in (
                         ("bare", bare, f"http://127.0.0.1:{bare_port}{path}", bare_body, None, key),
-                        ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", addon_body,
-                         f"http://127.0.0.1:{addon_port}/metrics", None),
+                        ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", addon_body, log, None),
                     ):
                         ms = measure(client, process.pid, url, body, True, args.kind_requests // args.rounds,
-                                     metrics_url, headers, WARM_UP if _round == 0 else 0)
+                                     flow_count, headers, WARM_UP if _round == 0 else 0)
                         rounds.setdefault((f"{name} {kind}", True), []).append(ms)
             long_body = long_conversation_body(True)
             for _round in range(args.rounds if args.long_requests else 0):
-                for name, process, url, body, metrics_url in (
+                for name, process, url, body, flow_count in (
                     ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
                      compact(openai_body(True, long_body)), None),
-                    ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", compact(long_body),
-                     f"http://127.0.0.1:{addon_port}/metrics"),
+                    ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", compact(long_body), log),
                 ):
-                    ms = measure(client, process.pid, url, body, True, args.long_requests // args.rounds, metrics_url,
+                    ms = measure(client, process.pid, url, body, True, args.long_requests // args.rounds, flow_count,
                                  warm_up=WARM_UP if _round == 0 else 0)
                     rounds.setdefault((f"{name} long", True), []).append(ms)
-            memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows) if args.rss_flows else []
+            memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows, log) if args.rss_flows else []
         if args.session_turns:
             session = session_growth(upstream.url, tmp, args.session_turns, args.options)
         if args.saturation_seconds:

@@ -18,15 +18,13 @@ import random
 import sqlite3
 import string
 import subprocess
-import time
 import uuid
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from bench import ROOT, claude_code_body, compact, cpu_seconds, rss_mib, send, start_mitmdump, stop
+from bench import ROOT, claude_code_body, compact, cpu_seconds, rss_mib, send, start_mitmdump, stop, wait_for_rows
 
 from ccany_addon.flowlog.schema import open_db
 
@@ -211,18 +209,6 @@ def session_growth(upstream: str, tmp: Path, turns: int, options: list[str]) -> 
     open_db(str(directory / "empty.db")).close()
     result.empty_db = (directory / "empty.db").stat().st_size
     return result
-
-
-def wait_for_rows(db: Path, rows: int) -> None:
-    """Until the flow DB holds `rows` flows (read in this process: the proxy does no work for it)."""
-    while True:
-        time.sleep(0.02)
-        try:
-            with closing(sqlite3.connect(db)) as conn:
-                if conn.execute("SELECT count(*) FROM flows").fetchone()[0] >= rows:
-                    return
-        except sqlite3.Error:  # not created yet, or busy
-            continue
 
 
 def print_session(result: SessionResult) -> None:

@@ -6,6 +6,7 @@ ccany_addon, which imports no mitmproxy there):
 - flow_queries: the stored queries and charts, registered for every attached database holding `flows`;
 - pages: `/-/dashboard`, `/-/flow/{id}` and `/-/flow/{id}.json` (the flow with its bodies whole);
 - prepare_connection: the SQL functions that put a flow's bodies together from their parts;
+- asgi_wrapper (flow_json): the flows table's and a flow row's JSON with the bodies whole;
 - cells: request ids link to their flow page, session ids to their turns, JSON columns are pretty-printed.
 """
 
@@ -18,7 +19,7 @@ import markupsafe
 from datasette import hookimpl
 
 from ccany_addon.flowlog.part_store import register_functions
-from ccany_addon.web import cells, flow_queries, pages
+from ccany_addon.web import cells, flow_json, flow_queries, pages
 
 
 @hookimpl
@@ -32,6 +33,11 @@ def startup(datasette: Any) -> Callable[[], Awaitable[None]]:
 @hookimpl
 def prepare_connection(conn: Any) -> None:
     register_functions(conn)  # ccany_body() and ccany_part(): a flow's bodies in SQL (README: "The flow log")
+
+
+@hookimpl
+def asgi_wrapper(datasette: Any) -> Callable[[Any], Any]:
+    return lambda app: flow_json.wrap(app, datasette)
 
 
 @hookimpl

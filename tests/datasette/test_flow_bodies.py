@@ -296,3 +296,50 @@ def test_prompt_cache_queries_of_the_session(session_log: FlowLog) -> None:
                      100 * row["upstream_prefix_bytes"] / row["upstream_prompt_bytes"], abs=0.051)}
                 for row, client_break in zip(followed, ["(only added)", "system[0] changed"], strict=True)]
     assert sorted(breaks, key=lambda row: row["client_break"]) == expected
+
+
+def _json_rows(response_json: object, columns: list[str]) -> list[dict]:
+    """The rows of a table or row JSON answer as objects, whatever its shape (`columns`: the table's, for arrays
+    that come without theirs)."""
+    if isinstance(response_json, list):
+        return response_json
+    assert isinstance(response_json, dict)
+    if "rows" not in response_json:
+        return list(response_json.values())
+    names = response_json.get("columns", columns)
+    return [row if isinstance(row, dict) else dict(zip(names, row, strict=True)) for row in response_json["rows"]]
+
+
+@pytest.mark.parametrize("query", ["", "?_shape=objects", "?_shape=array", "?_shape=arrays", "?_shape=object",
+                                   "?_shape=array&_nl=on", "?_col=client_request&_col=status_code&_size=5"])
+def test_table_and_row_json_show_the_bodies_whole_as_the_inline_log_does(
+        flow_log: FlowLog, inline_flow_log: FlowLog, query: str) -> None:
+    paths = [f"/{flow_log.name}/flows.json{query}",
+             *(f"/{flow_log.name}/flows/{flow(flow_log, **match)['id']}.json{query}"
+               for match in ({"is_stream": 1, "status_code": 200}, {"status_code": 502}))]
+    with sqlite3.connect(flow_log.path) as conn:
+        columns = [column for _, column, *_ in conn.execute("PRAGMA table_info(flows)")]
+    for packed, inline in zip(fetch(flow_log.path, paths=paths), fetch(inline_flow_log.path, paths=paths),
+                              strict=True):
+        assert packed.status_code == inline.status_code == 200, (packed.url, packed.text[:500])
+        if "_nl=on" in query:
+            packed_rows = [json.loads(line) for line in packed.text.splitlines()]
+            inline_rows = [json.loads(line) for line in inline.text.splitlines()]
+        else:
+            packed_rows, inline_rows = _json_rows(packed.json(), columns), _json_rows(inline.json(), columns)
+        assert [row["id"] for row in packed_rows] == [row["id"] for row in inline_rows] and packed_rows
+        assert int(packed.headers["content-length"]) == len(packed.content)
+        for got, expected in zip(packed_rows, inline_rows, strict=True):
+            shown = [name for name in BODIES if name in expected]
+            assert shown, got
+            for name in shown:
+                assert value(got[name]) == value(expected[name]), (packed.url, name)
+            assert any(got[name] is not None for name in shown) or "_col" in query
+
+
+def test_flows_json_other_answers_pass_as_they_came(flow_log: FlowLog) -> None:
+    missing, error, other = fetch(flow_log.path, paths=[
+        f"/{flow_log.name}/flows/req_{'0' * 32}.json", f"/{flow_log.name}/flows.json?_sort=no_such_column",
+        f"/{flow_log.name}/parts.json?_shape=array&_size=1"])
+    assert missing.status_code == 404 and error.status_code == 400
+    assert other.status_code == 200 and set(other.json()[0]) == {"hash", "size", "body", "last_used", "refs"}

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import anthropic
+import httpx
 import pytest
 
 from ccany_addon.flowlog.part_store import with_bodies
@@ -127,6 +128,7 @@ def test_datasette_shows_the_same_bodies(session) -> None:
     assert json.loads(answers["sql"].json()[0]["body"]) == json.loads(flows[last]["client_request"])
     assert json.loads(answers["view"].json()[0]["client_response"]) == json.loads(flows[last]["client_response"])
     assert json.loads(answers["row"].json()[0]["client_request_parts"])["json"]["messages"]["$parts"]
+    assert json.loads(answers["row"].json()[0]["client_request"]) == json.loads(flows[last]["client_request"])
     assert [row["id"] for row in answers["search"].json()] == [ids[3]]  # the turn that said it, not every later one
 
 
@@ -148,8 +150,10 @@ def test_a_claude_code_session_is_browsable_in_a_headless_browser(fake_upstream,
     server = start_server(proxy.db, tmp_path)
     try:
         dom = chromium(f"{server.url}/-/flow/{follow_up['id']}", "--dump-dom")
+        row_json = httpx.get(f"{server.url}/{proxy.db.stem}/flows/{follow_up['id']}.json?_shape=array").json()
     finally:
         stop_server(server)
+    assert json.loads(row_json[0]["client_request"]) == json.loads(follow_up["client_request"])
     # the client request's system blocks and messages, put together from their parts
     system = json.loads(follow_up["client_request"])["system"]
     assert "x-anthropic-billing-header" in dom and system[1]["text"][:40] in dom
