@@ -79,11 +79,15 @@ _SECRET_PATTERNS = re.compile(
 )
 
 
-def replace_secrets(text: str, secrets: tuple[str, ...], mark: str = "***") -> str:
-    """Hide the secrets the gateway knows (and nothing else: a logged body keeps its key-shaped words)."""
+def replace_secrets[T: (str, bytes)](text: T, secrets: tuple[str, ...], mark: str = "***") -> T:
+    """Hide the secrets the gateway knows (and nothing else: a logged body keeps its key-shaped words); in text, or
+    in UTF-8 bytes (a secret is found in them where it is in their text)."""
     for secret in secrets:
-        if len(secret) >= 4 and secret in text:
-            text = text.replace(secret, mark)
+        if len(secret) < 4:
+            continue
+        found, replacement = (secret.encode(), mark.encode()) if isinstance(text, bytes) else (secret, mark)
+        if found in text:
+            text = text.replace(found, replacement)  # type: ignore[arg-type]
     return text
 
 

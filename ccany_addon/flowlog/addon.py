@@ -120,7 +120,7 @@ class FlowLog:
             return
         self.writer = FlowWriter(
             options.ccany_db,
-            lambda record: to_row(record, replace(self.policy, secrets=self.gateway.known_secrets)),
+            lambda record: to_row(record, replace(self.policy, secrets=self.gateway.known_secrets), raw_bodies=True),
             options.ccany_log_queue_size,
             options.ccany_log_retention_days,
             salvage=minimal_row,

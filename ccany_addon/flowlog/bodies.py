@@ -95,7 +95,8 @@ class BodyPacker:
             text = row.get(name)
             if text is None:
                 continue
-            packed = self._request(row, name, text.encode()) if name in _REQUESTS else pack_text(text)
+            raw = text if isinstance(text, bytes) else text.encode()
+            packed = self._request(row, name, raw) if name in _REQUESTS else pack_text(raw)
             row[name], row[manifest] = None, packed.manifest
             if name == "conversation":
                 row[SEARCH_TEXT] = text

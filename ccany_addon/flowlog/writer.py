@@ -319,7 +319,8 @@ class FlowWriter[R]:
             except Exception as error:
                 logger.error(f"ccany: flow log: a flow's bodies are kept whole: {describe_failure(error)}")
                 row.clear()
-                row.update(before)
+                row.update({column: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+                            for column, value in before.items()})
         return parts
 
     def _checkpoint(self, db: sqlite_utils.Database) -> None:

@@ -207,6 +207,35 @@ def test_stream_record_becomes_a_timeline_and_a_message_with_secrets_and_caps_ap
     assert capped["upstream_response"] == "startHi " and "upstream_response" in capped["truncated"].split(",")
 
 
+@pytest.mark.parametrize("client_request", [
+    '{"messages":[{"role":"user","content":"déjà vu, key sk-live-abcdefghijkl"}]}'.encode(),
+    '{"messages":[{"role":"user","content":"ééééééééééééééééééééééééééééééééé"}]}'.encode(),  # cut inside a character
+    b'{"messages":[{"role":"user","content":"not UTF-8: \xff\xfe"}]}',
+    b"plain text, not JSON, sk-live-abcdefghijkl",
+])
+def test_bodies_left_as_bytes_for_the_packing_writer_read_back_as_the_text_rows_keep(tmp_path, client_request):
+    record = FlowRecord(id="req_raw", started=100.0, method="POST", path="/v1/messages", client_addr="",
+                        client_request=client_request, client_request_headers=(), client_response=client_request,
+                        ended=101.0)
+    policy = LogPolicy("all", 60, ("sk-live-abcdefghijkl",))
+    text_row, raw_row = to_row(record, policy), to_row(record, policy, raw_bodies=True)
+    assert isinstance(raw_row["client_request"], bytes) and isinstance(text_row["client_request"], str)
+    assert raw_row["truncated"] == text_row["truncated"] and b"sk-live" not in raw_row["client_request"]
+    path = str(tmp_path / "f.db")
+    writer = FlowWriter(path, lambda row: row)
+    writer.start()
+    for number, row in enumerate((text_row, raw_row)):
+        writer.submit({**row, "id": f"req_{number}"})
+    writer.close()
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    register_functions(conn)
+    stored = [with_bodies(conn, dict(row)) for row in conn.execute("SELECT * FROM flows ORDER BY id")]
+    assert [row["client_request_parts"] is not None for row in stored] == [True, True]
+    for name in ("client_request", "client_response"):
+        assert stored[0][name] == stored[1][name] == text_row[name], name
+
+
 def test_stream_reads_give_each_reads_bytes_back():
     reads = StreamReads()
     reads.add(1.0, b"up1", [])  # held back: nothing sent
