@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from itertools import accumulate
+from functools import lru_cache
+from itertools import accumulate, chain, repeat
 
 from ccany_addon.util.json_codec import dumps, loads
 
@@ -173,21 +174,28 @@ def assemble(fields: list[Field], raw: bytes | None = None) -> Packed:
 
 
 def _layout(fields: list[Field], raw: bytes) -> Layout | None:
+    # One join of every piece, compared once: joining each list first copied a 400 KB body three times.
     pieces = [b"{"]
     starts: list[list[int]] = []
     at = 1
     for number, item in enumerate(fields):
         head = (b"," if number else b"") + dumps(item.name) + (b":[" if item.split else b":")
+        pieces.append(head)
         at += len(head)
         if item.split:
-            value = b",".join(item.data) + b"]"
             starts.append(list(accumulate((len(data) + 1 for data in item.data[:-1]), initial=at)) if item.data
                           else [])
+            pieces += chain.from_iterable(zip(item.data, repeat(b",")))
+            if item.data:
+                pieces[-1] = b"]"
+                at = starts[-1][-1] + len(item.data[-1]) + 1
+            else:
+                pieces.append(b"]")
+                at += 1
         else:
-            value = item.data[0]
+            pieces.append(item.data[0])
             starts.append([at])
-        pieces += [head, value]
-        at += len(value)
+            at += len(item.data[0])
     pieces.append(b"}")
     return Layout(raw, fields, starts) if b"".join(pieces) == raw else None
 
@@ -204,12 +212,23 @@ def _list_reference(hashes: list[str], parts: dict[str, bytes]) -> dict[str, lis
     whole = len(hashes) - len(hashes) % CHUNK
     groups, levels = hashes[:whole], []
     while groups:
-        chunks = [_add(dumps(groups[start:start + CHUNK]), parts) for start in range(0, len(groups), CHUNK)]
+        chunks = []
+        for start in range(0, len(groups), CHUNK):
+            digest, data = _chunk(tuple(groups[start:start + CHUNK]))
+            parts[digest] = data
+            chunks.append(digest)
         whole = len(chunks) - len(chunks) % CHUNK
         levels.append(chunks[whole:])
         groups = chunks[:whole]
     reference: dict[str, list] = {"$chunks": levels[::-1]} if levels else {}
     return reference | {"$parts": hashes[len(hashes) - len(hashes) % CHUNK:]}
+
+
+@lru_cache(maxsize=8192)
+def _chunk(hashes: tuple[str, ...]) -> tuple[str, bytes]:
+    """A chunk part, remembered: a session's next request repeats all its chunks but the newest (8192: ~4 MB)."""
+    data = dumps(list(hashes))
+    return part_hash(data), data
 
 
 def _without_cache_control(value: object) -> object:

@@ -113,14 +113,15 @@ def _same_items(old: bytes, new: bytes, data: list[bytes], starts: list[int], fi
     """One past the last of a field's items, from `first`, that `new` has at `shift` from where `old` had them."""
     begin = starts[first]
     limit = min(starts[-1] + len(data[-1]), len(new) - shift) - begin
+    # `startswith` a view of the old bytes compares in place: slicing both sides copied each step twice
+    view = memoryview(old)
     same = 0
-    while same < limit and old[begin + same:begin + min(same + _STEP, limit)] == \
-            new[begin + shift + same:begin + shift + min(same + _STEP, limit)]:
+    while same < limit and new.startswith(view[begin + same:begin + min(same + _STEP, limit)], begin + shift + same):
         same = min(same + _STEP, limit)
     low, high = same, min(same + _STEP, limit)
     while low < high:  # the first `low` bytes are the same, the first difference is before `high`
         middle = (low + high + 1) // 2
-        if old[begin + low:begin + middle] == new[begin + shift + low:begin + shift + middle]:
+        if new.startswith(view[begin + low:begin + middle], begin + shift + low):
             low = middle
         else:
             high = middle - 1
