@@ -201,10 +201,11 @@ def _v7(db: sqlite_utils.Database) -> None:
 MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 VERSION = len(MIGRATIONS)
 
-# Since version 7 a row is a few KB and its new parts a few more: on the 150-turn session of scripts/bench, 16 KB
-# pages still took the least CPU of 4, 8 and 16 KB (7.9 vs 8.5 and 9.2 ms a turn) and the least space (parts of 1-2
-# KB overflow smaller pages). SQLite takes the size only before the first table.
-PAGE_SIZE = 16384
+# Since version 7 a row is a few KB and its new parts a few more. The writer's work on the records of the 150-turn
+# session of scripts/bench (best of 4 runs each): 8 KB pages 4.75 ms a turn and 1192 KB, 16 KB pages 4.65 ms and
+# 1264 KB (a commit writes ~20 pages, a new DB holds one page per table and index), 4 KB pages 4.5 ms and 1356 KB (a
+# row no longer fits twice in a page). SQLite takes the size only before the first table.
+PAGE_SIZE = 8192
 
 # OR IGNORE, not OR REPLACE: with the delete trigger present, REPLACE costs 0.05 ms more per row even when
 # nothing conflicts. A flow is recorded once; should one ever come twice, its first row stays.
