@@ -8,7 +8,7 @@ remove the parts no kept flow names without reading a single manifest (`prune.py
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from ccany_addon.flowlog.part_compression import compress, decompress
 from ccany_addon.flowlog.part_strings import cut_out, long_strings, put_back, text_forms
@@ -131,5 +131,19 @@ def part_text(conn: sqlite3.Connection, digest: str | None) -> str | None:
 def register_functions(conn: sqlite3.Connection) -> None:
     """`ccany_body(client_request, client_request_parts)` → the whole body (any of the four, old rows too);
     `ccany_part(hash)` → one part's text. Registered on the writer's connection and Datasette's."""
-    conn.create_function("ccany_body", 2, lambda inline, manifest: body_text(conn, inline, manifest))
-    conn.create_function("ccany_part", 1, lambda digest: part_text(conn, digest))
+    conn.create_function("ccany_body", 2, _in_sql(conn, lambda inline, manifest: body_text(conn, inline, manifest)))
+    conn.create_function("ccany_part", 1, _in_sql(conn, lambda digest: part_text(conn, digest)))
+
+
+def _in_sql[**P, T](conn: sqlite3.Connection, function: Callable[P, T]) -> Callable[P, T | None]:
+    """A function SQL calls. A query interrupted while the function reads parts (Datasette's time limit) ends as
+    interrupted, as any query does, not as "user-defined function raised exception" with a traceback."""
+    def call(*args: P.args, **kwargs: P.kwargs) -> T | None:
+        try:
+            return function(*args, **kwargs)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT:
+                raise
+            conn.interrupt()  # the query that called it stops at its next step, interrupted
+            return None
+    return call

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlite_utils
 
 from ccany_addon.flowlog import prune, schema
-from ccany_addon.flowlog.part_store import fetch_parts, with_bodies
+from ccany_addon.flowlog.part_store import body_text, fetch_parts, with_bodies
 from ccany_addon.flowlog.prune import Pruning
 from ccany_addon.flowlog.record import FlowRecord, StreamReads, record_size
 from ccany_addon.flowlog.writer import FlowWriter
@@ -364,3 +367,30 @@ def test_record_size_counts_bodies_and_stream_reads():
     assert streamed - empty >= 1000 + 550
     reads.add(11.0, b"u" * 1000, [])
     assert record_size(record(reads=reads)) - streamed >= 1000
+
+
+def test_a_query_interrupted_inside_ccany_body_ends_as_interrupted_without_a_traceback(tmp_path, monkeypatch):
+    path = str(tmp_path / "f.db")
+    write(path, _session_rows(20))
+    db = schema.open_db(path)
+    sqlite3.enable_callback_tracebacks(True)  # as Datasette turns them on: tracebacks go to sys.unraisablehook
+    tracebacks: list = []
+    monkeypatch.setattr(sys, "unraisablehook", tracebacks.append)
+
+    def run_with_time_limit(function: str) -> None:
+        """As Datasette's time limit does: a progress handler interrupts the query once it has run long enough."""
+        steps = iter(range(10**9))
+        db.conn.set_progress_handler(lambda: next(steps) > 30, 10)
+        db.execute(f"SELECT {function}(client_request, client_request_parts) FROM flows").fetchall()
+
+    # the same query with the body put together by a function registered as it is: interrupted inside it
+    db.conn.create_function("bare_body", 2, lambda inline, manifest: body_text(db.conn, inline, manifest))
+    with pytest.raises(sqlite3.OperationalError, match="user-defined function raised exception"):
+        run_with_time_limit("bare_body")
+    assert tracebacks
+    tracebacks.clear()
+    with pytest.raises(sqlite3.OperationalError, match="^interrupted$"):
+        run_with_time_limit("ccany_body")
+    assert not tracebacks
+    db.conn.set_progress_handler(None, 100)
+    assert len(db.execute("SELECT ccany_body(client_request, client_request_parts) FROM flows").fetchall()) == 20
