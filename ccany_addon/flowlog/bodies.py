@@ -3,13 +3,15 @@ its parts (`parts.py`), and each request is compared with the previous request o
 see how much of it a prompt cache could have served (cache forensics).
 
 The previous request of a session is kept in memory: its parts' keys and sizes for the forensics, and its layout
-(its bytes and parts, within `LAYOUT_BYTES`) to pack the next one from. The first flow of a session after a restart
-has no forensics.
+(its bytes and parts, within `LAYOUT_BYTES`) to pack the next one from. A session not in memory (the first flow
+after a restart, or one forgotten as others came) has its previous request recalled: the writer reads it back from
+the flow DB (`Recall`), and it is packed again once.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ccany_addon.flowlog.parts import Layout, Packed, Prompt, pack, pack_text
@@ -19,6 +21,10 @@ from ccany_addon.flowlog.schema import BODY_MANIFESTS, SEARCH_TEXT
 SESSIONS_KEPT = 2000  # sessions whose previous request is remembered
 LAYOUT_BYTES = 32 * 1024 * 1024  # of previous requests kept to pack the next ones from (about 2× their size)
 _REQUESTS = ("client_request", "upstream_request")
+
+# The body `name` of the flow before `row` in its session, by the same agent to the same model, as stored; None
+# when there is none.
+Recall = Callable[[dict, str], bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,20 +95,20 @@ class BodyPacker:
     def __init__(self) -> None:
         self.sessions = Sessions()
 
-    def pack_row(self, row: dict, parts: dict[str, bytes]) -> None:
+    def pack_row(self, row: dict, parts: dict[str, bytes], recall: Recall | None = None) -> None:
         """Replace the row's body texts with manifests (adding their parts to `parts`) and fill its forensics."""
         for name, manifest in BODY_MANIFESTS.items():
             text = row.get(name)
             if text is None:
                 continue
             raw = text if isinstance(text, bytes) else text.encode()
-            packed = self._request(row, name, raw) if name in _REQUESTS else pack_text(raw)
+            packed = self._request(row, name, raw, recall) if name in _REQUESTS else pack_text(raw)
             row[name], row[manifest] = None, packed.manifest
             if name == "conversation":
                 row[SEARCH_TEXT] = text
             parts.update(packed.parts)
 
-    def _request(self, row: dict, name: str, raw: bytes) -> Packed:
+    def _request(self, row: dict, name: str, raw: bytes, recall: Recall | None) -> Packed:
         """A request packed from the previous one of its session when it can be, and compared with it. A client
         that names no session (an SDK) has its requests packed from the previous one of the same client key and
         model: a conversation re-sent turn after turn, without forensics."""
@@ -111,6 +117,8 @@ class BodyPacker:
         key = ("client", *who, row.get("client_model")) if name == "client_request" else \
             ("upstream", *who, row.get("provider"), row.get("upstream_model"))
         previous = self.sessions.get(key)
+        if previous is None and session is not None and recall is not None:
+            previous = self._recalled(key, recall(row, name))
         packed = None
         if previous is not None and previous.layout is not None:
             packed = pack_after(previous.layout, raw)
@@ -132,3 +140,12 @@ class BodyPacker:
                 row["upstream_prefix_bytes"] = prefix.bytes
         self.sessions.remember(key, packed.prompt, packed.layout)
         return packed
+
+    def _recalled(self, key: tuple, raw: bytes | None) -> _Previous | None:
+        if raw is None:
+            return None
+        packed = pack(raw)
+        if packed.prompt is None:
+            return None
+        self.sessions.remember(key, packed.prompt, packed.layout)
+        return self.sessions.get(key)

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping
 
 from ccany_addon.flowlog.part_compression import compress, decompress
 from ccany_addon.flowlog.part_strings import cut_out, long_strings, put_back, text_forms
-from ccany_addon.flowlog.parts import MissingPart, unpack
-from ccany_addon.flowlog.schema import BODY_MANIFESTS, PARTS
+from ccany_addon.flowlog.parts import MissingPart, unpack, unpack_bytes
+from ccany_addon.flowlog.schema import BODY_MANIFESTS, FLOWS, PARTS
 from ccany_addon.util.json_codec import dumps, loads
 from ccany_addon.util.utc import utc_day
 
@@ -114,6 +114,30 @@ def body_text(conn: sqlite3.Connection, inline: str | None, manifest: str | None
         return unpack(manifest, lambda hashes: fetch_parts(conn, hashes))
     except MissingPart as missing:
         return f"(ccany: part {missing.args[0]} of this body is no longer stored)"
+
+
+def previous_body(conn: sqlite3.Connection, row: dict, name: str) -> bytes | None:
+    """The request body `name` of the flow before `row` in its Claude Code session, by the same agent, to the same
+    model (the client's, or the provider's and upstream's for the upstream request), as stored; None when there is
+    none or it cannot be read."""
+    model = ("client_model",) if name == "client_request" else ("provider", "upstream_model")
+    where = " AND ".join(f"[{column}] IS ?" for column in ("agent_id", *model))
+    found = conn.execute(
+        f"SELECT [{name}], [{BODY_MANIFESTS[name]}] FROM [{FLOWS}] WHERE session_id = ? AND started_at <= ? "
+        f"AND id != ? AND {where} ORDER BY started_at DESC LIMIT 1",
+        [row.get("session_id"), row.get("started_at"), row.get("id"), row.get("agent_id"),
+         *(row.get(column) for column in model)]).fetchone()
+    if found is None:
+        return None
+    inline, manifest = found
+    if inline is not None:
+        return inline.encode()
+    if manifest is None:
+        return None
+    try:
+        return unpack_bytes(manifest, lambda hashes: fetch_parts(conn, hashes))
+    except MissingPart:
+        return None
 
 
 def with_bodies(conn: sqlite3.Connection, row: dict) -> dict:

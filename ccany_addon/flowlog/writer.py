@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import sqlite_utils
 
 from ccany_addon.flowlog.bodies import BodyPacker
-from ccany_addon.flowlog.part_store import PartStore
+from ccany_addon.flowlog.part_store import PartStore, previous_body
 from ccany_addon.flowlog.prune import Pruning
 from ccany_addon.flowlog.schema import BUSY_TIMEOUT_MS, open_db
 from ccany_addon.flowlog.store import StoreUnavailable, store_batch
@@ -231,7 +231,7 @@ class FlowWriter[R]:
                 batch = [self._queue.popleft() for _ in range(min(BATCH_SIZE, len(self._queue)))]
                 rows = self._rows(batch)
                 self._bytes_out += sum(map(self._safe_size, batch))
-                self._pending = _Pending(rows, self._packed(rows))
+                self._pending = _Pending(rows, self._packed(rows, db))
             pending = self._pending
             wait = pending.retry_at - time.monotonic()
             if wait > 0:
@@ -308,20 +308,30 @@ class FlowWriter[R]:
         except Exception:  # counted on the way in: a record is not changed after it is queued
             return 0
 
-    def _packed(self, rows: list[dict]) -> dict[str, bytes]:
+    def _packed(self, rows: list[dict], db: sqlite_utils.Database) -> dict[str, bytes]:
         """Turn the rows' bodies into manifests; the parts they name. A row that cannot be packed keeps its bodies
         inline, as rows did before the parts store."""
         parts: dict[str, bytes] = {}
         for row in rows:
             before = dict(row)
             try:
-                self._packer.pack_row(row, parts)
+                self._packer.pack_row(row, parts, lambda row, name: self._previous_body(db, row, name))
             except Exception as error:
                 logger.error(f"ccany: flow log: a flow's bodies are kept whole: {describe_failure(error)}")
                 row.clear()
                 row.update({column: value.decode("utf-8", "replace") if isinstance(value, bytes) else value
                             for column, value in before.items()})
         return parts
+
+    @staticmethod
+    def _previous_body(db: sqlite_utils.Database, row: dict, name: str) -> bytes | None:
+        """A session's previous request, read back for a session the packer does not remember (after a restart);
+        None when the database cannot give it: the row is packed without it."""
+        try:
+            return previous_body(db.conn, row, name)
+        except sqlite3.Error as error:
+            logger.warning(f"ccany: flow log: a session's previous request could not be read: {error}")
+            return None
 
     def _checkpoint(self, db: sqlite_utils.Database) -> None:
         """Copy the WAL into the DB and truncate it, unless a reader still needs it (then: at the next period)."""

@@ -394,3 +394,29 @@ def test_a_query_interrupted_inside_ccany_body_ends_as_interrupted_without_a_tra
     assert not tracebacks
     db.conn.set_progress_handler(None, 100)
     assert len(db.execute("SELECT ccany_body(client_request, client_request_parts) FROM flows").fetchall()) == 20
+
+
+FORENSICS = ("prefix_parts", "prefix_break", "upstream_prefix_parts", "upstream_prefix_break", "upstream_prefix_bytes",
+             "upstream_prompt_bytes")
+
+
+def test_a_session_resumed_after_a_restart_is_compared_and_packed_as_if_the_proxy_had_kept_running(tmp_path):
+    rows = _session_rows(12)
+    kept_running, restarted = str(tmp_path / "kept.db"), str(tmp_path / "restarted.db")
+    write(kept_running, [dict(row) for row in rows])
+    write(restarted, [dict(row) for row in rows[:6]])
+    db = sqlite_utils.Database(restarted)
+    parts_before = db["parts"].count
+    write(restarted, [dict(row) for row in rows[6:]])  # a new writer: it remembers no session
+    expected = {row["id"]: row for row in sqlite_utils.Database(kept_running)["flows"].rows}
+    got = {row["id"]: row for row in db["flows"].rows}
+    assert got[rows[6]["id"]]["prefix_parts"] is not None and got[rows[6]["id"]]["upstream_prefix_parts"]
+    for row in rows:
+        assert {name: got[row["id"]][name] for name in FORENSICS} == \
+            {name: expected[row["id"]][name] for name in FORENSICS}, row["id"]
+    stored = stored_rows(db)
+    for row in rows:
+        assert_same_bodies(stored[row["id"]], row)
+    # the turns after the restart store what is new in them, as they do without one
+    kept = sqlite_utils.Database(kept_running)
+    assert db["parts"].count - parts_before == kept["parts"].count - len(flow_parts(kept, "id <= ?", (rows[5]["id"],)))
