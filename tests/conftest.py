@@ -99,9 +99,9 @@ def start_fake_upstream() -> FakeUpstream:
 
 def start_proxy(
     upstream: str, tmp: Path, *options: str, env: dict[str, str] | None = None, program: str = "mitmdump",
-    scripts: tuple[Path, ...] = (),
+    scripts: tuple[Path, ...] = (), port: int | None = None,
 ) -> Proxy:
-    port = free_port()
+    port = port or free_port()
     log_path = tmp / f"{program}-{port}.log"
     environment = {**os.environ, "OPENAI_API_KEY": UPSTREAM_KEY, **(env or {})}
     environment = {k: v for k, v in environment.items() if v is not None}

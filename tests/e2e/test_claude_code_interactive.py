@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import start_proxy, stop
+from tests.e2e.flow_db import flow_rows
 from tests.e2e.test_claude_code import CLAUDE
 
 CLIENT_KEY = "sk-ant-interactive-client-0123456789"
@@ -82,3 +84,35 @@ def test_auto_mode_runs_a_risky_command_through_a_converting_gateway(proxy, fake
     assert not any("safeguards" in body for body in bodies)
     checks = [body for body in bodies if "You are a security monitor" in json.dumps(body.get("messages", [])[:1])]
     assert checks, "auto mode's own check went through the gateway"
+
+
+def test_a_session_resumed_after_a_proxy_restart_keeps_its_prompt_cache_forensics(fake_upstream, tmp_path,
+                                                                                   tmux_session):
+    """A person restarts the gateway in the middle of a Claude Code session and goes on typing: the next turn is
+    still compared with the one before it (the writer reads that one back from the flow DB)."""
+    answer = "Hello from the fake upstream."
+
+    def ask(prompt: str, answers: int) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", tmux_session, prompt], check=True)
+        time.sleep(0.3)
+        subprocess.run(["tmux", "send-keys", "-t", tmux_session, "Enter"], check=True)
+        wait_for(lambda: screen(tmux_session).count(answer) >= answers, 60, f"the answer to {prompt!r}", tmux_session)
+
+    proxy = start_proxy(fake_upstream.url, tmp_path)
+    try:
+        start_claude(tmux_session, proxy.url, tmp_path / "work", tmp_path / "home")
+        wait_for(lambda: "auto mode on" in screen(tmux_session), 30, "the prompt", tmux_session)
+        ask("Say hello", 1)
+    finally:
+        stop(proxy.process)
+    proxy = start_proxy(fake_upstream.url, tmp_path, port=proxy.port)  # same address, same flow DB
+    try:
+        ask("Say hello once more", 2)
+    finally:
+        stop(proxy.process)
+    turns = [row for row in flow_rows(proxy.db, "session_id IS NOT NULL")
+             if row["client_request"] and "Say hello" in json.dumps(json.loads(row["client_request"])["messages"][-1])]
+    first, resumed = turns[0], turns[-1]
+    assert "once more" in resumed["client_request"] and first["session_id"] == resumed["session_id"]
+    assert resumed["prefix_parts"] and resumed["upstream_prefix_parts"], resumed  # tools and system: shared
+    assert resumed["upstream_prefix_bytes"] > 0.5 * resumed["upstream_prompt_bytes"]
