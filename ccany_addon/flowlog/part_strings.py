@@ -23,7 +23,7 @@ _MARKER = re.compile(rb"([\x00\x01])([0-9a-f]{%d})\1" % HASH_CHARS)
 
 def long_strings(data: bytes) -> dict[str, bytes]:
     """The long strings of a JSON part, each as JSON writes it, by hash; none for anything else."""
-    if len(data) < LONG_STRING or data[:1] not in (b"{", b"[", b'"'):
+    if len(data) < LONG_STRING or data[:1] not in (b"{", b"[", b'"') or _too_short(data):
         return {}
     try:
         value = loads(data)
@@ -32,6 +32,13 @@ def long_strings(data: bytes) -> dict[str, bytes]:
     found: list[str] = []
     _collect(value, found)
     return {part_hash(encoded): encoded for encoded in map(dumps, found)}
+
+
+def _too_short(data: bytes) -> bool:
+    """Whether no string of `data` can be long, read without parsing it: with no escaped quote in it, each string is
+    what lies between two quotes, and a character takes at least a byte. (Most new parts are a short message, a
+    chunk of hashes or a stream's timeline.)"""
+    return b'\\"' not in data and max(map(len, data.split(b'"'))) < LONG_STRING
 
 
 def _collect(value: object, found: list[str]) -> None:

@@ -147,6 +147,21 @@ def test_only_strings_of_512_characters_or_more_are_long():
     assert long_strings(b'{"a": "' + long.encode() + b'", ') == {}  # nor does JSON cut at the size cap
 
 
+@given(value=_values(["x" * LONG_STRING, "\"" * LONG_STRING, "é" * LONG_STRING, "ab\\" * 200]))
+def test_long_strings_finds_what_parsing_the_part_finds(value):
+    """`long_strings` passes over a part whose quotes leave no room for a long string without parsing it: what it
+    finds is still every string of 512 characters or more the part's values hold."""
+
+    def strings(item: object) -> list[str]:
+        if isinstance(item, str):
+            return [item] if len(item) >= LONG_STRING else []
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else []
+        return [string for child in children for string in strings(child)]
+
+    data = dumps(value)
+    assert set(long_strings(data).values()) == set(map(dumps, strings(value)))
+
+
 def test_a_string_that_occurs_twice_is_replaced_twice():
     text = "x" * LONG_STRING
     strings = {part_hash(dumps(text)): dumps(text)}
