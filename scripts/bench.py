@@ -1,6 +1,7 @@
 """CPU milliseconds per request: mitmdump with the ccany addon (logging every flow with full bodies) vs bare
 mitmdump with a streaming pass-through, both in front of the same fake OpenAI server, measured in the same
-run; then the addon's resident memory over many flows.
+run, next to the same addon with no flow log (what the gateway costs without it); then the addon's resident memory
+over many flows.
 
 The client sends a ~20 KB Claude-Code-like body (system blocks, 16 tools with schemas, a tool round trip), in
 compact JSON as Claude Code writes it, to the addon, and the OpenAI body it converts to straight to the bare
@@ -18,7 +19,7 @@ the flow DB's size against the final body's, and their RSS. Then saturation (scr
 --saturation-clients send that body for --saturation-seconds to a logging proxy, then to one without the log: their
 peak RSS. Any count set to 0 skips its case, e.g. only the session:
 
-    scripts/bench [--requests N] [--rounds R] [--kind-requests N] [--long-requests N] [--rss-flows N]
+    scripts/bench [--requests N] [--rounds R] [--clients N] [--kind-requests N] [--long-requests N] [--rss-flows N]
                   [--session-turns N] [--saturation-seconds S] [--saturation-clients N] [--keep]
                   [--set ccany_option=value ...]
     scripts/bench --requests 0 --kind-requests 0 --long-requests 0 --rss-flows 0 --saturation-seconds 0
@@ -35,6 +36,7 @@ import sqlite3
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -196,6 +198,32 @@ def send(client: httpx.Client, url: str, body: bytes, stream: bool, headers: dic
         assert response.status_code == 200, response.text
 
 
+class Clients:
+    """`count` HTTP clients, each its own connection, sending a round's requests concurrently (the issue's
+    interleaved bench ran 8); with one, requests go one after another."""
+
+    def __init__(self, count: int) -> None:
+        self.clients = [httpx.Client(timeout=60, headers={"content-type": "application/json"})
+                        for _ in range(count)]
+        self.pool = ThreadPoolExecutor(count) if count > 1 else None
+
+    def send(self, url: str, body: bytes, stream: bool, requests: int, headers: dict | None = None) -> None:
+        def share(number: int) -> None:
+            for _ in range(requests // len(self.clients) + (number < requests % len(self.clients))):
+                send(self.clients[number], url, body, stream, headers)
+
+        if self.pool is None:
+            share(0)
+        else:
+            list(self.pool.map(share, range(len(self.clients))))
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        for client in self.clients:
+            client.close()
+
+
 class FlowCount:
     """The addon's flow DB and how many flows it was sent: its writer's work for them is inside a measurement once
     they are all rows. The bench reads the DB itself: asking the proxy's /metrics whether its queue is empty would
@@ -224,16 +252,14 @@ def wait_for_rows(db: Path, rows: int) -> None:
 WARM_UP = 20  # requests before a proxy's first round of each kind
 
 
-def measure(client: httpx.Client, pid: int, url: str, body: bytes, stream: bool, requests: int,
+def measure(clients: Clients, pid: int, url: str, body: bytes, stream: bool, requests: int,
             log: FlowCount | None, headers: dict | None = None, warm_up: int = 0) -> float:
-    for _ in range(warm_up):  # imports, connection, caches
-        send(client, url, body, stream, headers)
+    clients.send(url, body, stream, warm_up, headers)  # imports, connections, caches
     if log:
         log.sent += warm_up
         log.wait()
     before = cpu_seconds(pid)
-    for _ in range(requests):
-        send(client, url, body, stream, headers)
+    clients.send(url, body, stream, requests, headers)
     if log:
         log.sent += requests
         log.wait()
@@ -276,6 +302,8 @@ def main() -> None:
     parser.add_argument("--saturation-seconds", type=float, default=20,
                         help="seconds of more load than the log keeps up with, flow log on and off (0: skip it)")
     parser.add_argument("--saturation-clients", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=1,
+                        help="concurrent clients in the per-request cases (the issue's interleaved bench ran 8)")
     args = parser.parse_args()
 
     import tempfile
@@ -290,52 +318,52 @@ def main() -> None:
     addon, addon_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "addon.log",
                                        [f"ccany_config_db={tmp / 'config.db'}", *args.options])
     log = addon_flow_count(tmp, args.options)
+    # the same gateway with no flow log: what the log itself costs, in the same run
+    quiet_options = [option for option in args.options if not option.startswith("ccany_db=")] + ["ccany_db="]
+    quiet, quiet_port = start_mitmdump(upstream.url, ROOT / "ccany_addon" / "addon.py", tmp / "quiet.log",
+                                       [f"ccany_config_db={tmp / 'config.db'}", *quiet_options])
+    proxies = [("bare", bare, bare_port, None), ("quiet", quiet, quiet_port, None), ("addon", addon, addon_port, log)]
     sizes = {stream: len(compact(claude_code_body(stream))) for stream in (False, True)}
     rounds: dict[tuple[str, bool], list[float]] = {}
+    memory: list[tuple[int, float]] = []
     session: SessionResult | None = None
     saturated: SaturationResult | None = None
     try:
-        with httpx.Client(timeout=30, headers={"content-type": "application/json"}) as client:
-            for stream in (False, True) if args.requests else ():
-                # alternate the two proxies, round by round, so drift on the machine hits both alike
+        clients = Clients(args.clients)
+        try:
+            def interleave(label: str, stream: bool, requests: int, bare_path: str, bare_body: bytes,
+                           addon_body: bytes, bare_headers: dict | None = None) -> None:
+                """Rounds of each proxy in turn, so drift on the machine hits them alike."""
                 for _round in range(args.rounds):
-                    for name, process, url, body, flow_count in (
-                        ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-                         compact(openai_body(stream)), None),
-                        ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages",
-                         compact(claude_code_body(stream)), log),
-                    ):
-                        ms = measure(client, process.pid, url, body, stream, args.requests // args.rounds,
-                                     flow_count, warm_up=WARM_UP if _round == 0 else 0)
-                        rounds.setdefault((name, stream), []).append(ms)
+                    for name, process, port, flow_count in proxies:
+                        bare_side = name == "bare"
+                        url = f"http://127.0.0.1:{port}{bare_path if bare_side else '/v1/messages'}"
+                        ms = measure(clients, process.pid, url, bare_body if bare_side else addon_body, stream,
+                                     requests // args.rounds, flow_count, bare_headers if bare_side else None,
+                                     WARM_UP if _round == 0 else 0)
+                        rounds.setdefault((f"{name}{label}", stream), []).append(ms)
+
+            for stream in (False, True) if args.requests else ():
+                interleave("", stream, args.requests, "/v1/chat/completions", compact(openai_body(stream)),
+                           compact(claude_code_body(stream)))
             for kind in KINDS if args.kind_requests else ():
                 path, bare_body, key = bare_request(kind)
-                addon_body = compact({**claude_code_body(True), "model": f"bench-{kind}"})
-                for _round in range(args.rounds):
-                    for name, process, url, body, flow_count, headers in (
-                        ("bare", bare, f"http://127.0.0.1:{bare_port}{path}", bare_body, None, key),
-                        ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", addon_body, log, None),
-                    ):
-                        ms = measure(client, process.pid, url, body, True, args.kind_requests // args.rounds,
-                                     flow_count, headers, WARM_UP if _round == 0 else 0)
-                        rounds.setdefault((f"{name} {kind}", True), []).append(ms)
-            long_body = long_conversation_body(True)
-            for _round in range(args.rounds if args.long_requests else 0):
-                for name, process, url, body, flow_count in (
-                    ("bare", bare, f"http://127.0.0.1:{bare_port}/v1/chat/completions",
-                     compact(openai_body(True, long_body)), None),
-                    ("addon", addon, f"http://127.0.0.1:{addon_port}/v1/messages", compact(long_body), log),
-                ):
-                    ms = measure(client, process.pid, url, body, True, args.long_requests // args.rounds, flow_count,
-                                 warm_up=WARM_UP if _round == 0 else 0)
-                    rounds.setdefault((f"{name} long", True), []).append(ms)
-            memory = memory_over_flows(client, addon.pid, addon_port, args.rss_flows, log) if args.rss_flows else []
+                interleave(f" {kind}", True, args.kind_requests, path, bare_body,
+                           compact({**claude_code_body(True), "model": f"bench-{kind}"}), key)
+            if args.long_requests:
+                long_body = long_conversation_body(True)
+                interleave(" long", True, args.long_requests, "/v1/chat/completions",
+                           compact(openai_body(True, long_body)), compact(long_body))
+            if args.rss_flows:
+                memory = memory_over_flows(clients.clients[0], addon.pid, addon_port, args.rss_flows, log)
+        finally:
+            clients.close()
         if args.session_turns:
             session = session_growth(upstream.url, tmp, args.session_turns, args.options)
         if args.saturation_seconds:
             saturated = saturation(upstream.url, tmp, args.saturation_seconds, args.saturation_clients, args.options)
     finally:
-        for process in (bare, addon, upstream.process):
+        for process in (bare, quiet, addon, upstream.process):
             stop(process)
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)  # tens of thousands of flows with their bodies: hundreds of MB
@@ -345,13 +373,16 @@ def main() -> None:
     rows += [(" long", True, "long conversation")] if args.long_requests else []
     if rows:
         print(f"CPU ms per request, {args.requests} requests each in {args.rounds} alternating rounds, "
-              f"client body ≈ {sizes[False] // 1024} KB")
-        print(f"{'kind':<20}{'bare mitmdump':>15}{'ccany addon':>13}{'ratio (median)':>16}{'ratio range':>14}")
+              f"{args.clients} client{'s' * (args.clients > 1)}, client body ≈ {sizes[False] // 1024} KB")
+        print(f"{'kind':<20}{'bare mitmdump':>15}{'addon, no log':>15}{'addon':>9}{'ratio (median)':>16}"
+              f"{'ratio range':>14}{'no log ratio':>14}")
     for kind, stream, label in rows:
-        bare_ms, addon_ms = rounds[("bare" + kind, stream)], rounds[("addon" + kind, stream)]
+        bare_ms, quiet_ms, addon_ms = (rounds[(name + kind, stream)] for name in ("bare", "quiet", "addon"))
         ratios = sorted(a / b for a, b in zip(addon_ms, bare_ms, strict=True))
-        print(f"{label:<20}{statistics.median(bare_ms):>15.3f}{statistics.median(addon_ms):>13.3f}"
-              f"{statistics.median(ratios):>16.2f}{f'{ratios[0]:.2f}–{ratios[-1]:.2f}':>14}")
+        quiet_ratio = statistics.median(q / b for q, b in zip(quiet_ms, bare_ms, strict=True))
+        print(f"{label:<20}{statistics.median(bare_ms):>15.3f}{statistics.median(quiet_ms):>15.3f}"
+              f"{statistics.median(addon_ms):>9.3f}{statistics.median(ratios):>16.2f}"
+              f"{f'{ratios[0]:.2f}–{ratios[-1]:.2f}':>14}{quiet_ratio:>14.2f}")
     if memory:
         print("\naddon RSS (MiB) after N more flows, every flow logged with its bodies:")
         print("  " + "  ".join(f"{number}: {mib:.1f}" for number, mib in memory))
