@@ -75,7 +75,7 @@ async def _with_bodies(datasette: Datasette, database: str, body: bytes, newline
     except (ValueError, KeyError):
         return body
     try:
-        filled = await db.execute_fn(lambda conn: _fill(conn, document))
+        filled = await db.execute_fn(lambda conn: fill_bodies(conn, document))
     except sqlite3.Error:
         return body
     if not filled:
@@ -109,7 +109,7 @@ def _wants_bodies(slot: Slot) -> bool:
     return "id" in where and any(name in where and row[where[name]] is None for name in BODY_MANIFESTS)
 
 
-def _fill(conn: sqlite3.Connection, document: object) -> bool:
+def fill_bodies(conn: sqlite3.Connection, document: object) -> bool:
     """Put the bodies into the document's rows; False when no row wanted one."""
     table_columns = [column for _, column, *_ in conn.execute(f"PRAGMA table_info([{FLOWS}])")]
     slots = [slot for slot in _rows(document, table_columns) if _wants_bodies(slot)]

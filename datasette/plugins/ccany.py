@@ -6,7 +6,8 @@ ccany_addon, which imports no mitmproxy there):
 - flow_queries: the stored queries and charts, registered for every attached database holding `flows`;
 - pages: `/-/dashboard`, `/-/flow/{id}` and `/-/flow/{id}.json` (the flow with its bodies whole);
 - prepare_connection: the SQL functions that put a flow's bodies together from their parts;
-- asgi_wrapper (flow_json): the flows table's and a flow row's JSON with the bodies whole;
+- asgi_wrapper (flow_json, flow_csv): the flows table's and a flow row's JSON, and the table's CSV, with the bodies
+  whole;
 - cells: request ids link to their flow page, session ids to their turns, JSON columns are pretty-printed.
 """
 
@@ -19,7 +20,7 @@ import markupsafe
 from datasette import hookimpl
 
 from ccany_addon.flowlog.part_store import register_functions
-from ccany_addon.web import cells, flow_json, flow_queries, pages
+from ccany_addon.web import cells, flow_csv, flow_json, flow_queries, pages
 
 
 @hookimpl
@@ -37,7 +38,7 @@ def prepare_connection(conn: Any) -> None:
 
 @hookimpl
 def asgi_wrapper(datasette: Any) -> Callable[[Any], Any]:
-    return lambda app: flow_json.wrap(app, datasette)
+    return lambda app: flow_csv.wrap(flow_json.wrap(app, datasette), datasette)
 
 
 @hookimpl

@@ -5,7 +5,9 @@ stored queries."""
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import random
 import re
@@ -343,3 +345,31 @@ def test_flows_json_other_answers_pass_as_they_came(flow_log: FlowLog) -> None:
         f"/{flow_log.name}/parts.json?_shape=array&_size=1"])
     assert missing.status_code == 404 and error.status_code == 400
     assert other.status_code == 200 and set(other.json()[0]) == {"hash", "size", "body", "last_used", "refs"}
+
+
+def _csv_rows(text: str) -> tuple[list[str], list[dict]]:
+    header, *rows = list(csv.reader(io.StringIO(text, newline="")))
+    return header, [dict(zip(header, row, strict=True)) for row in rows]
+
+
+@pytest.mark.parametrize("query", ["", "?_stream=on", "?_dl=on&_size=3", "?_col=client_request&_col=status_code",
+                                   "?_col=upstream_response&_col=events&_sort_desc=started_at"])
+def test_table_csv_shows_the_bodies_whole_as_the_inline_log_does(
+        flow_log: FlowLog, inline_flow_log: FlowLog, query: str) -> None:
+    path = f"/{flow_log.name}/flows.csv{query}"
+    packed, inline = fetch(flow_log.path, paths=[path])[0], fetch(inline_flow_log.path, paths=[path])[0]
+    assert packed.status_code == inline.status_code == 200, packed.text[:500]
+    assert packed.headers.get("content-disposition") == inline.headers.get("content-disposition")
+    assert "content-length" not in packed.headers or int(packed.headers["content-length"]) == len(packed.content)
+    header, packed_rows = _csv_rows(packed.text)
+    inline_header, inline_rows = _csv_rows(inline.text)
+    assert header == inline_header and [row["id"] for row in packed_rows] == [row["id"] for row in inline_rows]
+    shown = [name for name in BODIES if name in header]
+    assert shown and packed_rows
+    for got, expected in zip(packed_rows, inline_rows, strict=True):
+        for name in header:
+            if name in BODIES:
+                assert value(got[name] or None) == value(expected[name] or None), (path, got["id"], name)
+            elif name not in (*MANIFESTS.values(), *FORENSICS):  # only a packed log compares turns
+                assert got[name] == expected[name], (path, got["id"], name)
+    assert any(row[name] for row in packed_rows for name in shown)
