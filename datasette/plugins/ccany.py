@@ -5,10 +5,9 @@ as a top-level module, so it holds only the hooks: the work is in the ccany_addo
 ccany_addon, which imports no mitmproxy there):
 - flow_queries: the stored queries and charts, registered for every attached database holding `flows`;
 - pages: `/-/dashboard`, `/-/flow/{id}` and `/-/flow/{id}.json` (the flow with its bodies whole);
-- prepare_connection: the SQL functions that put a flow's bodies together from their parts;
-- asgi_wrapper (flow_json, flow_csv): the flows table's and a flow row's JSON, and the table's CSV, with the bodies
-  whole;
 - cells: request ids link to their flow page, session ids to their turns, JSON columns are pretty-printed.
+The SQL functions and the bodies in the table's JSON and CSV come with the package itself, through its
+`datasette` entry point (ccany_addon/web/datasette_plugin.py), so that any Datasette has them.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ from typing import Any
 import markupsafe
 from datasette import hookimpl
 
-from ccany_addon.flowlog.part_store import register_functions
-from ccany_addon.web import cells, flow_csv, flow_json, flow_queries, pages
+from ccany_addon.web import cells, flow_queries, pages
 
 
 @hookimpl
@@ -29,16 +27,6 @@ def startup(datasette: Any) -> Callable[[], Awaitable[None]]:
         await flow_queries.ensure_setup(datasette)
 
     return inner
-
-
-@hookimpl
-def prepare_connection(conn: Any) -> None:
-    register_functions(conn)  # ccany_body() and ccany_part(): a flow's bodies in SQL (README: "The flow log")
-
-
-@hookimpl
-def asgi_wrapper(datasette: Any) -> Callable[[Any], Any]:
-    return lambda app: flow_csv.wrap(flow_json.wrap(app, datasette), datasette)
 
 
 @hookimpl

@@ -12,14 +12,32 @@ import json
 import random
 import re
 import sqlite3
+import subprocess
+import time
 from datetime import datetime
-from urllib.parse import urlencode
+from pathlib import Path
+from urllib.parse import quote, urlencode
 
+import httpx
 import pytest
 
 from ccany_addon.flowlog.parts import WHOLE_PART_MIN
 from ccany_addon.flowlog.schema import BODY_MANIFESTS
-from tests.datasette.conftest import ROUTES, FlowLog, _flow, fetch, fetch_one, flow, rows_of, section, write_flow_log
+from tests.datasette.conftest import (
+    ROOT,
+    ROUTES,
+    FlowLog,
+    Server,
+    _flow,
+    fetch,
+    fetch_one,
+    flow,
+    free_port,
+    rows_of,
+    section,
+    stop_server,
+    write_flow_log,
+)
 
 # What a row keeps as parts since schema 7: the four bodies (a pane each on the flow page), the stream timeline and
 # the searchable text.
@@ -373,3 +391,47 @@ def test_table_csv_shows_the_bodies_whole_as_the_inline_log_does(
             elif name not in (*MANIFESTS.values(), *FORENSICS):  # only a packed log compares turns
                 assert got[name] == expected[name], (path, got["id"], name)
     assert any(row[name] for row in packed_rows for name in shown)
+
+
+def test_a_plain_datasette_without_the_plugins_folder_reads_the_flow_log(flow_log: FlowLog, tmp_path: Path) -> None:
+    """`datasette serve data/ccany.db` in an environment where ccany-addon is installed (its `datasette` entry
+    point), as a real process: the views that put bodies together, full-text search in SQL (the table's
+    `?_search=` needs scripts/datasette's config, which names the index), the table's JSON and CSV with the bodies
+    whole; and none of the pages, which come with scripts/datasette's plugins folder."""
+    row = flow(flow_log, is_stream=1, status_code=200)
+    expected_search = [row["id"] for row in flow_log.rows if "flamingo" in row["conversation"]]
+    port = free_port()
+    log_path = tmp_path / "datasette.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([str(ROOT / ".venv" / "bin" / "datasette"), "serve", str(flow_log.path),
+                                    "-h", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for _ in range(300):
+                try:
+                    client.get("/-/versions.json")
+                    break
+                except httpx.TransportError:
+                    assert process.poll() is None, server.log()
+                    time.sleep(0.1)
+            plugins, bodies, search, row_json, row_csv, dashboard = (client.get(path) for path in (
+                "/-/plugins.json",
+                f"/{flow_log.name}/flow_bodies.json?id={row['id']}&_shape=array",
+                f"/{flow_log.name}/-/query.json?_shape=array&sql=" + quote(
+                    "select flows.id from flows join flows_fts on flows_fts.rowid = flows.rowid "
+                    "where flows_fts match 'flamingo' order by flows.started_at desc"),
+                f"/{flow_log.name}/flows/{row['id']}.json?_shape=array",
+                f"/{flow_log.name}/flows.csv?id={row['id']}&_col=client_request",
+                "/-/dashboard"))
+            assert [plugin["name"] for plugin in plugins.json()] == ["ccany-addon"], server.log()
+            (got,) = bodies.json()
+            assert all(value(got[name]) == value(row[name]) for name in BODIES)
+            assert [found["id"] for found in search.json()] == expected_search and expected_search
+            (whole,) = row_json.json()
+            assert all(value(whole[name]) == value(row[name]) for name in PANES)
+            _, (csv_row,) = _csv_rows(row_csv.text)
+            assert value(csv_row["client_request"]) == value(row["client_request"])
+            assert dashboard.status_code == 404
+    finally:
+        stop_server(server)
