@@ -21,14 +21,9 @@ _AS_JSON, _AS_TEXT = b"\x00", b"\x01"
 _MARKER = re.compile(rb"([\x00\x01])([0-9a-f]{%d})\1" % HASH_CHARS)
 
 
-def long_strings(data: bytes) -> dict[str, bytes]:
-    """The long strings of a JSON part, each as JSON writes it, by hash; none for anything else."""
-    return strings_in(data) or {}
-
-
 def strings_in(data: bytes) -> dict[str, bytes] | None:
-    """The long strings of a JSON part by hash, as `long_strings`; None for a long part that is not JSON (a text, a
-    stream's events, JSON cut at the size cap), which may hold any string, as JSON or as text."""
+    """The long strings of a JSON part, each as JSON writes it, by hash; None for a long part that is not JSON (a
+    text, a stream's events, JSON cut at the size cap), which may hold any string, as JSON or as text."""
     if len(data) < LONG_STRING:
         return {}
     if data[:1] not in (b"{", b"[", b'"'):

@@ -60,28 +60,29 @@ def wrap(app: ASGIApp, datasette: Datasette) -> ASGIApp:
 
 
 class CsvRecords:
-    """Splits CSV bytes, fed in chunks, into whole records: a record ends at a line end outside quotes (an even
-    number of quote characters before it: `""` inside a quoted field counts twice)."""
+    """Splits CSV bytes, fed in chunks, into whole records: a record ends at a line end outside quotes (an odd
+    number of quote characters before it opens a field: `""` inside a quoted field counts twice)."""
 
     def __init__(self) -> None:
         self.columns: list[str] | None = None
-        self._rest = b""
+        self._lines: list[bytes] = []  # the lines of the record under way, each with its line end
+        self._open = False  # whether those lines leave a quoted field open
+        self._tail = b""  # the bytes after the last line end
 
     def feed(self, data: bytes, final: bool) -> list[bytes]:
         """The records `data` completes, each with its line end; at the end of the answer, the rest too."""
-        pieces = (self._rest + data).split(_END)
-        self._rest = pieces.pop()
+        lines = (self._tail + data).split(_END)
+        self._tail = lines.pop()
         records: list[bytes] = []
-        record = b""
-        for piece in pieces:
-            record += piece + _END
-            if record.count(b'"') % 2 == 0:
-                records.append(record)
-                record = b""
-        self._rest = record + self._rest
-        if final and self._rest:
-            records.append(self._rest)
-            self._rest = b""
+        for line in lines:
+            self._lines.append(line + _END)
+            self._open ^= line.count(b'"') % 2 == 1
+            if not self._open:
+                records.append(b"".join(self._lines))
+                self._lines = []
+        if final and (self._lines or self._tail):
+            records.append(b"".join(self._lines) + self._tail)
+            self._lines, self._open, self._tail = [], False, b""
         return records
 
 

@@ -15,7 +15,7 @@ from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.bodies import BodyPacker
 from ccany_addon.flowlog.part_compression import decompress
 from ccany_addon.flowlog.part_store import PartStore, fetch_parts, with_bodies
-from ccany_addon.flowlog.part_strings import LONG_STRING, cut_out, long_strings, put_back, strings_in
+from ccany_addon.flowlog.part_strings import LONG_STRING, cut_out, put_back, strings_in
 from ccany_addon.flowlog.parts import part_hash
 from ccany_addon.flowlog.prune import Pruning
 from ccany_addon.flowlog.store import Stored, store_batch
@@ -76,6 +76,11 @@ def _assert_cut_and_put_back(data: bytes, strings: dict[str, bytes]) -> tuple[by
     if named:
         assert len(template) < len(data)
     return template, named
+
+
+def long_strings(data: bytes) -> dict[str, bytes]:
+    """A part's own long strings: none for a part that is not JSON."""
+    return strings_in(data) or {}
 
 
 # -- pure functions: long_strings, cut_out, put_back
@@ -166,7 +171,7 @@ def test_strings_in_names_a_json_parts_strings_and_says_when_a_part_is_not_json(
     """What the store searches a part for: a JSON part holds the strings parsing it finds (none, when it is too
     short or its quotes leave no room for one); any other part may hold any string (None)."""
     long = "é" * LONG_STRING
-    assert strings_in(dumps({"a": long, "b": "short"})) == long_strings(dumps({"a": long})) != {}
+    assert strings_in(dumps({"a": long, "b": "short"})) == strings_in(dumps({"a": long})) != {}
     assert strings_in(dumps({"a": ["short"] * 200})) == {}
     assert strings_in(b"x" * (LONG_STRING - 1)) == {}  # no long string fits
     assert strings_in(long.encode()) is None  # the searchable text
