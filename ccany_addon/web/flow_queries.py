@@ -19,11 +19,12 @@ if TYPE_CHECKING:
     from datasette.app import Datasette
 
 DEFAULT_DAYS = 7
+# The index reads the text through a view (schema version 7): Datasette would not find it by itself. Set by the
+# package's entry point plugin too, so that a plain Datasette's `?_search=` works.
+SEARCH_CONFIG = {"fts_table": "flows_fts", "fts_pk": "rowid"}
 # Defaults for the flows table page; a `databases.<db>.tables.flows` block in datasette.yaml wins.
 FLOWS_TABLE_CONFIG = {
-    # the index reads the text through a view (schema version 7): Datasette would not find it by itself
-    "fts_table": "flows_fts",
-    "fts_pk": "rowid",
+    **SEARCH_CONFIG,
     "sort_desc": "started_at",
     "size": 50,
     "facets": ["upstream_model", "status_code", "error_type"],
@@ -364,11 +365,21 @@ async def ensure_setup(datasette: Datasette) -> str | None:
                 is_trusted=True,
                 source="plugin",
             )
-        if datasette.config is None:
-            datasette.config = {}
-        tables = datasette.config.setdefault("databases", {}).setdefault(name, {}).setdefault("tables", {})
-        flows_config = tables.setdefault(FLOWS, {})
-        for key, value in FLOWS_TABLE_CONFIG.items():
-            flows_config.setdefault(key, value)
+        _table_defaults(datasette, name, FLOWS_TABLE_CONFIG)
         done.add(name)
     return names[0] if names else None
+
+
+async def ensure_search(datasette: Datasette) -> None:
+    """The flows table's full-text index, for each flows DB: all a Datasette without the pages needs."""
+    for name in await flow_databases(datasette):
+        _table_defaults(datasette, name, SEARCH_CONFIG)
+
+
+def _table_defaults(datasette: Datasette, database: str, defaults: dict) -> None:
+    if datasette.config is None:
+        datasette.config = {}
+    tables = datasette.config.setdefault("databases", {}).setdefault(database, {}).setdefault("tables", {})
+    flows_config = tables.setdefault(FLOWS, {})
+    for key, value in defaults.items():
+        flows_config.setdefault(key, value)

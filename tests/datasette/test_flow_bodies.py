@@ -395,9 +395,9 @@ def test_table_csv_shows_the_bodies_whole_as_the_inline_log_does(
 
 def test_a_plain_datasette_without_the_plugins_folder_reads_the_flow_log(flow_log: FlowLog, tmp_path: Path) -> None:
     """`datasette serve data/ccany.db` in an environment where ccany-addon is installed (its `datasette` entry
-    point), as a real process: the views that put bodies together, full-text search in SQL (the table's
-    `?_search=` needs scripts/datasette's config, which names the index), the table's JSON and CSV with the bodies
-    whole; and none of the pages, which come with scripts/datasette's plugins folder."""
+    point), as a real process: the views that put bodies together, full-text search (the table's `?_search=` and
+    SQL), the table's JSON and CSV with the bodies whole; and none of the pages, which come with scripts/datasette's
+    plugins folder."""
     row = flow(flow_log, is_stream=1, status_code=200)
     expected_search = [row["id"] for row in flow_log.rows if "flamingo" in row["conversation"]]
     port = free_port()
@@ -415,8 +415,9 @@ def test_a_plain_datasette_without_the_plugins_folder_reads_the_flow_log(flow_lo
                 except httpx.TransportError:
                     assert process.poll() is None, server.log()
                     time.sleep(0.1)
-            plugins, bodies, search, row_json, row_csv, dashboard = (client.get(path) for path in (
+            plugins, table_search, bodies, search, row_json, row_csv, dashboard = (client.get(path) for path in (
                 "/-/plugins.json",
+                f"/{flow_log.name}/flows.json?_search=flamingo&_shape=array&_col=id",
                 f"/{flow_log.name}/flow_bodies.json?id={row['id']}&_shape=array",
                 f"/{flow_log.name}/-/query.json?_shape=array&sql=" + quote(
                     "select flows.id from flows join flows_fts on flows_fts.rowid = flows.rowid "
@@ -428,6 +429,7 @@ def test_a_plain_datasette_without_the_plugins_folder_reads_the_flow_log(flow_lo
             (got,) = bodies.json()
             assert all(value(got[name]) == value(row[name]) for name in BODIES)
             assert [found["id"] for found in search.json()] == expected_search and expected_search
+            assert [found["id"] for found in table_search.json()] == expected_search
             (whole,) = row_json.json()
             assert all(value(whole[name]) == value(row[name]) for name in PANES)
             _, (csv_row,) = _csv_rows(row_csv.text)
