@@ -8,6 +8,7 @@ remove the parts no kept flow names without reading a single manifest (`prune.py
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Callable, Mapping
 
 from ccany_addon.flowlog.part_compression import compress, decompress
@@ -89,6 +90,17 @@ class PartStore:
         self._known.update(dict.fromkeys(touched, day))
 
 
+class UnreadablePart(ValueError):
+    """A stored part that does not decompress: written with a dictionary this version does not know, or damaged."""
+
+
+def _decompressed(digest: str, body: bytes) -> bytes:
+    try:
+        return decompress(body)
+    except zlib.error as error:
+        raise UnreadablePart(digest, str(error)) from error
+
+
 def fetch_parts(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]:
     """The bytes of the stored parts among `hashes`, their long strings put back."""
     found: dict[str, bytes] = {}
@@ -99,9 +111,9 @@ def fetch_parts(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]
                             batch)
         for digest, body, refs in rows:
             if refs:
-                templates[digest] = decompress(body), loads(refs)
+                templates[digest] = _decompressed(digest, body), loads(refs)
             else:
-                found[digest] = decompress(body)
+                found[digest] = _decompressed(digest, body)
     if templates:
         strings = fetch_parts(conn, list({name for _, named in templates.values() for name in named}))
         for digest, (template, named) in templates.items():
@@ -112,13 +124,20 @@ def fetch_parts(conn: sqlite3.Connection, hashes: list[str]) -> dict[str, bytes]
 
 def body_text(conn: sqlite3.Connection, inline: str | None, manifest: str | None) -> str | None:
     """A body as the client or upstream sent it: kept inline (rows written before version 7), or put together
-    from its parts. A part that is gone leaves a note in place of the body, never an error."""
+    from its parts. A part that is gone or cannot be read leaves a note in place of the body, never an error."""
     if inline is not None or manifest is None:
         return inline
     try:
         return unpack(manifest, lambda hashes: fetch_parts(conn, hashes))
     except MissingPart as missing:
         return f"(ccany: part {missing.args[0]} of this body is no longer stored)"
+    except UnreadablePart as unreadable:
+        return _unreadable_note(unreadable)
+
+
+def _unreadable_note(unreadable: UnreadablePart) -> str:
+    digest, reason = unreadable.args
+    return f"(ccany: part {digest} cannot be read: {reason})"
 
 
 def previous_body(conn: sqlite3.Connection, row: dict, name: str) -> bytes | None:
@@ -141,7 +160,7 @@ def previous_body(conn: sqlite3.Connection, row: dict, name: str) -> bytes | Non
         return None
     try:
         return unpack_bytes(manifest, lambda hashes: fetch_parts(conn, hashes))
-    except MissingPart:
+    except (MissingPart, UnreadablePart):
         return None
 
 
@@ -153,7 +172,10 @@ def with_bodies(conn: sqlite3.Connection, row: dict) -> dict:
 def part_text(conn: sqlite3.Connection, digest: str | None) -> str | None:
     if digest is None:
         return None
-    data = fetch_parts(conn, [digest]).get(digest)
+    try:
+        data = fetch_parts(conn, [digest]).get(digest)
+    except UnreadablePart as unreadable:
+        return _unreadable_note(unreadable)
     return None if data is None else data.decode("utf-8", "replace")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.bodies import BodyPacker, Sessions, shared_prefix
-from ccany_addon.flowlog.part_store import PartStore, body_text
+from ccany_addon.flowlog.part_store import PartStore, body_text, previous_body
 from ccany_addon.flowlog.parts import (
     CHUNK,
     WHOLE_PART_MIN,
@@ -275,6 +276,34 @@ def test_a_missing_part_raises_and_the_store_shows_a_note_instead(tmp_path):
     note = body_text(db.conn, None, packed.manifest)
     assert note is not None and gone in note and "no longer stored" in note
     assert db.execute("SELECT ccany_body(NULL, ?)", [packed.manifest]).fetchone()[0] == note
+    db.close()
+
+
+def _with_another_dictionary(data: bytes) -> bytes:
+    compressor = zlib.compressobj(6, zdict=b"a dictionary of a later version")
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize("stored", [b"not zlib at all", _with_another_dictionary(b'{"role":"user"}')])
+def test_a_part_that_cannot_be_read_leaves_a_note_not_an_error(tmp_path, stored: bytes):
+    """A part a later version compressed with its own dictionary, or a damaged one: the body, the SQL functions and
+    the writer's look back at a session go on, saying which part it is."""
+    messages = [{"role": "user", "content": f"message {number}"} for number in range(20)]
+    packed = pack(json.dumps({"model": "m", "messages": messages}))
+    bad = part_hash(dumps(messages[3]))
+    db = schema.open_db(str(tmp_path / "f.db"))
+    with db.conn:
+        PartStore().save(db.conn, packed.parts)
+        db.execute("UPDATE parts SET body = ? WHERE hash = ?", [stored, bad])
+        db.execute("INSERT INTO flows (id, started_at, session_id, client_model, client_request_parts) "
+                   "VALUES ('req_1', '2026-12-05 10:00:00.000', 's', 'm', ?)", [packed.manifest])
+    note = body_text(db.conn, None, packed.manifest)
+    assert note is not None and note.startswith(f"(ccany: part {bad} cannot be read: ")
+    assert db.execute("SELECT ccany_body(NULL, ?)", [packed.manifest]).fetchone()[0] == note
+    assert db.execute("SELECT ccany_part(?)", [bad]).fetchone()[0] == note
+    later = {"id": "req_2", "started_at": "2026-12-05 10:01:00.000", "session_id": "s", "agent_id": None,
+             "client_model": "m"}
+    assert previous_body(db.conn, later, "client_request") is None
     db.close()
 
 
