@@ -45,6 +45,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ccany_addon.flowlog.writer import OS_THREAD_NAME as WRITER_THREAD  # noqa: E402
 from tests.conftest import free_port, start_fake_upstream, stop, wait_for  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -156,6 +157,20 @@ def cpu_seconds(pid: int) -> float:
     return time.clock_gettime(clock.value)
 
 
+def thread_cpu_seconds(pid: int, name: str) -> float:
+    """CPU time of the process's threads the OS knows as `name` (`/proc`, in 10 ms ticks: sum it over many
+    requests). The flow writer names its thread (ccany_addon/flowlog/writer.py), so its share is told apart."""
+    ticks = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == name:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        except OSError:  # the thread ended meanwhile
+            continue
+    return ticks / TICKS
+
+
 def start_mitmdump(upstream: str, script: Path, log: Path, options: list[str] = ()):
     import subprocess
 
@@ -253,17 +268,18 @@ WARM_UP = 20  # requests before a proxy's first round of each kind
 
 
 def measure(clients: Clients, pid: int, url: str, body: bytes, stream: bool, requests: int,
-            log: FlowCount | None, headers: dict | None = None, warm_up: int = 0) -> float:
+            log: FlowCount | None, headers: dict | None = None, warm_up: int = 0) -> tuple[float, float]:
+    """CPU ms per request of the proxy, and the seconds of it its flow writer thread took (0 with no log)."""
     clients.send(url, body, stream, warm_up, headers)  # imports, connections, caches
     if log:
         log.sent += warm_up
         log.wait()
-    before = cpu_seconds(pid)
+    before, writer_before = cpu_seconds(pid), thread_cpu_seconds(pid, WRITER_THREAD)
     clients.send(url, body, stream, requests, headers)
     if log:
         log.sent += requests
         log.wait()
-    return (cpu_seconds(pid) - before) * 1000 / requests
+    return (cpu_seconds(pid) - before) * 1000 / requests, thread_cpu_seconds(pid, WRITER_THREAD) - writer_before
 
 
 def memory_over_flows(client: httpx.Client, pid: int, port: int, flows: int, log: FlowCount | None
@@ -326,6 +342,7 @@ def main() -> None:
     sizes = {stream: len(compact(claude_code_body(stream))) for stream in (False, True)}
     rounds: dict[tuple[str, bool], list[float]] = {}
     memory: list[tuple[int, float]] = []
+    writer_ms: dict[tuple[str, bool], float] = {}  # the logging addon's writer thread, over all rounds of a case
     session: SessionResult | None = None
     saturated: SaturationResult | None = None
     try:
@@ -338,10 +355,12 @@ def main() -> None:
                     for name, process, port, flow_count in proxies:
                         bare_side = name == "bare"
                         url = f"http://127.0.0.1:{port}{bare_path if bare_side else '/v1/messages'}"
-                        ms = measure(clients, process.pid, url, bare_body if bare_side else addon_body, stream,
-                                     requests // args.rounds, flow_count, bare_headers if bare_side else None,
-                                     WARM_UP if _round == 0 else 0)
+                        ms, writer_seconds = measure(
+                            clients, process.pid, url, bare_body if bare_side else addon_body, stream,
+                            requests // args.rounds, flow_count, bare_headers if bare_side else None,
+                            WARM_UP if _round == 0 else 0)
                         rounds.setdefault((f"{name}{label}", stream), []).append(ms)
+                        writer_ms[(label, stream)] = writer_ms.get((label, stream), 0.0) + writer_seconds * 1000
 
             for stream in (False, True) if args.requests else ():
                 interleave("", stream, args.requests, "/v1/chat/completions", compact(openai_body(stream)),
@@ -368,20 +387,22 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)  # tens of thousands of flows with their bodies: hundreds of MB
 
+    requests_of = {"": args.requests, " long": args.long_requests} | {f" {kind}": args.kind_requests for kind in KINDS}
     rows = [("", False, "non-streaming"), ("", True, "stream, 50 chunks")] if args.requests else []
     rows += [(f" {kind}", True, f"{kind} stream") for kind in KINDS if args.kind_requests]
     rows += [(" long", True, "long conversation")] if args.long_requests else []
     if rows:
         print(f"CPU ms per request, {args.requests} requests each in {args.rounds} alternating rounds, "
               f"{args.clients} client{'s' * (args.clients > 1)}, client body ≈ {sizes[False] // 1024} KB")
-        print(f"{'kind':<20}{'bare mitmdump':>15}{'addon, no log':>15}{'addon':>9}{'ratio (median)':>16}"
-              f"{'ratio range':>14}{'no log ratio':>14}")
+        print(f"{'kind':<20}{'bare mitmdump':>15}{'addon, no log':>15}{'addon':>9}{'of it writer':>14}"
+              f"{'ratio (median)':>16}{'ratio range':>14}{'no log ratio':>14}")
     for kind, stream, label in rows:
         bare_ms, quiet_ms, addon_ms = (rounds[(name + kind, stream)] for name in ("bare", "quiet", "addon"))
         ratios = sorted(a / b for a, b in zip(addon_ms, bare_ms, strict=True))
         quiet_ratio = statistics.median(q / b for q, b in zip(quiet_ms, bare_ms, strict=True))
+        writer = writer_ms.get((kind, stream), 0.0) / (len(addon_ms) * (requests_of[kind] // args.rounds))
         print(f"{label:<20}{statistics.median(bare_ms):>15.3f}{statistics.median(quiet_ms):>15.3f}"
-              f"{statistics.median(addon_ms):>9.3f}{statistics.median(ratios):>16.2f}"
+              f"{statistics.median(addon_ms):>9.3f}{writer:>14.3f}{statistics.median(ratios):>16.2f}"
               f"{f'{ratios[0]:.2f}–{ratios[-1]:.2f}':>14}{quiet_ratio:>14.2f}")
     if memory:
         print("\naddon RSS (MiB) after N more flows, every flow logged with its bodies:")

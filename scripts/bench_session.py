@@ -24,7 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench import ROOT, claude_code_body, compact, cpu_seconds, rss_mib, send, start_mitmdump, stop, wait_for_rows
+from bench import (
+    ROOT,
+    WRITER_THREAD,
+    claude_code_body,
+    compact,
+    cpu_seconds,
+    rss_mib,
+    send,
+    start_mitmdump,
+    stop,
+    thread_cpu_seconds,
+    wait_for_rows,
+)
 
 from ccany_addon.flowlog.schema import open_db
 
@@ -156,6 +168,7 @@ class SessionResult:
     db_files: dict[str, int] = field(default_factory=dict)  # file name: bytes
     tables: list[tuple[str, int]] = field(default_factory=list)  # (table or index, bytes), largest first
     empty_db: int = 0  # bytes of a new flow DB with no flow
+    writer_ms: float = 0.0  # the logging proxy's flow writer thread over the session
 
 
 def db_size(path: Path, result: SessionResult) -> None:
@@ -189,6 +202,8 @@ def session_growth(upstream: str, tmp: Path, turns: int, options: list[str]) -> 
         proxies["without log"] = start_mitmdump(upstream, addon, directory / "without-log.log", ["ccany_db=", *shared])
         session = Session()
         result = SessionResult(turns, 0, {name: [] for name in proxies})
+        logging_pid = proxies["with log"][0].pid
+        writer_before = thread_cpu_seconds(logging_pid, WRITER_THREAD)
         with httpx.Client(timeout=60) as client:
             for turn in range(1, turns + 1):
                 session.add_turn(turn)
@@ -201,6 +216,7 @@ def session_growth(upstream: str, tmp: Path, turns: int, options: list[str]) -> 
                         wait_for_rows(db, turn)
                     result.cpu_ms[name].append((cpu_seconds(process.pid) - before) * 1000)
                     result.final_body = len(body)
+        result.writer_ms = (thread_cpu_seconds(logging_pid, WRITER_THREAD) - writer_before) * 1000
         result.rss = {name: rss_mib(process.pid) for name, (process, _) in proxies.items()}
     finally:
         for process, _ in proxies.values():
@@ -223,6 +239,8 @@ def print_session(result: SessionResult) -> None:
         ("RSS at the end (MiB)", result.rss["with log"], result.rss["without log"]),
     ):
         print(f"{label:<28}{a:>12.1f}{b:>14.1f}{a / b:>8.2f}")
+    print(f"  of the logging proxy's CPU, its flow writer thread took {result.writer_ms:.0f} ms "
+          f"({result.writer_ms / result.turns:.2f} ms a turn)")
     size = sum(result.db_files.values())
     files = " + ".join(f"{name} {bytes_ / 1024:.0f} KB" for name, bytes_ in result.db_files.items())
     print(f"flow DB after the session: {size / 1024:.0f} KB ({files}) = {size / result.final_body:.1f}× the final "

@@ -28,6 +28,7 @@ from ccany_addon.config.schema import SETTINGS, open_config_db
 from ccany_addon.config.secrets import Cipher, SecretError, load_master_key
 from ccany_addon.config.snapshot import ConfigSnapshot, read_snapshot
 from ccany_addon.upstreams.key_pool import KeyFailure
+from ccany_addon.util.os_thread_name import name_os_thread
 
 logger = logging.getLogger("ccany")
 
@@ -82,6 +83,7 @@ class ConfigReader:
     # -- the reader thread
 
     def _run(self) -> None:
+        name_os_thread("ccany-config")
         try:
             self._cipher = Cipher(load_master_key(self.path))
         except SecretError as error:

@@ -27,9 +27,11 @@ from ccany_addon.flowlog.part_store import PartStore, previous_body
 from ccany_addon.flowlog.prune import Pruning
 from ccany_addon.flowlog.schema import BUSY_TIMEOUT_MS, open_db
 from ccany_addon.flowlog.store import StoreUnavailable, store_batch
+from ccany_addon.util.os_thread_name import name_os_thread
 
 logger = logging.getLogger("ccany")
 
+OS_THREAD_NAME = "ccany-writer"  # what `top -H` shows (scripts/bench finds the thread by it)
 BATCH_SIZE = 100
 # The writer wakes this often; hooks never wake it, so a flow costs them one append. Under load a longer wait
 # makes larger batches, which touch each index and full-text page once per batch (25 Claude Code flows per
@@ -192,6 +194,7 @@ class FlowWriter[R]:
     # -- the writer thread
 
     def _run(self) -> None:
+        name_os_thread(OS_THREAD_NAME)
         db = open_db(self.path)
         next_prune = time.monotonic()
         pruning: Pruning | None = None

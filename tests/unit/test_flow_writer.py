@@ -8,6 +8,7 @@ import sqlite3
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlite_utils
@@ -17,7 +18,7 @@ from ccany_addon.anthropic_api.sse import encode_event
 from ccany_addon.flowlog import schema
 from ccany_addon.flowlog.part_store import register_functions, with_bodies
 from ccany_addon.flowlog.record import FlowRecord, LogPolicy, StreamClock, StreamReads, StreamRecorder, to_row
-from ccany_addon.flowlog.writer import FlowWriter
+from ccany_addon.flowlog.writer import OS_THREAD_NAME, FlowWriter
 from ccany_addon.util.sqlite_migrations import migrate
 
 
@@ -53,6 +54,22 @@ def test_writer_writes_every_queued_record_on_close(tmp_path):
     writer.close()
     assert sqlite_utils.Database(path)["flows"].count == 1000
     assert writer.written == 1000 and writer.dropped == 0
+
+
+def _os_thread_names() -> list[str]:
+    return [Path(task, "comm").read_text().strip() for task in Path("/proc/self/task").iterdir()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="the OS names threads in /proc on Linux only")
+def test_the_writer_thread_is_named_for_top_and_ps(tmp_path):
+    """`top -H` and the bench tell the writer's CPU from the proxy's by the thread's OS name."""
+    writer: FlowWriter[dict] = FlowWriter(str(tmp_path / "f.db"), lambda record: record)
+    writer.start()
+    deadline = time.monotonic() + 5
+    while OS_THREAD_NAME not in _os_thread_names() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert OS_THREAD_NAME in _os_thread_names()
+    writer.close()
 
 
 def test_full_queue_drops_are_counted_and_logged(tmp_path, caplog):
