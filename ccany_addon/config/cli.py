@@ -65,6 +65,16 @@ def _count(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a whole number or {UNSET}, not {text!r}") from None
 
 
+def _usd(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected USD per million tokens, a number >= 0, not {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccany-config", description="Edit ccany's config DB without a browser.")
     parser.add_argument("--db", default=os.environ.get("CCANY_CONFIG_DB", "data/config.db"),
@@ -124,6 +134,18 @@ def _parser() -> argparse.ArgumentParser:
         caps.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_flag, default=argparse.SUPPRESS,
                           metavar=f"true|false|{UNSET}")
     caps.add_argument("--notes", default=argparse.SUPPRESS)
+
+    price = commands.add_parser("price", help="price matching upstream models (USD per million tokens) instead of "
+                                "the maintained price table", description="0 for a model on your own hardware. "
+                                "A cache price left out costs as much as input.")
+    price.add_argument("pattern", help="a glob over the upstream model, e.g. 'llama*'")
+    price.add_argument("--provider", default="", help="only at this provider (its name; default: any)")
+    price.add_argument("--input", type=_usd, metavar="USD")
+    price.add_argument("--output", type=_usd, metavar="USD")
+    price.add_argument("--cache-read", dest="cache_read", type=_usd, metavar="USD")
+    price.add_argument("--cache-write", dest="cache_write", type=_usd, metavar="USD")
+    price.add_argument("--notes")
+    price.add_argument("--remove", action="store_true", help="remove this price (the table's applies again)")
 
     export = commands.add_parser("export", help="write the whole config as YAML")
     export.add_argument("file", nargs="?", help="default: standard output")
@@ -186,6 +208,16 @@ def _run(args: argparse.Namespace, db, cipher: Cipher) -> str:
             capability_id = store.set_capabilities(db, ACTOR, args.pattern, **facts)
             shown = ", ".join(f"{name}={UNSET if value is None else value}" for name, value in facts.items())
             return f"capabilities of {args.pattern}: {shown} (id {capability_id})"
+        case "price":
+            where = f" at {args.provider}" if args.provider else ""
+            if args.remove:
+                store.remove_price(db, ACTOR, args.pattern, args.provider)
+                return f"price of {args.pattern}{where} removed"
+            price_id = store.set_price(db, ACTOR, args.pattern, args.provider, args.notes, input_per_mtok=args.input,
+                                       output_per_mtok=args.output, cache_read_per_mtok=args.cache_read,
+                                       cache_write_per_mtok=args.cache_write)
+            return f"price of {args.pattern}{where}: input ${args.input}, output ${args.output} per million tokens " \
+                f"(id {price_id})"
         case "export":
             text = dump_yaml(export_config(db, cipher, args.with_secrets))
             if not args.file:

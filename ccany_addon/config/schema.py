@@ -189,7 +189,24 @@ ALTER TABLE model_capabilities ADD COLUMN structured_outputs INTEGER;
 ALTER TABLE model_capabilities ADD COLUMN xhigh_effort INTEGER;
 """
 
-MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4), sql_script(_V5), sql_script(_V6)]
+# Prices for upstream models the maintained table (`genai-prices`) does not know or prices otherwise: local models
+# (0), private deployments, negotiated rates. USD per million tokens; a NULL cache price costs as much as input.
+_V7 = """
+CREATE TABLE model_prices (
+    id INTEGER PRIMARY KEY,
+    pattern TEXT NOT NULL,
+    provider TEXT NOT NULL DEFAULT '',
+    input_per_mtok REAL NOT NULL CHECK (input_per_mtok >= 0),
+    output_per_mtok REAL NOT NULL CHECK (output_per_mtok >= 0),
+    cache_read_per_mtok REAL CHECK (cache_read_per_mtok >= 0),
+    cache_write_per_mtok REAL CHECK (cache_write_per_mtok >= 0),
+    notes TEXT,
+    UNIQUE (pattern, provider)
+);
+"""
+
+MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4), sql_script(_V5), sql_script(_V6),
+              sql_script(_V7)]
 VERSION = len(MIGRATIONS)
 
 

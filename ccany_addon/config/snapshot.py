@@ -14,6 +14,7 @@ import sqlite_utils
 
 from ccany_addon.config.schema import SETTINGS
 from ccany_addon.config.secrets import Cipher, SecretError
+from ccany_addon.costs.prices import PriceOverride
 from ccany_addon.upstreams.models import TIERS, CapabilityOverride
 
 logger = logging.getLogger("ccany")
@@ -84,6 +85,7 @@ class ConfigSnapshot:
     settings: dict[str, object] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
     capabilities: tuple[CapabilityOverride, ...] = ()
+    prices: tuple[PriceOverride, ...] = ()  # a provider's own first, then by id
 
     def route(self, model: str, scenarios: frozenset[str] = frozenset()) -> Route | None:
         """The first route (by priority) whose pattern matches and whose scenario, if any, the request meets."""
@@ -152,7 +154,8 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
         except ValueError:
             problems.append(f"setting {row['name']}={row['value']!r} is not a {kind.__name__}")
     capabilities = tuple(CapabilityOverride.from_row(row) for row in db["model_capabilities"].rows_where(order_by="id"))
-    return ConfigSnapshot(providers, routes, client_keys, settings, tuple(problems), capabilities)
+    prices = tuple(PriceOverride.from_row(row) for row in db["model_prices"].rows_where(order_by="provider = '', id"))
+    return ConfigSnapshot(providers, routes, client_keys, settings, tuple(problems), capabilities, prices)
 
 
 def utc_seconds(text: str | None) -> float:

@@ -155,6 +155,48 @@ def set_capabilities(db: sqlite_utils.Database, actor: str, pattern: str, **fact
     return int(capability_id)
 
 
+PRICE_COLUMNS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+
+
+def set_price(db: sqlite_utils.Database, actor: str, pattern: str, provider: str = "",
+              notes: str | None = None, **prices: float | None) -> int:
+    """The price, in USD per million tokens, of upstream models matching `pattern` (a glob) at `provider` (a
+    provider's name; empty: any), instead of the maintained price table's. Input and output are required; a cache
+    price left out costs as much as input."""
+    if unknown := set(prices) - set(PRICE_COLUMNS):
+        raise ConfigError(f"unknown prices: {', '.join(sorted(unknown))}")
+    for name in PRICE_COLUMNS[:2]:
+        if prices.get(name) is None:
+            raise ConfigError(f"a price needs {name.removesuffix('_per_mtok')} (USD per million tokens)")
+    for name, value in prices.items():
+        if value is not None and (not isinstance(value, int | float) or value < 0 or value != value):
+            raise ConfigError(f"{name.removesuffix('_per_mtok')} must be a number >= 0, not {value!r}")
+    if not pattern:
+        raise ConfigError("a price needs a model pattern")
+    row = {"pattern": pattern, "provider": provider, "notes": notes,
+           **{name: prices.get(name) for name in PRICE_COLUMNS}}
+    with db.atomic():
+        existing = db.execute("SELECT id FROM model_prices WHERE pattern = ? AND provider = ?",
+                              [pattern, provider]).fetchone()
+        if existing is None:
+            price_id = db["model_prices"].insert(row).last_pk
+        else:
+            price_id = existing[0]
+            db["model_prices"].update(price_id, row)
+        audit(db, actor, "set model price", f"model_prices/{price_id}", {k: v for k, v in row.items() if v is not None})
+    return int(price_id)
+
+
+def remove_price(db: sqlite_utils.Database, actor: str, pattern: str, provider: str = "") -> None:
+    with db.atomic():
+        found = db.execute("SELECT id FROM model_prices WHERE pattern = ? AND provider = ?",
+                           [pattern, provider]).fetchone()
+        if found is None:
+            raise ConfigError(f"no price for {pattern}" + (f" at {provider}" if provider else ""))
+        db["model_prices"].delete(found[0])
+        audit(db, actor, "remove model price", f"model_prices/{found[0]}", {"pattern": pattern, "provider": provider})
+
+
 def create_client_key(db: sqlite_utils.Database, actor: str, name: str, expires_at: str | None = None,
                       allowed_models: list[str] | None = None) -> tuple[int, str]:
     """A new client access key: returns (id, key). The key is shown this once; only its hash is stored."""

@@ -50,6 +50,8 @@ def export_config(db: sqlite_utils.Database, cipher: Cipher | None, with_secrets
               for row in db["routes"].rows_where(order_by="priority, id")]
     capabilities = [{name: value for name, value in row.items() if name != "id" and value is not None}
                     for row in db["model_capabilities"].rows_where(order_by="id")]
+    prices = [{name: value for name, value in row.items() if name != "id" and value not in (None, "")}
+              for row in db["model_prices"].rows_where(order_by="id")]
     client_keys = [{"name": row["name"], "prefix": row["prefix"], "expires_at": row["expires_at"],
                     "allowed_models": list(allowed_models(row["allowed_models"])) or None,
                     "enabled": bool(row["enabled"]), **({"key_hash": row["key_hash"]} if with_secrets else {})}
@@ -59,7 +61,7 @@ def export_config(db: sqlite_utils.Database, cipher: Cipher | None, with_secrets
              for row in db["users"].rows_where(order_by="id")]
     settings = {row["name"]: row["value"] for row in db["settings"].rows_where(order_by="name")}
     return {"providers": providers, "routes": routes, "client_keys": client_keys, "users": users,
-            "settings": settings, "model_capabilities": capabilities}
+            "settings": settings, "model_capabilities": capabilities, "model_prices": prices}
 
 
 # Text that some YAML reader (1.1 or 1.2) takes for a number, a bool or null when left unquoted.
@@ -127,8 +129,12 @@ _SPECS: dict[str, dict[str, _Field]] = {
                            "prompt_cache_key": _Field("flag"), "structured_outputs": _Field("flag"),
                            "xhigh_effort": _Field("flag"), "notes": _Field("text"),
                            "max_tokens_field": _Field("text", choices=("max_tokens", "max_completion_tokens"))},
+    "model_prices": {"pattern": _Field("text", True), "provider": _Field("text"),
+                     "input_per_mtok": _Field("usd", True), "output_per_mtok": _Field("usd", True),
+                     "cache_read_per_mtok": _Field("usd"), "cache_write_per_mtok": _Field("usd"),
+                     "notes": _Field("text")},
 }
-_SECTIONS = ("providers", "routes", "client_keys", "users", "model_capabilities")
+_SECTIONS = ("providers", "routes", "client_keys", "users", "model_capabilities", "model_prices")
 _LABELS = ("name", "pattern", "username")  # never a secret field: error messages name entries by these
 
 
@@ -207,6 +213,10 @@ def _convert(value: Any, field: _Field, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise store.ConfigError(f"{where} must be a whole number")
+    if kind == "usd":
+        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+            return float(value)
+        raise store.ConfigError(f"{where} must be a number >= 0 (USD per million tokens)")
     if kind == "flag":
         if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
             return bool(value)
@@ -234,8 +244,8 @@ def _describe(kind: type) -> str:
 
 def import_config(db: sqlite_utils.Database, data: Any) -> list[str]:
     """Merge an exported config: providers by name, routes by pattern and provider, client keys by hash, users by
-    name, capabilities by pattern, settings by name. The whole file is checked first and applied in one
-    transaction: an error anywhere changes nothing. Returns what was done."""
+    name, capabilities by pattern, prices by pattern and provider, settings by name. The whole file is checked
+    first and applied in one transaction: an error anywhere changes nothing. Returns what was done."""
     plan = validate(data)
     _check_references(db, plan)
     done: list[str] = []
@@ -316,6 +326,10 @@ def _apply(db: sqlite_utils.Database, plan: dict[str, Any], done: list[str]) -> 
         facts = {name: value for name, value in entry.items() if name != "pattern"}
         store.set_capabilities(db, ACTOR, entry["pattern"], **facts)
         done.append(f"capabilities of {entry['pattern']} set")
+    for entry in plan["model_prices"]:
+        prices = {name: value for name, value in entry.items() if name.endswith("_per_mtok")}
+        store.set_price(db, ACTOR, entry["pattern"], entry.get("provider", ""), entry.get("notes"), **prices)
+        done.append(f"price of {entry['pattern']} set")
     for name, value in plan["settings"].items():
         store.set_setting(db, ACTOR, name, value)
         done.append(f"setting {name} set")

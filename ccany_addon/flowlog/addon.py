@@ -17,7 +17,9 @@ from mitmproxy import ctx, exceptions, http
 
 from ccany_addon.anthropic_api.errors import mask_secrets
 from ccany_addon.config.options import BODY_POLICIES, declare
+from ccany_addon.config.snapshot import ConfigSnapshot
 from ccany_addon.converters.message_stream import WrittenStream
+from ccany_addon.costs.prices import PriceTable, load_price_table
 from ccany_addon.flowlog.record import (
     FlowRecord,
     LogPolicy,
@@ -53,6 +55,7 @@ class FlowLog:
         self._closed = False
         self.failed = 0  # flows lost before they reached the writer
         self.degraded = 0  # flows whose record could not be read whole: logged with what was known
+        self._prices: tuple[ConfigSnapshot | None, PriceTable] = (None, PriceTable())
 
     def load(self, loader: Any) -> None:
         declare(loader, "flowlog")
@@ -71,6 +74,10 @@ class FlowLog:
             self._start_writer()
 
     def running(self) -> None:
+        try:
+            load_price_table()
+        except Exception as error:  # flows are still logged, unpriced, each with a note
+            logger.error(f"ccany: the price table cannot be read; flows go unpriced: {describe_failure(error)}")
         if self.writer is None:
             self._start_writer()
         metrics = self.gateway.metrics
@@ -248,7 +255,26 @@ class FlowLog:
             record.error_message = flow.error.msg
             if response is None:
                 record.status_code = 499
+        self._price(record)
         return record
+
+    def _price(self, record: FlowRecord) -> None:
+        """The flow's cost, from the config's prices (a changed config brings a new table) or the maintained
+        table; a flow that cannot be priced is logged unpriced, with a note."""
+        try:
+            if record.cache_hit:  # answered from the response cache: the upstream billed nothing
+                record.cost_usd, record.price_source = 0.0, "response cache"
+                return
+            snapshot = self.gateway.snapshot
+            if self._prices[0] is not snapshot:
+                table = self._prices[1]
+                self._prices = (snapshot, table if table.overrides == snapshot.prices else PriceTable(snapshot.prices))
+            cost = self._prices[1].cost(record.usage, record.upstream_model, record.provider, record.upstream_url,
+                                        record.started)
+            if cost is not None:
+                record.cost_usd, record.price_source = cost.usd, cost.source
+        except Exception as error:
+            record.notes.append(f"flow log: the flow could not be priced ({describe_failure(error)})")
 
     @staticmethod
     def _stream_side(recorder: StreamRecorder | StreamClock, record: FlowRecord) -> None:

@@ -142,6 +142,8 @@ class FlowRecord:
     message: dict | None = None  # what a stream's chunks add up to, when the gateway wrote them (not a passthrough)
     stop_reason: str | None = None
     usage: dict = field(default_factory=dict)
+    cost_usd: float | None = None
+    price_source: str | None = None
     upstream_ttfb: float | None = None
     first_token_at: float | None = None
     ended: float = 0.0

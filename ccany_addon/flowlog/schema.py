@@ -103,6 +103,10 @@ FLOW_COLUMNS: dict[str, Column] = {
     "upstream_prefix_break": Column(str, since=7),
     "upstream_prefix_bytes": Column(int, since=7),  # bytes of the upstream request a prefix cache could serve
     "upstream_prompt_bytes": Column(int, since=7),  # bytes of its tools, system and messages
+    # What the flow cost in USD (its four token kinds each at its own price; NULL: no tokens, or no known price),
+    # and which price: `genai-prices 0.2.5: openai gpt-4o`, `override llama* (ollama)`, `response cache`
+    "cost_usd": Column(float, since=8),
+    "price_source": Column(str, since=8),
 }
 
 JSON_COLUMNS = frozenset(name for name, column in FLOW_COLUMNS.items() if column.kind == "json")
@@ -198,7 +202,13 @@ def _v7(db: sqlite_utils.Database) -> None:
     db.execute(f"CREATE TRIGGER [{FLOWS}_au] AFTER UPDATE ON [{FLOWS}] BEGIN {forget} {learn} END")
 
 
-MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+def _v8(db: sqlite_utils.Database) -> None:
+    _add_columns(db, 8)
+    # spend per client key over a window: the dashboards, and a budget's spend read back at start-up
+    db[FLOWS].create_index(["client_key_id", "started_at"], if_not_exists=True)  # type: ignore[union-attr]
+
+
+MIGRATIONS: list[Migration] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8]
 VERSION = len(MIGRATIONS)
 
 # Since version 7 a row is a few KB and its new parts a few more. The writer's work on the records of the 150-turn

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from datasette.utils.asgi import Request
 
 MARKER_TABLES = ("provider_keys", "client_keys", "users")  # a database with all three is the config DB
-CONFIG_TABLES = ("providers", "provider_keys", "routes", "model_capabilities", "client_keys", "users", "settings",
-                 "audit")
+CONFIG_TABLES = ("providers", "provider_keys", "routes", "model_capabilities", "model_prices", "client_keys", "users",
+                 "settings", "audit")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ccany_addon.flowlog.schema import FLOWS
+from ccany_addon.web.spend_queries import SPEND_CHARTS, SPEND_QUERIES
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -257,6 +258,7 @@ WHERE session_id = :session_id
 ORDER BY started_at, id""",
         "params": ["session_id"],
     },
+    **SPEND_QUERIES,
 }
 for _query in QUERIES.values():
     _query.setdefault("params", ["days"])
@@ -283,6 +285,7 @@ CHARTS: list[dict[str, Any]] = [
         "series": "model",
         "empty": "No flows yet",
     },
+    *SPEND_CHARTS,
     {
         "id": "latency",
         "title": "Latency by model, ms (p50 / p90 / p99)",

@@ -46,6 +46,7 @@ ADMIN_ROW_WRITES = {
     "provider_keys": ("insert-row", "update-row", "delete-row"),
     "routes": ("insert-row", "update-row", "delete-row"),
     "model_capabilities": ("insert-row", "update-row", "delete-row"),
+    "model_prices": ("insert-row", "update-row", "delete-row"),
     "settings": ("insert-row", "update-row", "delete-row"),
     "client_keys": ("update-row", "delete-row"),
 }

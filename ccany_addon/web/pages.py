@@ -107,7 +107,7 @@ async def dashboard(datasette: Datasette, request: Request) -> Response:
             await db.execute(
                 f"""SELECT count(*) AS flows, coalesce(sum({IS_ERROR}), 0) AS errors,
                   coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
-                  min(started_at) AS first, max(started_at) AS last
+                  coalesce(sum(cost_usd), 0) AS cost_usd, min(started_at) AS first, max(started_at) AS last
                 FROM flows WHERE {WINDOW}""",
                 {"days": "" if days is None else str(days)},
             )

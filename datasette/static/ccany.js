@@ -57,6 +57,7 @@
     if (abs >= 1e6) return (n / 1e6).toFixed(abs >= 1e7 ? 0 : 1) + "M";
     if (abs >= 1e4) return (n / 1e3).toFixed(abs >= 1e5 ? 0 : 1) + "k";
     if (Math.round(n) === n) return String(n);
+    if (abs < 1) return String(Number(n.toPrecision(2)));  // dollars: a turn costs fractions of a cent
     return n.toFixed(abs >= 100 ? 0 : 1);
   }
 

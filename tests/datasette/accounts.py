@@ -56,6 +56,7 @@ def make_config(path: Path, *, users: bool = True) -> Config:
     store.set_provider_key(db, "cli", "openai", PROVIDER_KEY)
     store.add_route(db, "cli", "claude-*", "openai", "gpt-4.1")
     store.set_capabilities(db, "cli", "gpt-4.1*", max_output_tokens=16384)
+    store.set_price(db, "cli", "llama*", input_per_mtok=0, output_per_mtok=0, notes="own hardware")
     _, client_key = store.create_client_key(db, "cli", "laptop", "2099-12-31", ["claude-*"])
     secret(client_key)
     store.set_setting(db, "cli", "ccany_big_model", "gpt-4.1")

@@ -35,6 +35,7 @@ ROUTES = [  # client model, upstream model, provider
     ("claude-3-5-haiku-20241022", "gpt-4.1-mini", "openai"),
     ("claude-opus-4-1-20250805", "gemini-2.5-pro", "gemini"),
 ]
+FIXTURE_PRICES = {"gpt-4.1": (2.0, 8.0), "gpt-4.1-mini": (0.4, 1.6)}  # USD per million input, output tokens
 SESSIONS = ["5f0c2a1e-8d7b-4c39-9a51-0e2f6b7c1d01", "9a3b7c55-1f2e-4d6a-8b0c-2e4f6a8b0c12"]
 
 
@@ -200,6 +201,11 @@ def build_flows() -> list[dict]:
                 prompt="an old question", answer="an old answer")
     old["duration_ms"] = 99999.0
     flows.append(old)
+    for row in flows:  # as the proxy prices them; gemini-2.5-pro has no price here: its flows are unpriced
+        price = FIXTURE_PRICES.get(row["upstream_model"])
+        if price and (row["input_tokens"] or row["output_tokens"]):
+            row["cost_usd"] = ((row["input_tokens"] or 0) * price[0] + (row["output_tokens"] or 0) * price[1]) / 1e6
+            row["price_source"] = f"fixture {row['upstream_model']}"
     return flows
 
 

@@ -422,3 +422,35 @@ async def test_admin_sets_the_new_capability_flags_in_the_row_editor(flow_log: F
             if r["details"] and json.loads(r["details"]).get("via") == "datasette"] == [
         ("alice", "insert-rows", "model_capabilities"),
         ("alice", "update-row", f"model_capabilities/{row['id']}")]
+
+
+async def test_admin_prices_a_model_in_the_row_editor(flow_log: FlowLog, tmp_path: Path) -> None:
+    """A `model_prices` row written with Datasette's row editor is what the proxy prices that model by; a viewer
+    reads prices but cannot change them, and a negative price is refused by the table itself."""
+    from ccany_addon.config.snapshot import read_snapshot
+    from ccany_addon.costs.prices import PriceTable
+
+    config = make_config(tmp_path / "config.db")
+    ds = datasette_for(flow_log.path, config)
+    admin, viewer = await session(ds, *ADMIN), await session(ds, *VIEWER)
+    inserted = await ds.client.post("/config/model_prices/-/insert", cookies=admin, json={
+        "row": {"pattern": "qwen3-*", "provider": "vllm", "input_per_mtok": 0.2, "output_per_mtok": 0.6},
+        "return": True})
+    assert inserted.status_code == 201, inserted.text
+    refused = await ds.client.post("/config/model_prices/-/insert", cookies=admin, json={
+        "row": {"pattern": "bad-*", "input_per_mtok": -1, "output_per_mtok": 0}})
+    assert refused.status_code == 400 and "CHECK constraint" in refused.text
+    denied = await ds.client.post("/config/model_prices/-/insert", cookies=viewer, json={
+        "row": {"pattern": "free-*", "input_per_mtok": 0, "output_per_mtok": 0}})
+    assert denied.status_code == 403
+    assert (await ds.client.get("/config/model_prices.json", cookies=viewer)).status_code == 200
+    db = open_config_db(config.path, None)
+    try:
+        table = PriceTable(read_snapshot(db, None).prices)
+    finally:
+        db.close()
+    usage = {"input_tokens": 1_000_000, "output_tokens": 1_000_000}
+    at_vllm = table.cost(usage, "qwen3-coder", "vllm", "http://10.0.0.5:8000/v1/chat/completions", 0)
+    assert at_vllm is not None and at_vllm.usd == 0.8 and at_vllm.source == "override qwen3-* (vllm)"
+    local = table.cost(usage, "llama3.3", "ollama", "http://127.0.0.1:11434/v1", 0)
+    assert local is not None and local.usd == 0 and local.source == "override llama*"

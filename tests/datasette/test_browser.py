@@ -17,7 +17,7 @@ from tests.datasette.conftest import FlowLog, Server, start_server, stop_server,
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
-DASHBOARD_CHARTS = 6
+DASHBOARD_CHARTS = 8
 
 
 def chromium(url: str, *args: str) -> str:
@@ -109,6 +109,9 @@ def test_dashboard_draws_every_chart(server: Server, flow_log: FlowLog) -> None:
     assert marks["chart-prompt-cache"]["rect"] == 2 * len(followed) > 0
     assert "rate_limit_error" in dom.figures["chart-errors"]["text"]
     assert "gpt-4.1" in dom.figures["chart-tokens"]["text"]
+    # spend: a line per model (the unpriced gemini one at 0), a bar per provider (a refused flow has none)
+    assert marks["chart-spend"]["path"] == 4
+    assert marks["chart-spend-by-provider"]["rect"] == 3 and "openai" in dom.figures["chart-spend-by-provider"]["text"]
     screenshot(server.url + "/-/dashboard", "datasette-dashboard.png")
 
 

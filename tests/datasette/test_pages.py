@@ -36,12 +36,13 @@ def test_dashboard(flow_log: FlowLog) -> None:
     text = page.text
     assert re.search(r'<script src="/-/ccany-static/ccany\.js\?_hash=\w+" defer></script>', text)
     charts = re.findall(r'<figure class="ccany-chart" id="chart-([\w-]+)"', text)
-    assert charts == ["requests", "tokens", "latency", "ttft", "prompt-cache", "errors"]
-    assert 'data-charts-total="6"' in text
-    for name in ["requests_per_hour", "tokens_per_hour_by_model", "latency_by_model", "prompt_cache_by_model",
-                 "errors_by_type"]:
+    assert charts == ["requests", "tokens", "spend", "spend-by-provider", "latency", "ttft", "prompt-cache", "errors"]
+    assert 'data-charts-total="8"' in text
+    for name in ["requests_per_hour", "tokens_per_hour_by_model", "spend_per_hour", "spend_by_provider",
+                 "latency_by_model", "prompt_cache_by_model", "errors_by_type"]:
         assert f'data-url="/ccany/{name}.json?_shape=array"' in text
-    for name in ["usage_by_model", "latency_by_provider", "slowest_flows", "sessions", "session_turns"]:
+    for name in ["usage_by_model", "latency_by_provider", "slowest_flows", "sessions", "session_turns",
+                 "spend_by_model", "spend_by_client_key", "spend_by_session"]:
         assert f'<a href="/ccany/{name}">' in text
     assert '<a href="/ccany/flows">All flows</a>' in text
     # The search box leads to the flows table's full-text search.
@@ -49,6 +50,8 @@ def test_dashboard(flow_log: FlowLog) -> None:
     assert '<form class="ccany-search" action="/ccany/flows" method="get"' in text
     recent = [row for row in flow_log.rows if row["started_at"] >= "2025-05-25"]
     assert f"<strong>{len(recent)}</strong> flows" in text
+    spent = sum(row.get("cost_usd") or 0 for row in recent)
+    assert 0.01 < spent < 1 and f"<strong>${spent:.4f}</strong> spent" in text
     assert "No flows yet" not in text.replace('data-empty="No flows yet"', "")
 
 
@@ -113,6 +116,8 @@ def test_flow_page_shows_the_four_panes(flow_log: FlowLog) -> None:
                          ("output tokens", row["output_tokens"]), ("time to first token", f"{row['ttft_ms']} ms"),
                          ("duration", f"{row['duration_ms']} ms")]:
         assert f"<dt>{label}</dt><dd>{value}</dd>" in summary, label
+    assert f'<dt>cost</dt><dd title="fixture gpt-4.1">${row["cost_usd"]:.6f} <small>(fixture gpt-4.1)</small></dd>' \
+        in summary
     # The stream's events, for the timeline chart.
     timeline = section(text, "ccany-events")
     events = json.loads(html.unescape(re.search(r'data-events="([^"]*)"', timeline).group(1)))

@@ -16,8 +16,9 @@ from tests.datasette.conftest import FlowLog
 pytestmark = pytest.mark.anyio
 
 SECRET_TABLES = {"provider_keys": "secret", "client_keys": "key_hash", "users": "password_hash"}
-OPEN_TABLES = ["providers", "routes", "model_capabilities", "settings", "audit"]
-ROWS = {"providers": "1", "provider_keys": "1", "routes": "1", "model_capabilities": "1", "client_keys": "1",
+OPEN_TABLES = ["providers", "routes", "model_capabilities", "model_prices", "settings", "audit"]
+ROWS = {"providers": "1", "provider_keys": "1", "routes": "1", "model_capabilities": "1", "model_prices": "1",
+        "client_keys": "1",
         "users": "1", "settings": "ccany_big_model", "audit": "1"}
 
 
