@@ -173,6 +173,37 @@ def no_secret_on_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     assert not leaks, leaks
 
 
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def start_redis(tmp: Path, port: int | None = None) -> RedisServer:
+    """A real redis-server (Debian's, installed by scripts/setup) on 127.0.0.1, keeping nothing on disk."""
+    port = port or free_port()
+    process = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(tmp)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64).startswith(b"+PONG"):
+                    return RedisServer(port, process)
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"redis-server did not start on port {port}")
+        time.sleep(0.05)
+
+
 def config_db(path: Path):
     """A config DB with its master key beside it; tests fill it through ccany_addon.config.store."""
     from ccany_addon.config.schema import open_config_db

@@ -53,7 +53,7 @@ class GatewayError(Exception):
     """A failure that reaches the client as an Anthropic error."""
 
     def __init__(self, status: int, message: str, retry_after: int | None = None,
-                 should_retry: bool | None = None) -> None:
+                 should_retry: bool | None = None, headers: tuple[tuple[str, str], ...] = ()) -> None:
         super().__init__(message)
         self.status = client_status(status)
         self.message = message
@@ -61,6 +61,7 @@ class GatewayError(Exception):
         # sent as `x-should-retry`, which the Anthropic SDKs and Claude Code obey: a 401 is never worth a retry
         # (without it Claude Code retries a wrong key for about three minutes)
         self.should_retry = False if should_retry is None and self.status == 401 else should_retry
+        self.headers = headers  # more response headers: a refused key's `anthropic-ratelimit-*`
 
     @property
     def error_type(self) -> str:

@@ -65,6 +65,18 @@ def _count(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a whole number or {UNSET}, not {text!r}") from None
 
 
+def _limit(text: str) -> float | None:
+    if text.strip().lower() == UNSET:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 or {UNSET}, not {text!r}")
+    return int(value) if value == int(value) else value
+
+
 def _usd(text: str) -> float:
     try:
         value = float(text)
@@ -134,6 +146,24 @@ def _parser() -> argparse.ArgumentParser:
         caps.add_argument(f"--{name.replace('_', '-')}", dest=name, type=_flag, default=argparse.SUPPRESS,
                           metavar=f"true|false|{UNSET}")
     caps.add_argument("--notes", default=argparse.SUPPRESS)
+
+    limits = commands.add_parser("client-key-limits", help="limit a client key's requests, tokens, streams and spend",
+                                 description=f"Each option given is set; '{UNSET}' removes that limit; options not "
+                                             "given keep what the key has.")
+    limits.add_argument("name", help="the client key's name")
+    limits.add_argument("--user", dest="owner", default=argparse.SUPPRESS, metavar="USERNAME",
+                        help=f"the key's owner, whose budgets all their keys spend ('{UNSET}': none)")
+    for option, column, what in (("--rpm", "rpm_limit", "requests a minute"), ("--tpm", "tpm_limit", "tokens a minute"),
+                                 ("--streams", "max_streams", "streams at once"),
+                                 ("--daily-usd", "daily_budget_usd", "USD per UTC day"),
+                                 ("--monthly-usd", "monthly_budget_usd", "USD per UTC month")):
+        limits.add_argument(option, dest=column, type=_limit, default=argparse.SUPPRESS, metavar="N", help=what)
+
+    budget = commands.add_parser("user-budget", help="budget what all of a user's client keys spend together")
+    budget.add_argument("username")
+    for option, column, what in (("--daily-usd", "daily_budget_usd", "USD per UTC day"),
+                                 ("--monthly-usd", "monthly_budget_usd", "USD per UTC month")):
+        budget.add_argument(option, dest=column, type=_limit, default=argparse.SUPPRESS, metavar="N", help=what)
 
     price = commands.add_parser("price", help="price matching upstream models (USD per million tokens) instead of "
                                 "the maintained price table", description="0 for a model on your own hardware. "
@@ -208,6 +238,22 @@ def _run(args: argparse.Namespace, db, cipher: Cipher) -> str:
             capability_id = store.set_capabilities(db, ACTOR, args.pattern, **facts)
             shown = ", ".join(f"{name}={UNSET if value is None else value}" for name, value in facts.items())
             return f"capabilities of {args.pattern}: {shown} (id {capability_id})"
+        case "client-key-limits":
+            chosen = {name: value for name, value in vars(args).items() if name not in ("db", "command", "name")}
+            if not chosen:
+                raise store.ConfigError("name at least one limit to set (see client-key-limits --help)")
+            if "owner" in chosen and chosen["owner"].strip().lower() == UNSET:
+                chosen["owner"] = None
+            key_id = store.set_client_key_limits(db, ACTOR, args.name, **chosen)
+            shown = ", ".join(f"{name}={UNSET if value is None else value}" for name, value in chosen.items())
+            return f"limits of client key {args.name} (id {key_id}): {shown}"
+        case "user-budget":
+            chosen = {name: value for name, value in vars(args).items() if name not in ("db", "command", "username")}
+            if not chosen:
+                raise store.ConfigError("name a budget to set (see user-budget --help)")
+            store.set_user_budgets(db, ACTOR, args.username, **chosen)
+            shown = ", ".join(f"{name}={UNSET if value is None else value}" for name, value in chosen.items())
+            return f"budgets of user {args.username}: {shown}"
         case "price":
             where = f" at {args.provider}" if args.provider else ""
             if args.remove:

@@ -14,7 +14,7 @@ from ccany_addon.upstreams.models import TIERS
 
 BODY_POLICIES: tuple[str, ...] = ("all", "errors", "none")
 
-Owner = Literal["gateway", "flowlog", "config", "timeouts", "keepalive", "shutdown"]
+Owner = Literal["gateway", "flowlog", "config", "timeouts", "keepalive", "shutdown", "limits"]
 
 
 class Loader(Protocol):
@@ -89,6 +89,10 @@ OPTIONS: dict[str, Option] = {
         Option("ccany_keepalive_interval", int, 5,
                "Longest silence, in seconds, a streamed answer has before the gateway sends the client a ping "
                "(0: none).", "keepalive"),
+        Option("ccany_redis_url", str, "",
+               "Redis or Valkey URL (redis://host:6379/0) where gateway processes share request and token counts, "
+               "concurrent streams and budgets spent (empty: this process alone). A password comes from "
+               "CCANY_REDIS_PASSWORD, never from the URL.", "limits"),
         Option("ccany_shutdown_grace", int, 10,
                "Seconds a stop waits for flows in flight to finish before logging them as interrupted (0: none).",
                "shutdown"),

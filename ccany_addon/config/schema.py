@@ -205,8 +205,22 @@ CREATE TABLE model_prices (
 );
 """
 
+# Limits and budgets per client key (NULL: none): requests and tokens per minute, concurrent streams, USD per UTC
+# day and per UTC month; a key's owner (a user), whose own budgets all their keys spend together.
+_V8 = """
+ALTER TABLE client_keys ADD COLUMN user_id INTEGER REFERENCES users(id) ON DELETE SET NULL;
+ALTER TABLE users ADD COLUMN daily_budget_usd REAL CHECK (daily_budget_usd IS NULL OR daily_budget_usd >= 0);
+ALTER TABLE users ADD COLUMN monthly_budget_usd REAL CHECK (monthly_budget_usd IS NULL OR monthly_budget_usd >= 0);
+ALTER TABLE client_keys ADD COLUMN rpm_limit INTEGER CHECK (rpm_limit IS NULL OR rpm_limit >= 0);
+ALTER TABLE client_keys ADD COLUMN tpm_limit INTEGER CHECK (tpm_limit IS NULL OR tpm_limit >= 0);
+ALTER TABLE client_keys ADD COLUMN max_streams INTEGER CHECK (max_streams IS NULL OR max_streams >= 0);
+ALTER TABLE client_keys ADD COLUMN daily_budget_usd REAL CHECK (daily_budget_usd IS NULL OR daily_budget_usd >= 0);
+ALTER TABLE client_keys ADD COLUMN monthly_budget_usd REAL
+    CHECK (monthly_budget_usd IS NULL OR monthly_budget_usd >= 0);
+"""
+
 MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4), sql_script(_V5), sql_script(_V6),
-              sql_script(_V7)]
+              sql_script(_V7), sql_script(_V8)]
 VERSION = len(MIGRATIONS)
 
 

@@ -15,6 +15,7 @@ import sqlite_utils
 from ccany_addon.config.schema import SETTINGS
 from ccany_addon.config.secrets import Cipher, SecretError
 from ccany_addon.costs.prices import PriceOverride
+from ccany_addon.limits.key_limits import KeyLimits, Payer
 from ccany_addon.upstreams.models import TIERS, CapabilityOverride
 
 logger = logging.getLogger("ccany")
@@ -70,6 +71,15 @@ class ClientKey:
     expires_at: str | None
     allowed_models: tuple[str, ...]
     enabled: bool
+    limits: KeyLimits = KeyLimits()
+    owner: str | None = None  # the user whose key it is (their budgets cover all their keys)
+    owner_limits: Payer | None = None
+
+    @property
+    def payers(self) -> tuple[Payer, ...]:
+        """Whose limits a request of this key is held to: the key's own, then its owner's budgets."""
+        own = Payer(f"key:{self.id}", f"client key {self.name!r}", self.limits)
+        return (own,) if self.owner_limits is None else (own, self.owner_limits)
 
     def allows(self, model: str) -> bool:
         return not self.allowed_models or any(
@@ -141,9 +151,15 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
         if row["provider_id"] in by_id
     )
     client_keys = {}
+    owners = {row["id"]: row for row in db.execute_returning_dicts(
+        "SELECT id, username, daily_budget_usd, monthly_budget_usd FROM users")}
     for row in db["client_keys"].rows:
-        client_keys[row["key_hash"]] = ClientKey(row["id"], row["name"], row["expires_at"],
-                                                 allowed_models(row["allowed_models"]), bool(row["enabled"]))
+        owner = owners.get(row["user_id"])
+        budgets = KeyLimits.budgets_of(owner) if owner else KeyLimits()
+        client_keys[row["key_hash"]] = ClientKey(
+            row["id"], row["name"], row["expires_at"], allowed_models(row["allowed_models"]), bool(row["enabled"]),
+            KeyLimits.from_row(row), owner["username"] if owner else None,
+            Payer(f"user:{owner['id']}", f"user {owner['username']!r}", budgets) if owner and budgets else None)
     settings: dict[str, object] = {}
     for row in db["settings"].rows:
         kind = SETTINGS.get(row["name"])

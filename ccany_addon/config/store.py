@@ -13,6 +13,7 @@ import sqlite_utils
 from ccany_addon.config import sessions
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES, SCENARIOS, SETTINGS
 from ccany_addon.config.secrets import client_key_hash, hash_password, new_client_key
+from ccany_addon.limits.key_limits import BUDGET_COLUMNS, LIMIT_COLUMNS
 from ccany_addon.upstreams.models import TIERS
 from ccany_addon.util.utc import utc_text
 
@@ -207,6 +208,56 @@ def create_client_key(db: sqlite_utils.Database, actor: str, name: str, expires_
         key_id = db["client_keys"].insert(row).last_pk
         audit(db, actor, "create client key", f"client_keys/{key_id}", {"name": name})
     return int(key_id), key
+
+
+_KEEP = object()  # an owner argument left out: the key keeps its owner
+
+
+def set_client_key_limits(db: sqlite_utils.Database, actor: str, name: str, owner: str | None | object = _KEEP,
+                          **limits: float | None) -> int:
+    """Limits and budgets of the client key named `name` (None clears one): `rpm_limit`, `tpm_limit`,
+    `max_streams`, `daily_budget_usd`, `monthly_budget_usd`; and its `owner`, a username (None: no owner), whose
+    budgets all their keys spend together. Returns the key's id."""
+    _check_limits(limits, LIMIT_COLUMNS)
+    with db.atomic():
+        found = db.execute("SELECT id FROM client_keys WHERE name = ?", [name]).fetchall()
+        if len(found) != 1:
+            raise ConfigError(f"no client key named {name!r}" if not found
+                              else f"{len(found)} client keys are named {name!r}; rename all but one")
+        key_id = found[0][0]
+        change: dict[str, object] = dict(limits)
+        if owner is not _KEEP:
+            change["user_id"] = None if owner is None else user_id(db, str(owner))
+        db["client_keys"].update(key_id, change)
+        audit(db, actor, "set client key limits", f"client_keys/{key_id}",
+              {**limits, **({"owner": owner} if owner is not _KEEP else {})})
+    return int(key_id)
+
+
+def set_user_budgets(db: sqlite_utils.Database, actor: str, username: str, **budgets: float | None) -> None:
+    """A user's `daily_budget_usd` and `monthly_budget_usd` (None clears one), spent by all their client keys."""
+    _check_limits(budgets, BUDGET_COLUMNS)
+    with db.atomic():
+        found = user_id(db, username)
+        db["users"].update(found, budgets)
+        audit(db, actor, "set user budgets", f"users/{found}", budgets)
+
+
+def user_id(db: sqlite_utils.Database, username: str) -> int:
+    found = db.execute("SELECT id FROM users WHERE username = ?", [username]).fetchone()
+    if found is None:
+        raise ConfigError(f"no user named {username!r}")
+    return int(found[0])
+
+
+def _check_limits(limits: dict[str, float | None], known: tuple[str, ...]) -> None:
+    if unknown := set(limits) - set(known):
+        raise ConfigError(f"unknown limits: {', '.join(sorted(unknown))}")
+    for column, value in limits.items():
+        usd = column.endswith("_usd")
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value < 0
+                                  or value != value or (not usd and value != int(value))):
+            raise ConfigError(f"{column} must be a {'number' if usd else 'whole number'} >= 0")
 
 
 def add_user(db: sqlite_utils.Database, actor: str, username: str, password: str, role: str = "viewer") -> int:

@@ -21,6 +21,7 @@ from ccany_addon.config import store
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES, SCENARIOS, SETTINGS
 from ccany_addon.config.secrets import Cipher
 from ccany_addon.config.snapshot import allowed_models, setting_value
+from ccany_addon.limits.key_limits import BUDGET_COLUMNS, LIMIT_COLUMNS
 from ccany_addon.upstreams.models import TIERS
 
 ACTOR = "cli"
@@ -50,13 +51,17 @@ def export_config(db: sqlite_utils.Database, cipher: Cipher | None, with_secrets
               for row in db["routes"].rows_where(order_by="priority, id")]
     capabilities = [{name: value for name, value in row.items() if name != "id" and value is not None}
                     for row in db["model_capabilities"].rows_where(order_by="id")]
+    usernames = {row["id"]: row["username"] for row in db["users"].rows}
     prices = [{name: value for name, value in row.items() if name != "id" and value not in (None, "")}
               for row in db["model_prices"].rows_where(order_by="id")]
     client_keys = [{"name": row["name"], "prefix": row["prefix"], "expires_at": row["expires_at"],
                     "allowed_models": list(allowed_models(row["allowed_models"])) or None,
-                    "enabled": bool(row["enabled"]), **({"key_hash": row["key_hash"]} if with_secrets else {})}
+                    "enabled": bool(row["enabled"]), **({"key_hash": row["key_hash"]} if with_secrets else {}),
+                    **{column: row[column] for column in LIMIT_COLUMNS if row.get(column) is not None},
+                    **({"owner": usernames[row["user_id"]]} if row.get("user_id") in usernames else {})}
                    for row in db["client_keys"].rows_where(order_by="id")]
     users = [{"username": row["username"], "role": row["role"],
+              **{column: row[column] for column in BUDGET_COLUMNS if row.get(column) is not None},
               **({"password_hash": row["password_hash"]} if with_secrets else {})}
              for row in db["users"].rows_where(order_by="id")]
     settings = {row["name"]: row["value"] for row in db["settings"].rows_where(order_by="name")}
@@ -120,9 +125,11 @@ _SPECS: dict[str, dict[str, _Field]] = {
     "routes": {"pattern": _Field("text", True), "provider": _Field("text", True), "model": _Field("text"),
                "priority": _Field("number"), "enabled": _Field("flag"), "scenario": _Field("text", choices=SCENARIOS)},
     "client_keys": {"name": _Field("text", True), "prefix": _Field("text"), "expires_at": _Field("text"),
-                    "allowed_models": _Field("texts"), "enabled": _Field("flag"), "key_hash": _Field("text")},
+                    "allowed_models": _Field("texts"), "enabled": _Field("flag"), "key_hash": _Field("text"),
+                    "rpm_limit": _Field("number"), "tpm_limit": _Field("number"), "max_streams": _Field("number"),
+                    "daily_budget_usd": _Field("usd"), "monthly_budget_usd": _Field("usd"), "owner": _Field("text")},
     "users": {"username": _Field("text", True), "role": _Field("text", choices=ROLES),
-              "password_hash": _Field("text")},
+              "password_hash": _Field("text"), "daily_budget_usd": _Field("usd"), "monthly_budget_usd": _Field("usd")},
     "model_capabilities": {"pattern": _Field("text", True), "max_output_tokens": _Field("number"),
                            "context_window": _Field("number"), "vision": _Field("flag"), "tools": _Field("flag"),
                            "reasoning": _Field("flag"), "late_system": _Field("flag"),
@@ -216,7 +223,7 @@ def _convert(value: Any, field: _Field, where: str) -> Any:
     if kind == "usd":
         if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
             return float(value)
-        raise store.ConfigError(f"{where} must be a number >= 0 (USD per million tokens)")
+        raise store.ConfigError(f"{where} must be a number >= 0 (USD)")
     if kind == "flag":
         if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
             return bool(value)
@@ -258,7 +265,8 @@ def import_config(db: sqlite_utils.Database, data: Any) -> list[str]:
 
 
 def _check_references(db: sqlite_utils.Database, plan: dict[str, Any]) -> None:
-    """What the types cannot tell: URLs, dates, and routes to providers that neither the DB nor the file has."""
+    """What the types cannot tell: URLs, dates, and routes to providers (keys to owners) that neither the DB nor the
+    file has."""
     for index, entry in enumerate(plan["providers"]):
         if not entry["base_url"].startswith(("http://", "https://")):
             raise store.ConfigError(f"providers[{index}] (name {entry['name']!r}): base_url must start with "
@@ -277,6 +285,12 @@ def _check_references(db: sqlite_utils.Database, plan: dict[str, Any]) -> None:
         except ValueError:
             raise store.ConfigError(f"client_keys[{index}] (name {key['name']!r}): expires_at must be a date, "
                                     "YYYY-MM-DD") from None
+    users = {row[0] for row in db.execute("SELECT username FROM users")} | {
+        user["username"] for user in plan["users"] if user.get("password_hash")}
+    for index, key in enumerate(plan["client_keys"]):
+        if key.get("owner") and key["owner"] not in users:
+            raise store.ConfigError(f"client_keys[{index}] (name {key['name']!r}): no user named {key['owner']!r} "
+                                    "in the DB or the file")
 
 
 def _apply(db: sqlite_utils.Database, plan: dict[str, Any], done: list[str]) -> None:
@@ -304,6 +318,18 @@ def _apply(db: sqlite_utils.Database, plan: dict[str, Any], done: list[str]) -> 
         if not route.get("enabled", True):
             db["routes"].update(route_id, {"enabled": 0})
         done.append(f"route {route['pattern']} → {route['provider']} added")
+    for user in plan["users"]:  # before the client keys, which may name them as owners
+        budgets = {column: user[column] for column in BUDGET_COLUMNS if column in user}
+        exists = db.execute("SELECT 1 FROM users WHERE username = ?", [user["username"]]).fetchone()
+        if not exists and user.get("password_hash"):
+            db["users"].insert({"username": user["username"], "password_hash": user["password_hash"],
+                                "role": user.get("role", "viewer")})
+            store.audit(db, ACTOR, "import user", "users", {"username": user["username"]})
+            done.append(f"user {user['username']} imported")
+            exists = True
+        if exists and budgets:
+            store.set_user_budgets(db, ACTOR, user["username"], **budgets)
+            done.append(f"budgets of user {user['username']} set")
     for key in plan["client_keys"]:
         if not key.get("key_hash") or db.execute("SELECT 1 FROM client_keys WHERE key_hash = ?",
                                                  [key["key_hash"]]).fetchone():
@@ -311,17 +337,11 @@ def _apply(db: sqlite_utils.Database, plan: dict[str, Any], done: list[str]) -> 
         db["client_keys"].insert({"name": key["name"], "key_hash": key["key_hash"], "prefix": key.get("prefix", ""),
                                   "expires_at": key.get("expires_at"), "enabled": int(key.get("enabled", True)),
                                   "allowed_models": json.dumps(key["allowed_models"])
-                                  if key.get("allowed_models") else None})
+                                  if key.get("allowed_models") else None,
+                                  **{column: key[column] for column in LIMIT_COLUMNS if column in key},
+                                  **({"user_id": store.user_id(db, key["owner"])} if key.get("owner") else {})})
         store.audit(db, ACTOR, "import client key", "client_keys", {"name": key["name"]})
         done.append(f"client key {key['name']} imported")
-    for user in plan["users"]:
-        if not user.get("password_hash") or db.execute("SELECT 1 FROM users WHERE username = ?",
-                                                       [user["username"]]).fetchone():
-            continue
-        db["users"].insert({"username": user["username"], "password_hash": user["password_hash"],
-                            "role": user.get("role", "viewer")})
-        store.audit(db, ACTOR, "import user", "users", {"username": user["username"]})
-        done.append(f"user {user['username']} imported")
     for entry in plan["model_capabilities"]:
         facts = {name: value for name, value in entry.items() if name != "pattern"}
         store.set_capabilities(db, ACTOR, entry["pattern"], **facts)

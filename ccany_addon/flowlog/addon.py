@@ -234,6 +234,8 @@ class FlowLog:
         request's headers as sent (the key redacted), and the failure if any."""
         record, response = state.record, flow.response
         record.ended = time.time()
+        if state.client is not None:
+            record.client_user = state.client.owner
         if state.response_context is not None:
             record.upstream_request_headers = flow.request.headers.fields
         if response is not None:

@@ -120,6 +120,7 @@ class FlowRecord:
     client_request_headers: HeaderFields
     last_message: Message | None = None  # the request's newest message, already parsed by the gateway
     client_key_id: int | None = None
+    client_user: str | None = None
     route: str | None = None
     provider_key: str | None = None
     cache_hit: bool = False

@@ -107,6 +107,7 @@ FLOW_COLUMNS: dict[str, Column] = {
     # and which price: `genai-prices 0.2.5: openai gpt-4o`, `override llama* (ollama)`, `response cache`
     "cost_usd": Column(float, since=8),
     "price_source": Column(str, since=8),
+    "client_user": Column(str, since=8),  # the user owning the client key (config DB `client_keys.user_id`)
 }
 
 JSON_COLUMNS = frozenset(name for name, column in FLOW_COLUMNS.items() if column.kind == "json")

@@ -1,6 +1,6 @@
 """The addons that make up ccany, in hook order: the graceful stop first (its `done` must run while the others
-are whole), the client timeouts, the config, the gateway, the flow log, the keep-alive, and last of all the key
-injector."""
+are whole), the client timeouts, the config, the gateway, the flow log, the limits (after the flow log, which
+prices a flow before the limits count its cost), the keep-alive, and last of all the key injector."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from mitmproxy import ctx
 from ccany_addon.config.addon import ConfigWatcher
 from ccany_addon.flowlog.addon import FlowLog
 from ccany_addon.flowlog.shutdown import GracefulStop
+from ccany_addon.limits.addon import Limits
 from ccany_addon.proxy.client_timeouts import ClientTimeouts
 from ccany_addon.proxy.gateway import Gateway
 from ccany_addon.proxy.keepalive import KeepAlive
@@ -33,5 +34,5 @@ class RunsLast:
 def build_addons() -> list[object]:
     config = ConfigWatcher()
     gateway = Gateway(config)
-    return [GracefulStop(flowlog := FlowLog(gateway)), ClientTimeouts(), config, gateway, flowlog,
+    return [GracefulStop(flowlog := FlowLog(gateway)), ClientTimeouts(), config, gateway, flowlog, Limits(gateway),
             KeepAlive(gateway), RunsLast(KeyInjector(gateway))]

@@ -58,6 +58,10 @@ _HELP = {
     "ccany_log_written_total": ("counter", "Flows written to the flow log."),
     "ccany_log_dropped_total": ("counter", "Flows not logged because the log queue was full."),
     "ccany_log_failed_total": ("counter", "Flows that could not be written to the flow log."),
+    "ccany_shared_state_up": ("gauge", "0 while Redis does not answer and this process counts limits and budgets "
+                              "alone; else 1."),
+    "ccany_shared_state_outages_total": ("counter", "Times the shared state (Redis) stopped answering."),
+    "ccany_limited_total": ("counter", "Requests refused by a client key's limit or budget, by reason."),
 }
 
 

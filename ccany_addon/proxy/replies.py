@@ -25,6 +25,8 @@ def answer_headers(request_id: str, content_type: str = JSON, error: GatewayErro
         headers.append(("retry-after", str(error.retry_after)))
     if error is not None and error.should_retry is not None:
         headers.append(("x-should-retry", "true" if error.should_retry else "false"))
+    if error is not None:
+        headers += error.headers
     return header_fields(*headers)
 
 

@@ -73,6 +73,12 @@ ORDER BY hour, model""",
         "of traffic (blank = 7); `(none)`: flows without a key (loopback clients of a gateway with no keys).",
         "sql": _spend_by("client_key_id", "coalesce(client_key_id, '(none)')"),
     },
+    "spend_by_user": {
+        "title": "Spend by user",
+        "description": "USD per user owning the client keys (config DB `client_keys.user_id`) over the last :days "
+        "days of traffic (blank = 7); `(none)`: keys without an owner, and flows without a key.",
+        "sql": _spend_by("client_user", "coalesce(client_user, '(none)')"),
+    },
     "spend_by_session": {
         "title": "Spend by Claude Code session",
         "description": "USD per Claude Code session (X-Claude-Code-Session-Id) over the last :days days of traffic "

@@ -19,14 +19,15 @@ from tests.e2e.test_responses_kind import start_responses_proxy
 CLAUDE = ROOT / "tests" / "clients" / "node_modules" / ".bin" / "claude"
 
 
-def run_claude(proxy, tmp_path: Path, prompt: str, *flags: str) -> subprocess.CompletedProcess:
+def run_claude(proxy, tmp_path: Path, prompt: str, *flags: str,
+               api_key: str = "sk-ant-claude-code-client") -> subprocess.CompletedProcess:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(home),
         "ANTHROPIC_BASE_URL": proxy.url,
-        "ANTHROPIC_API_KEY": "sk-ant-claude-code-client",
+        "ANTHROPIC_API_KEY": api_key,
         "DISABLE_TELEMETRY": "1",
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_AUTOUPDATER": "1",

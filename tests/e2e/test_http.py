@@ -243,7 +243,8 @@ def test_ccany_listens_on_loopback_unless_told_otherwise(fake_upstream, tmp_path
     log = tmp_path / "ccany.log"
     with log.open("wb") as out:
         process = subprocess.Popen([str(VENV_BIN / "ccany"), "--mode", f"reverse:{fake_upstream.url}", "-p", str(port),
-                                    "--set", f"ccany_db={tmp_path / 'f.db'}"], stdout=out, stderr=subprocess.STDOUT)
+                                    "--set", f"ccany_db={tmp_path / 'f.db'}"], stdout=out, stderr=subprocess.STDOUT,
+                                   cwd=tmp_path)  # its default config DB, data/config.db, not the checkout's
     try:
         wait_for(f"http://127.0.0.1:{port}/health")
         assert f"listening at 127.0.0.1:{port}" in log.read_text()

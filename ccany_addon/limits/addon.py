@@ -1,0 +1,121 @@
+"""The limits addon: sits after the gateway and the flow log. Admits or refuses each request of a client key that
+has limits or budgets (`admission.py`), puts the key's `anthropic-ratelimit-*` headers on its answers, and counts
+what each flow used when it ends (its tokens, and the cost the flow log priced it at)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import weakref
+from typing import Any
+from urllib.parse import urlsplit
+
+from mitmproxy import ctx, exceptions, http
+
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.config.options import declare
+from ccany_addon.config.snapshot import ClientKey
+from ccany_addon.limits.admission import Admission, admit, settle
+from ccany_addon.limits.redis_state import RedisState
+from ccany_addon.limits.shared_state import LocalState, SharedState
+from ccany_addon.proxy import replies
+from ccany_addon.proxy.fail_closed import fail_closed
+from ccany_addon.proxy.gateway import Gateway
+
+logger = logging.getLogger("ccany")
+
+PASSWORD_ENV = "CCANY_REDIS_PASSWORD"
+REASONS = {402: "budget", 429: "rate"}
+
+
+class Limits:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.shared: SharedState = LocalState()
+        self._admitted: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[ClientKey, Admission]] = \
+            weakref.WeakKeyDictionary()
+
+    def load(self, loader: Any) -> None:
+        declare(loader, "limits")
+
+    def configure(self, updated: set[str]) -> None:
+        if "ccany_redis_url" not in updated:
+            return
+        url = ctx.options.ccany_redis_url.strip()
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("redis", "rediss", "unix"):
+                raise exceptions.OptionsError("ccany_redis_url must be a redis://, rediss:// or unix:// URL")
+            if parts.password:
+                raise exceptions.OptionsError(
+                    f"ccany_redis_url must not carry a password (options show in mitmweb and process lists): "
+                    f"put it in {PASSWORD_ENV}")
+        if isinstance(self.shared, RedisState):
+            self.shared.close()
+        self.shared = RedisState(url, os.environ.get(PASSWORD_ENV)) if url else LocalState()
+        logger.info(f"ccany: client key limits and budgets are counted in {self.shared.describe()}")
+
+    def running(self) -> None:
+        gauges = self.gateway.metrics.gauges
+        gauges["ccany_shared_state_up"] = lambda: float(getattr(self.shared, "up", True))
+        gauges["ccany_shared_state_outages_total"] = lambda: float(getattr(self.shared, "outages", 0))
+
+    def done(self) -> None:
+        if isinstance(self.shared, RedisState):
+            self.shared.close()
+
+    def internal_error(self, flow: http.HTTPFlow, hook: str, error: Exception) -> None:
+        self.gateway.internal_error(flow, hook, error)
+
+    # -- hooks
+
+    @fail_closed
+    def request(self, flow: http.HTTPFlow) -> None:
+        """After the gateway has read the request (a stream or not) and before the key injector: a request the
+        gateway answers itself (count_tokens, the response cache, an error) is never refused or counted."""
+        state = self.gateway.state(flow)
+        if state is None or state.handler != "messages" or flow.response is not None or state.error is not None:
+            return
+        client = state.client
+        if client is None or not (client.limits or client.owner_limits):
+            return
+        try:
+            admission = admit(self.shared, client.payers, state.stream, state.request_id, time.time())
+        except GatewayError as error:
+            state.fail(error)
+            state.sent = False  # never sent: no key, and the gateway does not take this answer for the upstream's
+            self.gateway.metrics.count("ccany_limited_total", (("reason", REASONS.get(error.status, "other")),))
+            replies.reply(flow, state.request_id, error.status, error.body(), error=error)
+            return
+        self._admitted[flow] = (client, admission)
+
+    @fail_closed
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self._add_headers(flow)
+
+    @fail_closed
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._add_headers(flow)  # a non-streamed answer: the gateway wrote its headers in its own response hook
+        self._end(flow)
+
+    @fail_closed
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._end(flow)
+
+    def _add_headers(self, flow: http.HTTPFlow) -> None:
+        admitted = self._admitted.get(flow)
+        if admitted is not None and flow.response is not None:
+            for name, value in admitted[1].headers:
+                flow.response.headers[name] = value
+
+    def _end(self, flow: http.HTTPFlow) -> None:
+        admitted = self._admitted.pop(flow, None)
+        state = self.gateway.state(flow)
+        if admitted is None or state is None:
+            return
+        client, admission = admitted
+        if admission.lease is not None:
+            self.shared.release(*admission.lease)
+        record = state.record
+        settle(self.shared, client.payers, record.usage, record.cost_usd, record.ended or time.time())

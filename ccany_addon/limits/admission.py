@@ -1,0 +1,135 @@
+"""Whether a client key's request may go upstream, and what its flow used once it ends: the counting behind the
+limits addon, over a `SharedState` (this process's memory or Redis), with no mitmproxy in it.
+
+- Requests a minute are taken atomically at admission, so processes sharing the state let N through in all.
+- Tokens a minute and spend are added when a flow ends (only then are they known); a request is refused while the
+  current window's total has reached the limit.
+- Budgets are USD per UTC day and per UTC month. Over budget, the answer is `402 billing_error` with
+  `x-should-retry: false` (Claude Code then stops instead of retrying), naming the budget and when it resets.
+- Rate limits answer `429 rate_limit_error` with `retry-after` and Anthropic's `anthropic-ratelimit-*` headers,
+  which successful answers carry too, so that a client can pace itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ccany_addon.anthropic_api.errors import GatewayError
+from ccany_addon.limits.key_limits import KeyLimits, Payer
+from ccany_addon.limits.shared_state import SharedState
+
+MINUTE = 60
+STREAM_LEASE_TTL = 3600.0  # a stream still open after an hour no longer holds its place (a process that died)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    name: str  # "daily", "monthly"
+    limit: float
+    counter: str
+    resets_at: float
+    ttl: int
+
+
+def budgets(scope: str, limits: KeyLimits, now: float) -> list[Budget]:
+    """The budgets of a key (`key:3`) or user (`user:1`) in force at `now`, each with its current window's
+    counter."""
+    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    next_day = day.timestamp() + 86_400
+    month = day.replace(day=1)
+    next_month = (month.replace(year=month.year + 1, month=1) if month.month == 12
+                  else month.replace(month=month.month + 1)).timestamp()
+    found = []
+    if limits.daily_usd is not None:
+        found.append(Budget("daily", limits.daily_usd, f"usd:{scope}:d:{day:%Y-%m-%d}", next_day, 2 * 86_400))
+    if limits.monthly_usd is not None:
+        found.append(Budget("monthly", limits.monthly_usd, f"usd:{scope}:m:{month:%Y-%m}", next_month,
+                            32 * 86_400))
+    return found
+
+
+def minute_window(now: float) -> tuple[int, float]:
+    """The current minute's number and when it ends."""
+    number = int(now // MINUTE)
+    return number, (number + 1) * MINUTE
+
+
+def rfc3339(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(slots=True)
+class Admission:
+    """What admission learned: the headers the answer carries, and the stream lease to give back at the end."""
+
+    headers: list[tuple[str, str]]
+    lease: tuple[str, str] | None = None  # (leases name, lease)
+
+
+def admit(state: SharedState, payers: tuple[Payer, ...], stream: bool, lease: str, now: float) -> Admission:
+    """Refuse (GatewayError) or admit a request of a client key (`payers[0]`; its owner's budgets may follow):
+    budgets and tokens are read in one round trip, the request is counted last, so that a refused request uses
+    none of the minute's requests."""
+    key = payers[0]
+    limits = key.limits
+    minute, reset_at = minute_window(now)
+    in_force = [(payer, budget) for payer in payers for budget in budgets(payer.scope, payer.limits, now)]
+    counters = [budget.counter for _, budget in in_force]
+    if limits.tpm is not None:
+        counters.append(f"tpm:{key.scope}:{minute}")
+    values = state.read(counters) if counters else []
+    tokens_used = values[-1] if limits.tpm is not None else 0.0
+    for (payer, budget), used in zip(in_force, values, strict=False):
+        if used >= budget.limit:
+            raise GatewayError(
+                402, f"ccany: {payer.name} has used its {budget.name} budget (${used:.2f} of ${budget.limit:.2f}); "
+                     f"it resets at {rfc3339(budget.resets_at)}", retry_after=math.ceil(budget.resets_at - now),
+                should_retry=False)
+    headers: list[tuple[str, str]] = []
+    wait = max(1, math.ceil(reset_at - now))
+    if limits.tpm is not None:
+        remaining = max(0, limits.tpm - int(tokens_used))
+        headers += _rate_headers("tokens", limits.tpm, remaining, reset_at)
+        if remaining <= 0:
+            raise _too_many(f"ccany: {key.name} has used its {limits.tpm} tokens a minute", wait, headers)
+    if limits.rpm is not None:
+        taken, total = state.take(f"rpm:{key.scope}:{minute}", 1, limits.rpm, 2 * MINUTE)
+        headers += _rate_headers("requests", limits.rpm, max(0, limits.rpm - int(total)), reset_at)
+        if not taken:
+            raise _too_many(f"ccany: {key.name} has sent its {limits.rpm} requests a minute", wait, headers)
+    admission = Admission(headers)
+    if stream and limits.streams is not None:
+        name = f"streams:{key.scope}"
+        if not state.acquire(name, lease, limits.streams, STREAM_LEASE_TTL):
+            raise _too_many(f"ccany: {key.name} already has {limits.streams} streams open", 1, headers)
+        admission.lease = (name, lease)
+    return admission
+
+
+def settle(state: SharedState, payers: tuple[Payer, ...], usage: dict, cost_usd: float | None,
+           ended: float) -> None:
+    """Count what a finished flow used: its tokens in the minute it ended (the key's), its cost in every budget of
+    the key and its owner."""
+    key = payers[0]
+    if key.limits.tpm is not None:
+        tokens = sum(count for name in ("input_tokens", "cache_creation_input_tokens", "output_tokens")
+                     if isinstance(count := usage.get(name), int) and count > 0)
+        if tokens:
+            state.add(f"tpm:{key.scope}:{minute_window(ended)[0]}", tokens, 2 * MINUTE)
+    if cost_usd:
+        for payer in payers:
+            for budget in budgets(payer.scope, payer.limits, ended):
+                state.add(budget.counter, cost_usd, budget.ttl)
+
+
+def _rate_headers(kind: str, limit: int, remaining: int, reset_at: float) -> list[tuple[str, str]]:
+    prefix = f"anthropic-ratelimit-{kind}"
+    return [(f"{prefix}-limit", str(limit)), (f"{prefix}-remaining", str(remaining)),
+            (f"{prefix}-reset", rfc3339(reset_at))]
+
+
+def _too_many(message: str, wait: int, headers: list[tuple[str, str]]) -> GatewayError:
+    return GatewayError(429, f"{message}; try again in {wait} s", retry_after=wait, should_retry=True,
+                        headers=tuple(headers))

@@ -1,0 +1,40 @@
+"""What a client key may use (a leaf: the config snapshot reads it from `client_keys`, the limits addon enforces
+it). None: no limit of that kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+LIMIT_COLUMNS = ("rpm_limit", "tpm_limit", "max_streams", "daily_budget_usd", "monthly_budget_usd")
+BUDGET_COLUMNS = ("daily_budget_usd", "monthly_budget_usd")  # what a user (all their keys together) may have
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits:
+    rpm: int | None = None  # requests a minute
+    tpm: int | None = None  # tokens a minute: input (cache writes included, cache reads not) and output
+    streams: int | None = None  # streams at once
+    daily_usd: float | None = None  # spend per UTC day
+    monthly_usd: float | None = None  # spend per UTC month
+
+    @classmethod
+    def from_row(cls, row: dict) -> KeyLimits:
+        """A `client_keys` row's limits; a row from before config DB v8 has none."""
+        return cls(*(row.get(column) for column in LIMIT_COLUMNS))
+
+    @classmethod
+    def budgets_of(cls, row: dict) -> KeyLimits:
+        """A `users` row's budgets."""
+        return cls(daily_usd=row.get("daily_budget_usd"), monthly_usd=row.get("monthly_budget_usd"))
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """Whose limits a request is held to: a client key (`key:3`), or the user owning it (`user:1`)."""
+
+    scope: str
+    name: str  # for messages: "client key 'laptop'", "user 'ada'"
+    limits: KeyLimits

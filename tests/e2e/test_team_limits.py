@@ -1,0 +1,153 @@
+"""Two real gateway processes sharing a real redis-server: a per-key request limit holds across both, a budget
+spent on one is spent on the other, the Claude Code CLI stops on a budget refusal instead of retrying, and killing
+Redis mid-run loses no flow while both keep answering."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from ccany_addon.config import store
+from tests.conftest import Proxy, RedisServer, config_db, secret, start_proxy, start_redis, stop
+from tests.datasette.conftest import rows_of
+from tests.e2e.test_claude_code import run_claude
+
+KEY = secret("sk-team-upstream-0123456789abcdef012")
+COST = (200 * 2.5 + 1000 * 1.25 + 42 * 10) / 1_000_000  # every fake answer, priced as gpt-4o ($0.00217)
+
+
+@dataclass
+class Team:
+    redis: RedisServer
+    proxies: tuple[Proxy, Proxy]
+    keys: dict[str, str]
+    key_ids: dict[str, int]
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def team(fake_upstream, tmp_path_factory) -> Iterator[Team]:
+    tmp = tmp_path_factory.mktemp("team")
+    redis = start_redis(tmp)
+    path = tmp / "config.db"
+    db = config_db(path)
+    store.add_provider(db, "test", "openai", fake_upstream.url + "/v1", models={"big": "gpt-4o", "small": "gpt-4o"})
+    store.set_provider_key(db, "test", "openai", KEY)
+    store.add_route(db, "test", "claude-*", "openai", None)
+    store.add_user(db, "test", "ada", "correct horse battery")
+    keys, key_ids = {}, {}
+    for name, limits in (("paced", {"rpm_limit": 3}), ("budgeted", {"daily_budget_usd": 0.01}),
+                         ("cli", {"daily_budget_usd": 0.001}), ("outage", {"rpm_limit": 1000})):
+        key_ids[name], keys[name] = store.create_client_key(db, "test", name)
+        secret(keys[name])
+        store.set_client_key_limits(db, "test", name, "ada" if name == "budgeted" else None, **limits)
+    db.close()
+    proxies = tuple(start_proxy(fake_upstream.url, tmp_path_factory.mktemp(f"gateway-{n}"), f"ccany_config_db={path}",
+                                f"ccany_redis_url={redis.url}") for n in (1, 2))
+    yield Team(redis, proxies, keys, key_ids, tmp)  # type: ignore[arg-type]
+    for proxy in proxies:
+        stop(proxy.process)
+    stop(redis.process)
+
+
+def ask(proxy: Proxy, key: str, text: str = "hi") -> httpx.Response:
+    return httpx.post(f"{proxy.url}/v1/messages", headers={"x-api-key": key}, timeout=20, json={
+        "model": "claude-opus-4-1", "max_tokens": 20, "messages": [{"role": "user", "content": text}]})
+
+
+def metric(proxy: Proxy, name: str) -> float:
+    for line in httpx.get(f"{proxy.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def wait_for_a_fresh_minute(margin: float = 15.0) -> None:
+    """Requests-a-minute count per UTC minute: start a check early enough in one that it ends in it."""
+    if time.time() % 60 > 60 - margin:
+        time.sleep(60 - time.time() % 60 + 0.1)
+
+
+def test_a_request_limit_holds_across_both_gateways(team):
+    wait_for_a_fresh_minute()
+    answers = [ask(team.proxies[n % 2], team.keys["paced"]) for n in range(6)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429, 429]  # 3 in all, not 3 each
+    assert [a.headers["anthropic-ratelimit-requests-remaining"] for a in answers[:3]] == ["2", "1", "0"]
+    refused = answers[3]
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert "'paced' has sent its 3 requests a minute" in refused.json()["error"]["message"]
+    assert refused.headers["x-should-retry"] == "true" and 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["anthropic-ratelimit-requests-limit"] == "3"
+    # each gateway logged its own refusals, as flows
+    rows = [team.proxies[n % 2].flow(answers[n].headers["request-id"]) for n in (3, 4)]
+    assert [row["error_type"] for row in rows] == ["rate_limit_error", "rate_limit_error"]
+    assert metric(team.proxies[0], 'ccany_limited_total{reason="rate"}') >= 1
+
+
+def test_a_budget_spent_through_one_gateway_is_spent_on_the_other(team):
+    statuses = []
+    for n in range(8):
+        answer = ask(team.proxies[n % 2], team.keys["budgeted"], f"question {n}")
+        statuses.append(answer.status_code)
+        if answer.status_code == 200:
+            team.proxies[n % 2].flow(answer.headers["request-id"])  # priced and counted once its row is written
+    # $0.00217 a turn: the fifth takes the day's spend past $0.01, the sixth is refused, on either gateway
+    assert statuses == [200] * 5 + [402] * 3
+    refused = ask(team.proxies[0], team.keys["budgeted"])
+    body = refused.json()["error"]
+    assert (refused.status_code, body["type"], refused.headers["x-should-retry"]) == (402, "billing_error", "false")
+    assert f"has used its daily budget (${5 * COST:.2f} of $0.01); it resets at " in body["message"]
+    assert team.proxies[0].flow(refused.headers["request-id"])["error_type"] == "billing_error"
+    spent = sum(row[0] for proxy in team.proxies for row in sqlite3.connect(proxy.db).execute(
+        "SELECT cost_usd FROM flows WHERE client_key_id = ?", [str(team.key_ids["budgeted"])]).fetchall() if row[0])
+    assert spent == pytest.approx(5 * COST)  # what the two flow logs hold is what the budget counted
+    # the key's owner is on its flows, and the spend by user adds them up
+    by_user = {row["client_user"]: row for row in rows_of(team.proxies[0].db, "/flows/spend_by_user.json?_shape=array")}
+    assert by_user["ada"]["cost_usd"] == pytest.approx(3 * COST)  # gateway 1 served turns 1, 3 and 5
+
+
+def test_claude_code_stops_on_a_budget_refusal(team, tmp_path):
+    proxy = team.proxies[1]
+    assert ask(proxy, team.keys["cli"]).status_code == 200  # $0.00217 of a $0.001 budget: over it
+    started = time.monotonic()
+    result = run_claude(proxy, tmp_path, "Say hello", api_key=team.keys["cli"])
+    took = time.monotonic() - started
+    assert result.returncode != 0
+    shown = result.stdout + result.stderr
+    assert "daily budget" in shown and "resets at" in shown, shown
+    assert took < 60  # it gave up at once instead of retrying with backoff for minutes
+    time.sleep(0.5)  # the writer's next batch
+    with sqlite3.connect(proxy.db) as conn:
+        refusals = conn.execute("SELECT started_at, client_model, is_stream FROM flows WHERE client_key_id = ? AND "
+                                "error_type = 'billing_error'", [str(team.key_ids["cli"])]).fetchall()
+    assert 1 <= len(refusals) <= 2, refusals  # the turn (and at most a title request), never retried
+
+
+def test_killing_redis_loses_no_flow_and_both_keep_answering(team):
+    ids = [ask(team.proxies[n % 2], team.keys["outage"], f"before {n}").headers["request-id"] for n in range(2)]
+    stop(team.redis.process)
+    during = [ask(team.proxies[n % 2], team.keys["outage"], f"during {n}") for n in range(4)]
+    assert [answer.status_code for answer in during] == [200] * 4
+    assert [metric(proxy, "ccany_shared_state_up") for proxy in team.proxies] == [0.0, 0.0]
+    assert all(metric(proxy, "ccany_shared_state_outages_total") == 1 for proxy in team.proxies)
+    ids += [answer.headers["request-id"] for answer in during]
+    team.redis = start_redis(team.tmp, team.redis.port)  # back, empty: it keeps nothing on disk
+    time.sleep(3.2)  # the gateways try the server again 3 s after it stopped answering
+    after = [ask(team.proxies[n % 2], team.keys["outage"], f"after {n}") for n in range(2)]
+    assert [answer.status_code for answer in after] == [200, 200]
+    assert [metric(proxy, "ccany_shared_state_up") for proxy in team.proxies] == [1.0, 1.0]
+    ids += [answer.headers["request-id"] for answer in after]
+    for n, request_id in enumerate(ids):
+        assert team.proxies[n % 2].flow(request_id)["status_code"] == 200
+    # what each gateway counted alone was added to the shared count when Redis came back: the 4 requests made
+    # while it was away, and the 2 since
+    server = redis.Redis(port=team.redis.port)
+    minute, key_id = int(time.time() // 60), team.key_ids["outage"]
+    assert sum(float(server.get(f"ccany:rpm:key:{key_id}:{m}") or 0) for m in (minute - 1, minute)) == 6
