@@ -4,6 +4,7 @@ what each flow used when it ends (its tokens, and the cost the flow log priced i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -16,11 +17,12 @@ from mitmproxy import ctx, exceptions, http
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.config.options import declare
 from ccany_addon.config.snapshot import ClientKey
+from ccany_addon.flowlog.writer import describe_failure
 from ccany_addon.limits.admission import Admission, admit, settle
 from ccany_addon.limits.redis_state import RedisState
 from ccany_addon.limits.shared_state import LocalState, SharedState
 from ccany_addon.proxy import replies
-from ccany_addon.proxy.fail_closed import fail_closed
+from ccany_addon.proxy.fail_closed import fail_closed, fail_closed_async
 from ccany_addon.proxy.gateway import Gateway
 
 logger = logging.getLogger("ccany")
@@ -35,6 +37,7 @@ class Limits:
         self.shared: SharedState = LocalState()
         self._admitted: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[ClientKey, Admission]] = \
             weakref.WeakKeyDictionary()
+        self._counting: set[asyncio.Task] = set()  # what ended flows used, on its way to the shared state
 
     def load(self, loader: Any) -> None:
         declare(loader, "limits")
@@ -52,7 +55,7 @@ class Limits:
                     f"ccany_redis_url must not carry a password (options show in mitmweb and process lists): "
                     f"put it in {PASSWORD_ENV}")
         if isinstance(self.shared, RedisState):
-            self.shared.close()
+            self._later(self.shared.close())  # options change while the proxy runs, on its event loop
         self.shared = RedisState(url, os.environ.get(PASSWORD_ENV)) if url else LocalState()
         logger.info(f"ccany: client key limits and budgets are counted in {self.shared.describe()}")
 
@@ -61,17 +64,19 @@ class Limits:
         gauges["ccany_shared_state_up"] = lambda: float(getattr(self.shared, "up", True))
         gauges["ccany_shared_state_outages_total"] = lambda: float(getattr(self.shared, "outages", 0))
 
-    def done(self) -> None:
+    async def done(self) -> None:
+        if self._counting:
+            await asyncio.wait(list(self._counting), timeout=5)
         if isinstance(self.shared, RedisState):
-            self.shared.close()
+            await self.shared.close()
 
     def internal_error(self, flow: http.HTTPFlow, hook: str, error: Exception) -> None:
         self.gateway.internal_error(flow, hook, error)
 
     # -- hooks
 
-    @fail_closed
-    def request(self, flow: http.HTTPFlow) -> None:
+    @fail_closed_async
+    async def request(self, flow: http.HTTPFlow) -> None:
         """After the gateway has read the request (a stream or not) and before the key injector: a request the
         gateway answers itself (count_tokens, the response cache, an error) is never refused or counted."""
         state = self.gateway.state(flow)
@@ -81,7 +86,7 @@ class Limits:
         if client is None or not (client.limits or client.owner_limits):
             return
         try:
-            admission = admit(self.shared, client.payers, state.stream, state.request_id, time.time())
+            admission = await admit(self.shared, client.payers, state.stream, state.request_id, time.time())
         except GatewayError as error:
             state.fail(error)
             state.sent = False  # never sent: no key, and the gateway does not take this answer for the upstream's
@@ -115,7 +120,17 @@ class Limits:
         if admitted is None or state is None:
             return
         client, admission = admitted
-        if admission.lease is not None:
-            self.shared.release(*admission.lease)
         record = state.record
-        settle(self.shared, client.payers, record.usage, record.cost_usd, record.ended or time.time())
+        # after the answer: the client does not wait for this round trip
+        self._later(settle(self.shared, client.payers, record.usage, record.cost_usd, record.ended or time.time(),
+                           admission.lease))
+
+    def _later(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._counting.add(task)
+        task.add_done_callback(self._counted)
+
+    def _counted(self, task: asyncio.Task) -> None:
+        self._counting.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error(f"ccany: what a flow used could not be counted: {describe_failure(error)}")

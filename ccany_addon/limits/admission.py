@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.limits.key_limits import KeyLimits, Payer
-from ccany_addon.limits.shared_state import SharedState
+from ccany_addon.limits.shared_state import Lease, SharedState, Take
 
 MINUTE = 60
 STREAM_LEASE_TTL = 3600.0  # a stream still open after an hour no longer holds its place (a process that died)
@@ -68,60 +68,60 @@ class Admission:
     lease: tuple[str, str] | None = None  # (leases name, lease)
 
 
-def admit(state: SharedState, payers: tuple[Payer, ...], stream: bool, lease: str, now: float) -> Admission:
-    """Refuse (GatewayError) or admit a request of a client key (`payers[0]`; its owner's budgets may follow):
-    budgets and tokens are read in one round trip, the request is counted last, so that a refused request uses
-    none of the minute's requests."""
+async def admit(state: SharedState, payers: tuple[Payer, ...], stream: bool, lease: str, now: float) -> Admission:
+    """Refuse (GatewayError) or admit a request of a client key (`payers[0]`; its owner's budgets may follow), in
+    one atomic step of the shared state: the budgets and the minute's tokens must be under their limits, the
+    request is counted against the minute's requests and its stream holds a place, or nothing is counted."""
     key = payers[0]
     limits = key.limits
     minute, reset_at = minute_window(now)
     in_force = [(payer, budget) for payer in payers for budget in budgets(payer.scope, payer.limits, now)]
-    counters = [budget.counter for _, budget in in_force]
+    reads = [(budget.counter, budget.limit) for _, budget in in_force]
     if limits.tpm is not None:
-        counters.append(f"tpm:{key.scope}:{minute}")
-    values = state.read(counters) if counters else []
-    tokens_used = values[-1] if limits.tpm is not None else 0.0
-    for (payer, budget), used in zip(in_force, values, strict=False):
-        if used >= budget.limit:
-            raise GatewayError(
-                402, f"ccany: {payer.name} has used its {budget.name} budget (${used:.2f} of ${budget.limit:.2f}); "
-                     f"it resets at {rfc3339(budget.resets_at)}", retry_after=math.ceil(budget.resets_at - now),
-                should_retry=False)
+        reads.append((f"tpm:{key.scope}:{minute}", limits.tpm))
+    take = None if limits.rpm is None else Take(f"rpm:{key.scope}:{minute}", 1, limits.rpm, 2 * MINUTE)
+    held = None if not stream or limits.streams is None else \
+        Lease(f"streams:{key.scope}", lease, limits.streams, STREAM_LEASE_TTL)
+    if not reads and take is None and held is None:
+        return Admission([])
+    counted = await state.admit(reads, take, held)
+    if counted.refused == "read" and counted.index < len(in_force):
+        payer, budget = in_force[counted.index]
+        raise GatewayError(
+            402, f"ccany: {payer.name} has used its {budget.name} budget (${counted.values[counted.index]:.2f} of "
+                 f"${budget.limit:.2f}); it resets at {rfc3339(budget.resets_at)}",
+            retry_after=math.ceil(budget.resets_at - now), should_retry=False)
     headers: list[tuple[str, str]] = []
-    wait = max(1, math.ceil(reset_at - now))
     if limits.tpm is not None:
-        remaining = max(0, limits.tpm - int(tokens_used))
-        headers += _rate_headers("tokens", limits.tpm, remaining, reset_at)
-        if remaining <= 0:
-            raise _too_many(f"ccany: {key.name} has used its {limits.tpm} tokens a minute", wait, headers)
+        headers += _rate_headers("tokens", limits.tpm, max(0, limits.tpm - int(counted.values[-1])), reset_at)
     if limits.rpm is not None:
-        taken, total = state.take(f"rpm:{key.scope}:{minute}", 1, limits.rpm, 2 * MINUTE)
-        headers += _rate_headers("requests", limits.rpm, max(0, limits.rpm - int(total)), reset_at)
-        if not taken:
-            raise _too_many(f"ccany: {key.name} has sent its {limits.rpm} requests a minute", wait, headers)
-    admission = Admission(headers)
-    if stream and limits.streams is not None:
-        name = f"streams:{key.scope}"
-        if not state.acquire(name, lease, limits.streams, STREAM_LEASE_TTL):
-            raise _too_many(f"ccany: {key.name} already has {limits.streams} streams open", 1, headers)
-        admission.lease = (name, lease)
-    return admission
+        headers += _rate_headers("requests", limits.rpm, max(0, limits.rpm - int(counted.total)), reset_at)
+    wait = max(1, math.ceil(reset_at - now))
+    if counted.refused == "read":
+        raise _too_many(f"ccany: {key.name} has used its {limits.tpm} tokens a minute", wait, headers)
+    if counted.refused == "take":
+        raise _too_many(f"ccany: {key.name} has sent its {limits.rpm} requests a minute", wait, headers)
+    if counted.refused == "lease":
+        raise _too_many(f"ccany: {key.name} already has {limits.streams} streams open", 1, headers)
+    return Admission(headers, None if held is None else (held.name, held.lease))
 
 
-def settle(state: SharedState, payers: tuple[Payer, ...], usage: dict, cost_usd: float | None,
-           ended: float) -> None:
-    """Count what a finished flow used: its tokens in the minute it ended (the key's), its cost in every budget of
-    the key and its owner."""
+async def settle(state: SharedState, payers: tuple[Payer, ...], usage: dict, cost_usd: float | None, ended: float,
+                 lease: tuple[str, str] | None) -> None:
+    """Count what a finished flow used, in one step: its tokens in the minute it ended (the key's), its cost in
+    every budget of the key and its owner; and give its stream's place back."""
     key = payers[0]
+    adds: list[tuple[str, float, int]] = []
     if key.limits.tpm is not None:
         tokens = sum(count for name in ("input_tokens", "cache_creation_input_tokens", "output_tokens")
                      if isinstance(count := usage.get(name), int) and count > 0)
         if tokens:
-            state.add(f"tpm:{key.scope}:{minute_window(ended)[0]}", tokens, 2 * MINUTE)
+            adds.append((f"tpm:{key.scope}:{minute_window(ended)[0]}", tokens, 2 * MINUTE))
     if cost_usd:
-        for payer in payers:
-            for budget in budgets(payer.scope, payer.limits, ended):
-                state.add(budget.counter, cost_usd, budget.ttl)
+        adds += [(budget.counter, cost_usd, budget.ttl) for payer in payers
+                 for budget in budgets(payer.scope, payer.limits, ended)]
+    if adds or lease is not None:
+        await state.count(adds, lease)
 
 
 def _rate_headers(kind: str, limit: int, remaining: int, reset_at: float) -> list[tuple[str, str]]:

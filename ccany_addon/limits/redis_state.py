@@ -1,24 +1,27 @@
 """Shared state in Redis or Valkey (`ccany_redis_url`): every gateway process pointed at the same server counts in
 the same counters, so a limit of N requests a minute lets N through in all, not N per process.
 
-Each operation is one round trip, atomic on the server (a Lua script: check and add in one step). Calls block the
-event loop for that round trip, so they time out quickly: when the server does not answer (down, restarting, cut
-off) the process counts in its own memory, says so once in the log and in `/metrics`
-(`ccany_shared_state_up 0`), tries the server again every few seconds, and when it answers again adds what it
-counted meanwhile to the shared counters (leases held meanwhile stay local and end on their own).
+Each operation is one round trip, atomic on the server (a Lua script), awaited on the event loop so that other
+flows go on meanwhile. When the server does not answer within a quarter of a second (down, restarting, cut off)
+the process counts in its own memory, says so once in the log and in `/metrics` (`ccany_shared_state_up 0`), asks
+the server again every few seconds, and when it answers adds what was counted meanwhile to the shared counters
+(leases held meanwhile stay local and end on their own). One server, not a cluster: a script's keys must live
+together.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis
+import redis.asyncio
 
-from ccany_addon.limits.shared_state import LocalState
+from ccany_addon.limits.shared_state import Admitted, Lease, LocalState, Take
+from ccany_addon.util.json_codec import dumps
 
 logger = logging.getLogger("ccany")
 
@@ -27,28 +30,57 @@ PREFIX = "ccany:"
 TIMEOUT = 0.25  # seconds a call may take before the process counts alone
 RETRY_AFTER = 3.0  # seconds between tries while the server is away
 
-_TAKE = """
-local total = tonumber(redis.call('GET', KEYS[1]) or '0')
-if total + tonumber(ARGV[1]) > tonumber(ARGV[2]) then return {0, tostring(total)} end
-total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-return {1, tostring(total)}
-"""
-_ADD = """
-local total = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return tostring(total)
-"""
-# The server's clock, not each process's: leases of processes on several machines expire alike.
-_ACQUIRE = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-  return 0
+# KEYS: the counters read, then the take's counter, then the leases' set (each when given). ARGV[1], JSON (one
+# argument: encoding each in Python cost more than the round trip): {"limits": [...], "take": [amount, limit, ttl]
+# or null, "lease": [lease, limit, ttl] or null}. Leases are scored by the server's clock, so that those of
+# processes on several machines expire alike.
+_ADMIT = """
+local asked = cjson.decode(ARGV[1])
+local n = #asked.limits
+local values, refused, index = {}, nil, 0
+for i = 1, n do
+  local value = tonumber(redis.call('GET', KEYS[i]) or '0')
+  values[i] = tostring(value)
+  if not refused and value >= asked.limits[i] then refused, index = 'read', i - 1 end
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3])) + 1)
+local take, lease = asked.take, asked.lease
+local k = n + 1
+local take_key, lease_key
+if take ~= cjson.null then take_key = KEYS[k]; k = k + 1 end
+if lease ~= cjson.null then lease_key = KEYS[k] end
+local total, now = 0, 0
+if not refused and lease_key then
+  local clock = redis.call('TIME')
+  now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+  redis.call('ZREMRANGEBYSCORE', lease_key, '-inf', now)
+  if not redis.call('ZSCORE', lease_key, lease[1]) and redis.call('ZCARD', lease_key) >= lease[2] then
+    refused = 'lease'
+  end
+end
+if not refused and take_key then
+  total = tonumber(redis.call('GET', take_key) or '0')
+  if total + take[1] > take[2] then
+    refused = 'take'
+  else
+    total = tonumber(redis.call('INCRBYFLOAT', take_key, take[1]))
+    if redis.call('TTL', take_key) < 0 then redis.call('EXPIRE', take_key, take[3]) end
+  end
+end
+if not refused and lease_key then
+  redis.call('ZADD', lease_key, now + lease[3], lease[1])
+  redis.call('EXPIRE', lease_key, math.ceil(lease[3]) + 1)
+end
+return {refused or '', index, tostring(total), unpack(values)}
+"""
+# KEYS: the counters added to, then the leases' set. ARGV[1], JSON: {"adds": [[amount, ttl], ...], "lease": the
+# lease to give back, or null}.
+_COUNT = """
+local asked = cjson.decode(ARGV[1])
+for i, add in ipairs(asked.adds) do
+  redis.call('INCRBYFLOAT', KEYS[i], add[1])
+  if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], add[2]) end
+end
+if asked.lease ~= cjson.null then redis.call('ZREM', KEYS[#asked.adds + 1], asked.lease) end
 return 1
 """
 
@@ -62,11 +94,10 @@ def server_name(url: str) -> str:
 class RedisState:
     def __init__(self, url: str, password: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.name = server_name(url)
-        self.client = redis.Redis.from_url(url, password=password or None, socket_timeout=TIMEOUT,
-                                           socket_connect_timeout=TIMEOUT, decode_responses=True)
-        self._take = self.client.register_script(_TAKE)
-        self._add = self.client.register_script(_ADD)
-        self._acquire = self.client.register_script(_ACQUIRE)
+        self.client = redis.asyncio.Redis.from_url(url, password=password or None, socket_timeout=TIMEOUT,
+                                                   socket_connect_timeout=TIMEOUT, decode_responses=True)
+        self._admit = self.client.register_script(_ADMIT)
+        self._count = self.client.register_script(_COUNT)
         self.local = LocalState()
         self.clock = clock
         self.up = True
@@ -77,55 +108,58 @@ class RedisState:
     def describe(self) -> str:
         return f"Redis at {self.name}" + ("" if self.up else " (away: counting in this process meanwhile)")
 
-    def take(self, counter: str, amount: float, limit: float, ttl: int) -> tuple[bool, float]:
-        def shared() -> tuple[bool, float]:
-            taken, total = self._take(keys=[PREFIX + counter], args=[amount, limit, ttl])
-            return bool(taken), float(total)
+    async def admit(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
+        async def shared() -> Admitted:
+            keys = [PREFIX + counter for counter, _ in reads]
+            keys += [PREFIX + take.counter] if take else []
+            keys += [PREFIX + lease.name] if lease else []
+            asked = {"limits": [limit for _, limit in reads],
+                     "take": [take.amount, take.limit, take.ttl] if take else None,
+                     "lease": [lease.lease, lease.limit, lease.ttl] if lease else None}
+            refused, index, total, *values = await self._admit(keys=keys, args=[dumps(asked)])
+            return Admitted(refused or None, [float(value) for value in values], int(index), float(total))
 
-        def alone() -> tuple[bool, float]:
-            taken, total = self.local.take(counter, amount, limit, ttl)
-            if taken:
-                self._remember(counter, amount, ttl)
-            return taken, total
+        def alone() -> Admitted:
+            admitted = self.local.admit_now(reads, take, lease)
+            if admitted.refused is None and take is not None:
+                self._remember([(take.counter, take.amount, take.ttl)])
+            return admitted
 
-        return self._call(shared, alone)
+        return await self._call(shared, alone)
 
-    def add(self, counter: str, amount: float, ttl: int) -> float:
-        def alone() -> float:
-            self._remember(counter, amount, ttl)
-            return self.local.add(counter, amount, ttl)
+    async def count(self, adds: list[tuple[str, float, int]], release: tuple[str, str] | None) -> None:
+        def alone() -> None:
+            self._remember(adds)
+            self.local.count_now(adds, release)
 
-        return self._call(lambda: float(self._add(keys=[PREFIX + counter], args=[amount, ttl])), alone)
+        await self._call(lambda: self._count_on_server(adds, release), alone)
 
-    def read(self, counters: list[str]) -> list[float]:
-        if not counters:
-            return []
-        return self._call(lambda: [float(value or 0) for value in self.client.mget([PREFIX + c for c in counters])],
-                          lambda: self.local.read(counters))
+    async def read(self, counters: list[str]) -> list[float]:
+        async def shared() -> list[float]:
+            return [float(value or 0) for value in await self.client.mget([PREFIX + c for c in counters])]
 
-    def acquire(self, name: str, lease: str, limit: int, ttl: float) -> bool:
-        return self._call(lambda: bool(self._acquire(keys=[PREFIX + name], args=[lease, limit, ttl])),
-                          lambda: self.local.acquire(name, lease, limit, ttl))
+        return await self._call(shared, lambda: self.local.read_now(counters))
 
-    def release(self, name: str, lease: str) -> None:
-        self.local.release(name, lease)
-        self._call(lambda: self.client.zrem(PREFIX + name, lease), lambda: None)
+    async def close(self) -> None:
+        await self.client.aclose()
 
-    def close(self) -> None:
-        self.client.close()
+    async def _count_on_server(self, adds: list[tuple[str, float, int]], release: tuple[str, str] | None) -> None:
+        keys = [PREFIX + counter for counter, _, _ in adds] + ([PREFIX + release[0]] if release else [])
+        asked = {"adds": [[amount, ttl] for _, amount, ttl in adds], "lease": release[1] if release else None}
+        await self._count(keys=keys, args=[dumps(asked)])
 
     # -- the server away and back
 
-    def _call(self, shared: Callable[[], T], alone: Callable[[], T]) -> T:
+    async def _call(self, shared: Callable[[], Awaitable[T]], alone: Callable[[], T]) -> T:
         if not self.up and self.clock() < self._retry_at:
             return alone()
         try:
-            result = shared()
-        except redis.RedisError as error:
+            result = await shared()
+        except (redis.RedisError, OSError) as error:
             self._away(error)
             return alone()
         if not self.up:
-            self._back()
+            await self._back()
         return result
 
     def _away(self, error: Exception) -> None:
@@ -136,21 +170,19 @@ class RedisState:
             logger.warning(f"ccany: shared state: {self.name} does not answer ({type(error).__name__}); limits and "
                            "budgets are counted by this process alone until it is back")
 
-    def _back(self) -> None:
+    async def _back(self) -> None:
         self.up = True
         missed, self._missed = self._missed, {}
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                for counter, (amount, ttl) in missed.items():
-                    self._add(keys=[PREFIX + counter], args=[amount, ttl], client=pipe)
-                pipe.execute()
-        except redis.RedisError as error:  # away again: keep what was missed for the next return
+            await self._count_on_server([(counter, amount, ttl) for counter, (amount, ttl) in missed.items()], None)
+        except (redis.RedisError, OSError) as error:  # away again: keep what was missed for the next return
             self._missed = missed
             self._away(error)
             return
         logger.warning(f"ccany: shared state: {self.name} answers again; {len(missed)} counters counted meanwhile "
                        "were added to it")
 
-    def _remember(self, counter: str, amount: float, ttl: int) -> None:
-        total, _ = self._missed.get(counter, (0.0, ttl))
-        self._missed[counter] = (total + amount, ttl)
+    def _remember(self, adds: list[tuple[str, float, int]]) -> None:
+        for counter, amount, ttl in adds:
+            total, _ = self._missed.get(counter, (0.0, ttl))
+            self._missed[counter] = (total + amount, ttl)

@@ -1,35 +1,60 @@
 """The state that limits and budgets count in, behind one small interface: in this process (the default) or in
 Redis/Valkey (`redis_state.py`), so that several gateway processes enforce one limit jointly.
 
-Counters are named by the caller with their window in the name (`rpm:3:29387712`, `usd:key:3:d:2026-12-05`) and
-expire on their own; leases count what is in flight (concurrent streams) and expire too, so that a process that
-dies holding one does not hold it for ever.
+Two operations, each one atomic step (one round trip to Redis): `admit` reads the counters a request must be under,
+counts the request and holds a lease for its stream, or does none of it; `count` adds what a finished flow used and
+gives its lease back. Counters are named by the caller with their window in the name (`rpm:key:3:29387712`,
+`usd:user:1:d:2026-12-05`) and expire on their own; leases expire too, so that a process that dies holding one does
+not hold it for ever.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
+@dataclass(frozen=True, slots=True)
+class Take:
+    """Add `amount` to `counter` unless its total would pass `limit`."""
+
+    counter: str
+    amount: float
+    limit: float
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Hold `lease` among the leases of `name` unless `limit` are held; it ends after `ttl` seconds."""
+
+    name: str
+    lease: str
+    limit: int
+    ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    refused: str | None  # None, "read" (a counter at its limit), "take" or "lease"
+    values: list[float] = field(default_factory=list)  # the read counters, in order
+    index: int = -1  # of the read counter at its limit
+    total: float = 0.0  # the take's counter after it (or when refused)
+
+
 class SharedState(Protocol):
-    def take(self, counter: str, amount: float, limit: float, ttl: int) -> tuple[bool, float]:
-        """Add `amount` to `counter` unless the total would pass `limit`: whether it was added, and the total."""
+    async def admit(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
+        """All or nothing: refused when a read counter has reached its limit, the take would pass its own or no
+        place is left for the lease; else the take is added and the lease held."""
         ...
 
-    def add(self, counter: str, amount: float, ttl: int) -> float:
-        """Add `amount` to `counter` (made to expire `ttl` seconds after its first use); the new total."""
+    async def count(self, adds: list[tuple[str, float, int]], release: tuple[str, str] | None) -> None:
+        """Add each (counter, amount, ttl) and give the lease (name, lease) back."""
         ...
 
-    def read(self, counters: list[str]) -> list[float]:
-        ...
-
-    def acquire(self, name: str, lease: str, limit: int, ttl: float) -> bool:
-        """Hold `lease` among the leases of `name`, unless `limit` of them are held; leases end after `ttl`."""
-        ...
-
-    def release(self, name: str, lease: str) -> None:
+    async def read(self, counters: list[str]) -> list[float]:
         ...
 
     def describe(self) -> str:
@@ -45,50 +70,68 @@ class LocalState:
         self._leases: dict[str, dict[str, float]] = {}  # name → lease → expires at
         self._next_sweep = 0.0
 
-    def take(self, counter: str, amount: float, limit: float, ttl: int) -> tuple[bool, float]:
-        total = self._total(counter)
-        if total + amount > limit:
-            return False, total
-        return True, self.add(counter, amount, ttl)
+    async def admit(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
+        return self.admit_now(reads, take, lease)
 
-    def add(self, counter: str, amount: float, ttl: int) -> float:
+    async def count(self, adds: list[tuple[str, float, int]], release: tuple[str, str] | None) -> None:
+        self.count_now(adds, release)
+
+    async def read(self, counters: list[str]) -> list[float]:
+        return self.read_now(counters)
+
+    def describe(self) -> str:
+        return "this process"
+
+    # the same, for callers without an event loop (RedisState counting alone while Redis is away)
+
+    def read_now(self, counters: list[str]) -> list[float]:
+        return [self._total(counter) for counter in counters]
+
+    def admit_now(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
+        now = self.clock()
+        values = [self._total(counter) for counter, _ in reads]
+        for index, ((_, limit), value) in enumerate(zip(reads, values, strict=True)):
+            if value >= limit:
+                return Admitted("read", values, index)
+        held: dict[str, float] = {}
+        if lease is not None:
+            held = {key: until for key, until in self._leases.get(lease.name, {}).items() if until > now}
+            if len(held) >= lease.limit and lease.lease not in held:
+                return Admitted("lease", values)
+        total = 0.0
+        if take is not None:
+            total = self._total(take.counter)
+            if total + take.amount > take.limit:
+                return Admitted("take", values, total=total)
+            total = self._add(take.counter, take.amount, take.ttl, now)
+        if lease is not None:
+            held[lease.lease] = now + lease.ttl
+            self._leases[lease.name] = held
+        return Admitted(None, values, total=total)
+
+    def count_now(self, adds: list[tuple[str, float, int]], release: tuple[str, str] | None) -> None:
         now = self.clock()
         self._sweep(now)
+        for counter, amount, ttl in adds:
+            self._add(counter, amount, ttl, now)
+        if release is not None and (held := self._leases.get(release[0])) is not None:
+            held.pop(release[1], None)
+            if not held:
+                del self._leases[release[0]]
+
+    def _add(self, counter: str, amount: float, ttl: int, now: float) -> float:
         total, expires = self._counters.get(counter, (0.0, now + ttl))
         if expires <= now:
             total, expires = 0.0, now + ttl
         self._counters[counter] = (total + amount, expires)
         return total + amount
 
-    def read(self, counters: list[str]) -> list[float]:
-        return [self._total(counter) for counter in counters]
-
-    def acquire(self, name: str, lease: str, limit: int, ttl: float) -> bool:
-        now = self.clock()
-        held = {key: until for key, until in self._leases.get(name, {}).items() if until > now}
-        if len(held) >= limit and lease not in held:
-            self._leases[name] = held
-            return False
-        held[lease] = now + ttl
-        self._leases[name] = held
-        return True
-
-    def release(self, name: str, lease: str) -> None:
-        held = self._leases.get(name)
-        if held is not None:
-            held.pop(lease, None)
-            if not held:
-                del self._leases[name]
-
-    def describe(self) -> str:
-        return "this process"
-
     def _total(self, counter: str) -> float:
         total, expires = self._counters.get(counter, (0.0, 0.0))
         return total if expires > self.clock() else 0.0
 
     def _sweep(self, now: float) -> None:
-        """Forget expired counters now and then: windows roll over every minute."""
+        """Forget expired counters and leases now and then: windows roll over every minute."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + 60

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from mitmproxy import http
@@ -36,14 +36,33 @@ def fail_closed[G: Guarded](hook: Callable[[G, http.HTTPFlow], None]) -> Callabl
         try:
             hook(self, flow)
         except Exception as error:
-            try:
-                self.internal_error(flow, name, error)
-            except Exception:
-                logger.error(f"ccany: the {name} hook failed and so did its error answer; the flow is killed")
-                if flow.killable:
-                    flow.kill()
+            _answer_failure(self, flow, name, error)
 
     return guarded
+
+
+def fail_closed_async[G: Guarded](hook: Callable[[G, http.HTTPFlow], Awaitable[None]]
+                                  ) -> Callable[[G, http.HTTPFlow], Awaitable[None]]:
+    """`fail_closed` for a hook that awaits (mitmproxy awaits it before the next addon's hook)."""
+    name = hook.__name__
+
+    @functools.wraps(hook)
+    async def guarded(self: G, flow: http.HTTPFlow) -> None:
+        try:
+            await hook(self, flow)
+        except Exception as error:
+            _answer_failure(self, flow, name, error)
+
+    return guarded
+
+
+def _answer_failure(owner: Guarded, flow: http.HTTPFlow, hook: str, error: Exception) -> None:
+    try:
+        owner.internal_error(flow, hook, error)
+    except Exception:
+        logger.error(f"ccany: the {hook} hook failed and so did its error answer; the flow is killed")
+        if flow.killable:
+            flow.kill()
 
 
 def log_internal_error(request_id: str, hook: str, error: BaseException, secrets: tuple[str, ...]) -> None:

@@ -4,7 +4,8 @@ with when it comes back; admission refuses with the words and headers the client
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -13,7 +14,7 @@ from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.limits.admission import admit, budgets, settle
 from ccany_addon.limits.key_limits import KeyLimits, Payer
 from ccany_addon.limits.redis_state import RedisState
-from ccany_addon.limits.shared_state import LocalState
+from ccany_addon.limits.shared_state import Lease, LocalState, Take
 from tests.conftest import RedisServer, start_redis, stop
 
 NOON = datetime(2026, 12, 5, 12, 0, 10, tzinfo=UTC).timestamp()
@@ -22,6 +23,14 @@ NOON = datetime(2026, 12, 5, 12, 0, 10, tzinfo=UTC).timestamp()
 def payers(key_id: int, name: str, limits: KeyLimits, owner: Payer | None = None) -> tuple[Payer, ...]:
     key = Payer(f"key:{key_id}", f"client key {name!r}", limits)
     return (key,) if owner is None else (key, owner)
+
+
+def admit_(state, payers_, stream, lease, now):
+    return asyncio.run(admit(state, payers_, stream, lease, now))
+
+
+def settle_(state, payers_, usage, cost, ended, lease=None):
+    asyncio.run(settle(state, payers_, usage, cost, ended, lease))
 
 
 class Clock:
@@ -39,80 +48,119 @@ def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
     stop(server.process)
 
 
+def run(work: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(work())
+
+
 @pytest.fixture(params=["local", "redis"])
-def shared(request, redis_server):
-    if request.param == "local":
-        yield LocalState(Clock())
-        return
-    state = RedisState(redis_server.url)
-    state.client.flushdb()
-    yield state
-    state.close()
+def make_state(request, redis_server):
+    """A fresh state of each kind, made inside the test's event loop (a Redis client belongs to one)."""
+    async def make():
+        if request.param == "local":
+            return LocalState(Clock())
+        state = RedisState(redis_server.url)
+        await state.client.flushdb()
+        return state
+
+    return make
 
 
-def test_take_stops_at_the_limit_and_add_always_adds(shared):
-    assert [shared.take("rpm:1:7", 1, 3, 120)[0] for _ in range(5)] == [True, True, True, False, False]
-    assert shared.read(["rpm:1:7", "rpm:1:8"]) == [3.0, 0.0]
-    assert shared.add("usd:key:1:d:2026-12-05", 0.25, 3600) == 0.25
-    assert shared.add("usd:key:1:d:2026-12-05", 0.5, 3600) == 0.75
-    # a take that would pass the limit adds nothing, even when some room is left
-    assert shared.take("tokens", 700, 1000, 60) == (True, 700.0)
-    assert shared.take("tokens", 400, 1000, 60) == (False, 700.0)
+def test_admit_stops_at_each_limit_and_counts_nothing_it_refuses(make_state):
+    async def body():
+        shared = await make_state()
+        rpm = Take("rpm:key:1:7", 1, 3, 120)
+        taken = [(await shared.admit([], rpm, None)).refused for _ in range(5)]
+        assert taken == [None, None, None, "take", "take"]
+        assert await shared.read(["rpm:key:1:7", "rpm:key:1:8"]) == [3.0, 0.0]
+        await shared.count([("usd:key:1:d:x", 0.25, 3600), ("usd:user:1:d:x", 0.25, 3600)], None)
+        await shared.count([("usd:key:1:d:x", 0.5, 3600)], None)
+        assert await shared.read(["usd:key:1:d:x", "usd:user:1:d:x"]) == [0.75, 0.25]
+        # a counter at its limit refuses, and then nothing is taken nor leased
+        reads = [("usd:user:1:d:x", 1.0), ("usd:key:1:d:x", 0.75)]
+        refused = await shared.admit(reads, Take("rpm:key:1:9", 1, 10, 120), Lease("streams:key:1", "a", 5, 60))
+        assert (refused.refused, refused.index, refused.values) == ("read", 1, [0.25, 0.75])
+        assert await shared.read(["rpm:key:1:9"]) == [0.0]
+        # a take that would pass its limit adds nothing, even when some room is left
+        assert (await shared.admit([], Take("tokens", 700, 1000, 60), None)).total == 700.0
+        second = await shared.admit([], Take("tokens", 400, 1000, 60), None)
+        assert (second.refused, second.total) == ("take", 700.0)
+
+    run(body)
 
 
-def test_leases_count_what_is_open(shared):
-    assert shared.acquire("streams:1", "a", 2, 60) and shared.acquire("streams:1", "b", 2, 60)
-    assert not shared.acquire("streams:1", "c", 2, 60)
-    assert shared.acquire("streams:1", "a", 2, 60)  # held already: holding it again is no new place
-    shared.release("streams:1", "a")
-    assert shared.acquire("streams:1", "c", 2, 60)
+def test_leases_count_what_is_open(make_state):
+    async def body():
+        shared = await make_state()
+
+        async def lease(name: str) -> str | None:
+            return (await shared.admit([], None, Lease("streams:key:1", name, 2, 60))).refused
+
+        assert [await lease("a"), await lease("b"), await lease("c")] == [None, None, "lease"]
+        assert await lease("a") is None  # held already: holding it again is no new place
+        await shared.count([], ("streams:key:1", "a"))
+        assert await lease("c") is None
+        # a stream refused its place takes none of the minute's requests
+        refused = await shared.admit([], Take("rpm:key:1:1", 1, 9, 120), Lease("streams:key:1", "d", 2, 60))
+        assert refused.refused == "lease" and await shared.read(["rpm:key:1:1"]) == [0.0]
+
+    run(body)
 
 
 def test_leases_and_counters_expire_in_the_process():
     clock = Clock()
     local = LocalState(clock)
-    local.add("rpm:1:1", 5, 120)
-    assert local.acquire("streams:1", "a", 1, 10)
+    local.count_now([("rpm:key:1:1", 5, 120)], None)
+    assert local.admit_now([], None, Lease("streams:key:1", "a", 1, 10)).refused is None
     clock.now += 11
-    assert local.acquire("streams:1", "b", 1, 10)  # the first lease ended on its own (its process died)
+    # the first lease ended on its own (its process died)
+    assert local.admit_now([], None, Lease("streams:key:1", "b", 1, 10)).refused is None
     clock.now += 110
-    assert local.read(["rpm:1:1"]) == [0.0]
+    assert local.read_now(["rpm:key:1:1"]) == [0.0]
 
 
 def test_two_redis_clients_share_one_limit(redis_server):
-    first, second = RedisState(redis_server.url), RedisState(redis_server.url)
-    first.client.flushdb()
-    taken = [state.take("rpm:9:1", 1, 5, 120)[0] for state in (first, second) * 4]
-    assert taken.count(True) == 5 and taken[5:] == [False, False, False]
-    assert first.acquire("streams:9", "x", 1, 60) and not second.acquire("streams:9", "y", 1, 60)
-    first.close()
-    second.close()
+    async def body():
+        first, second = RedisState(redis_server.url), RedisState(redis_server.url)
+        await first.client.flushdb()
+        take = Take("rpm:key:9:1", 1, 5, 120)
+        taken = [(await state.admit([], take, None)).refused is None for state in (first, second) * 4]
+        assert taken.count(True) == 5 and taken[5:] == [False, False, False]
+        assert (await first.admit([], None, Lease("streams:key:9", "x", 1, 60))).refused is None
+        assert (await second.admit([], None, Lease("streams:key:9", "y", 1, 60))).refused == "lease"
+        await first.close()
+        await second.close()
+
+    run(body)
 
 
 def test_a_redis_that_goes_away_is_counted_around_and_caught_up_with(tmp_path, caplog):
-    server = start_redis(tmp_path)
-    clock = Clock(0.0)
-    state = RedisState(server.url, clock=clock)
-    state.add("usd:key:1:d:x", 1.0, 3600)
-    stop(server.process)
-    # away: the process counts alone, says so once, and does not wait on the dead server again for a while
-    assert state.add("usd:key:1:d:x", 2.0, 3600) == 2.0
-    assert state.take("rpm:1:1", 1, 1, 120) == (True, 1.0)
-    assert not state.up and state.outages == 1
-    assert "does not answer" in caplog.text and "counted by this process alone" in caplog.text
-    assert state.describe().endswith("(away: counting in this process meanwhile)")
-    server = start_redis(tmp_path, server.port)  # back, empty (it kept nothing on disk)
-    try:
-        assert state.read(["usd:key:1:d:x"]) == [2.0]  # still within the retry pause: the local count
-        clock.now += 5
-        assert state.read(["usd:key:1:d:x"]) == [0.0]  # asked again: the server answers...
-        assert state.up and "answers again; 2 counters" in caplog.text
-        # ...and what was counted meanwhile has been added to it
-        assert state.read(["usd:key:1:d:x", "rpm:1:1"]) == [2.0, 1.0]
-        assert state.client.ttl("ccany:usd:key:1:d:x") > 3000
-    finally:
-        state.close()
+    async def body():
+        server = start_redis(tmp_path)
+        clock = Clock(0.0)
+        state = RedisState(server.url, clock=clock)
+        await state.count([("usd:key:1:d:x", 1.0, 3600)], None)
         stop(server.process)
+        # away: the process counts alone, says so once, and does not wait on the dead server again for a while
+        await state.count([("usd:key:1:d:x", 2.0, 3600)], None)
+        assert (await state.admit([("usd:key:1:d:x", 5)], Take("rpm:key:1:1", 1, 1, 120), None)).refused is None
+        assert (await state.admit([], Take("rpm:key:1:1", 1, 1, 120), None)).refused == "take"
+        assert not state.up and state.outages == 1
+        assert "does not answer" in caplog.text and "counted by this process alone" in caplog.text
+        assert state.describe().endswith("(away: counting in this process meanwhile)")
+        server = start_redis(tmp_path, server.port)  # back, empty (it kept nothing on disk)
+        try:
+            assert await state.read(["usd:key:1:d:x"]) == [2.0]  # still within the retry pause: the local count
+            clock.now += 5
+            assert await state.read(["usd:key:1:d:x"]) == [0.0]  # asked again: the server answers...
+            assert state.up and "answers again; 2 counters" in caplog.text
+            # ...and what was counted meanwhile has been added to it
+            assert await state.read(["usd:key:1:d:x", "rpm:key:1:1"]) == [2.0, 1.0]
+            assert await state.client.ttl("ccany:usd:key:1:d:x") > 3000
+        finally:
+            await state.close()
+            stop(server.process)
+
+    run(body)
 
 
 def test_budgets_follow_the_utc_calendar():
@@ -127,34 +175,34 @@ def test_budgets_follow_the_utc_calendar():
 def test_admission_refuses_past_the_request_limit_with_anthropic_headers():
     local = LocalState(Clock())
     limits = KeyLimits(rpm=2)
-    first = admit(local, payers(1, "laptop", limits), False, "req_1", NOON)
+    first = admit_(local, payers(1, "laptop", limits), False, "req_1", NOON)
     assert dict(first.headers) == {"anthropic-ratelimit-requests-limit": "2",
                                    "anthropic-ratelimit-requests-remaining": "1",
                                    "anthropic-ratelimit-requests-reset": "2026-12-05T12:01:00Z"}
-    admit(local, payers(1, "laptop", limits), False, "req_2", NOON)
+    admit_(local, payers(1, "laptop", limits), False, "req_2", NOON)
     with pytest.raises(GatewayError) as refused:
-        admit(local, payers(1, "laptop", limits), False, "req_3", NOON)
+        admit_(local, payers(1, "laptop", limits), False, "req_3", NOON)
     error = refused.value
     assert (error.status, error.error_type, error.retry_after, error.should_retry) == (429, "rate_limit_error", 50,
                                                                                         True)
     assert "'laptop' has sent its 2 requests a minute; try again in 50 s" in error.message
     assert ("anthropic-ratelimit-requests-remaining", "0") in error.headers
     # the next minute is a new count; another key never shared this one
-    assert admit(local, payers(1, "laptop", limits), False, "req_4", NOON + 60).headers
-    assert admit(local, payers(2, "desktop", limits), False, "req_5", NOON).headers
+    assert admit_(local, payers(1, "laptop", limits), False, "req_4", NOON + 60).headers
+    assert admit_(local, payers(2, "desktop", limits), False, "req_5", NOON).headers
 
 
 def test_tokens_a_minute_count_what_flows_used():
     local = LocalState(Clock())
     limits = KeyLimits(tpm=1000)
-    admit(local, payers(1, "laptop", limits), False, "req_1", NOON)
+    admit_(local, payers(1, "laptop", limits), False, "req_1", NOON)
     used = {"input_tokens": 600, "cache_read_input_tokens": 50_000, "output_tokens": 300}
-    settle(local, payers(1, "laptop", limits), used, None, NOON + 1)
-    admitted = admit(local, payers(1, "laptop", limits), False, "req_2", NOON + 2)
+    settle_(local, payers(1, "laptop", limits), used, None, NOON + 1)
+    admitted = admit_(local, payers(1, "laptop", limits), False, "req_2", NOON + 2)
     assert ("anthropic-ratelimit-tokens-remaining", "100") in admitted.headers  # cache reads are free
-    settle(local, payers(1, "laptop", limits), {"input_tokens": 200, "output_tokens": 0}, None, NOON + 3)
+    settle_(local, payers(1, "laptop", limits), {"input_tokens": 200, "output_tokens": 0}, None, NOON + 3)
     with pytest.raises(GatewayError) as refused:
-        admit(local, payers(1, "laptop", limits), False, "req_3", NOON + 4)
+        admit_(local, payers(1, "laptop", limits), False, "req_3", NOON + 4)
     assert refused.value.status == 429 and "its 1000 tokens a minute" in refused.value.message
 
 
@@ -162,31 +210,31 @@ def test_a_key_over_budget_is_refused_until_the_budget_resets():
     local = LocalState(Clock())
     limits = KeyLimits(rpm=100, daily_usd=0.01)
     for n in range(4):
-        admit(local, payers(1, "laptop", limits), False, f"req_{n}", NOON)
-        settle(local, payers(1, "laptop", limits), {"input_tokens": 10}, 0.003, NOON)
+        admit_(local, payers(1, "laptop", limits), False, f"req_{n}", NOON)
+        settle_(local, payers(1, "laptop", limits), {"input_tokens": 10}, 0.003, NOON)
     with pytest.raises(GatewayError) as refused:
-        admit(local, payers(1, "laptop", limits), False, "req_5", NOON + 1)
+        admit_(local, payers(1, "laptop", limits), False, "req_5", NOON + 1)
     error = refused.value
     assert (error.status, error.error_type, error.should_retry) == (402, "billing_error", False)
     assert error.message == ("ccany: client key 'laptop' has used its daily budget ($0.01 of $0.01); it resets at "
                              "2026-12-06T00:00:00Z")
     assert error.retry_after == 43_189
-    assert local.read([f"rpm:key:1:{int(NOON // 60)}"]) == [4.0]  # the refused request took no request
+    assert local.read_now([f"rpm:key:1:{int(NOON // 60)}"]) == [4.0]  # the refused request took no request
     local.clock.now = NOON + 43_200  # the next UTC day (LocalState's counters expire by its own clock)
-    assert admit(local, payers(1, "laptop", limits), False, "req_6", NOON + 43_200) is not None
+    assert admit_(local, payers(1, "laptop", limits), False, "req_6", NOON + 43_200) is not None
 
 
 def test_streams_at_once_hold_a_lease_until_released():
     local = LocalState(Clock())
     limits = KeyLimits(streams=1)
-    first = admit(local, payers(1, "laptop", limits), True, "req_1", NOON)
+    first = admit_(local, payers(1, "laptop", limits), True, "req_1", NOON)
     assert first.lease == ("streams:key:1", "req_1")
-    assert admit(local, payers(1, "laptop", limits), False, "req_2", NOON).lease is None  # not a stream: not counted
+    assert admit_(local, payers(1, "laptop", limits), False, "req_2", NOON).lease is None  # not a stream: not counted
     with pytest.raises(GatewayError) as refused:
-        admit(local, payers(1, "laptop", limits), True, "req_3", NOON)
+        admit_(local, payers(1, "laptop", limits), True, "req_3", NOON)
     assert refused.value.status == 429 and "already has 1 streams open" in refused.value.message
-    local.release(*first.lease)
-    assert admit(local, payers(1, "laptop", limits), True, "req_4", NOON).lease == ("streams:key:1", "req_4")
+    local.count_now([], first.lease)
+    assert admit_(local, payers(1, "laptop", limits), True, "req_4", NOON).lease == ("streams:key:1", "req_4")
 
 
 def test_a_users_budget_covers_all_their_keys():
@@ -194,18 +242,18 @@ def test_a_users_budget_covers_all_their_keys():
     ada = Payer("user:7", "user 'ada'", KeyLimits(monthly_usd=0.022))
     laptop, desktop = payers(1, "laptop", KeyLimits(), ada), payers(2, "desktop", KeyLimits(daily_usd=1), ada)
     for n in range(3):
-        admit(local, laptop, False, f"req_l{n}", NOON)
-        settle(local, laptop, {"output_tokens": 10}, 0.004, NOON)
-        admit(local, desktop, False, f"req_d{n}", NOON)
-        settle(local, desktop, {"output_tokens": 10}, 0.004, NOON)
+        admit_(local, laptop, False, f"req_l{n}", NOON)
+        settle_(local, laptop, {"output_tokens": 10}, 0.004, NOON)
+        admit_(local, desktop, False, f"req_d{n}", NOON)
+        settle_(local, desktop, {"output_tokens": 10}, 0.004, NOON)
     # $0.024 spent through two keys: each key is under its own budget (the laptop has none), the user is not
     for both in (laptop, desktop):
         with pytest.raises(GatewayError) as refused:
-            admit(local, both, False, "req_x", NOON)
+            admit_(local, both, False, "req_x", NOON)
         assert refused.value.status == 402
         assert refused.value.message.startswith("ccany: user 'ada' has used its monthly budget ($0.02 of $0.02); "
                                                 "it resets at 2027-01-01T00:00:00Z")
-    assert local.read(["usd:key:2:d:2026-12-05", "usd:user:7:m:2026-12"]) == [pytest.approx(0.012),
+    assert local.read_now(["usd:key:2:d:2026-12-05", "usd:user:7:m:2026-12"]) == [pytest.approx(0.012),
                                                                                pytest.approx(0.024)]
     # another user's key is not held to ada's budget
-    assert admit(local, payers(3, "other", KeyLimits(daily_usd=1)), False, "req_o", NOON) is not None
+    assert admit_(local, payers(3, "other", KeyLimits(daily_usd=1)), False, "req_o", NOON) is not None
