@@ -4,8 +4,7 @@ The flow log is whichever attached database has a `flows` table: its name is the
 Datasette 1.0a41 has no `canned_queries` hook any more: the queries are added with `datasette.add_query` at
 start-up (and again when a flow DB shows up later), for every database holding `flows`.
 
-Times are UTC text `YYYY-MM-DD HH:MM:SS.mmm`, so `substr(started_at, 1, 13)` is the hour. Aggregates cover the last
-:days days (blank = 7) before the newest flow, not before now: an idle gateway still shows its last week of traffic.
+Each query's SQL is built from `query_parts.py` (the window of days, the model, the hour).
 """
 
 from __future__ import annotations
@@ -14,12 +13,13 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ccany_addon.flowlog.schema import FLOWS
+from ccany_addon.web.fleet import ensure_fleet
+from ccany_addon.web.query_parts import HOUR, IS_ERROR, MODEL, WINDOW
 from ccany_addon.web.spend_queries import SPEND_CHARTS, SPEND_QUERIES
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
 
-DEFAULT_DAYS = 7
 # The index reads the text through a view (schema version 7): Datasette would not find it by itself. Set by the
 # package's entry point plugin too, so that a plain Datasette's `?_search=` works.
 SEARCH_CONFIG = {"fts_table": "flows_fts", "fts_pk": "rowid"}
@@ -31,13 +31,6 @@ FLOWS_TABLE_CONFIG = {
     "facets": ["upstream_model", "status_code", "error_type"],
 }
 
-WINDOW = (
-    "started_at >= (SELECT datetime(max(started_at), "
-    f"'-' || CAST(coalesce(nullif(:days, ''), {DEFAULT_DAYS}) AS REAL) || ' days') FROM flows)"
-)
-IS_ERROR = "(error_type IS NOT NULL OR status_code >= 400)"
-MODEL = "coalesce(upstream_model, client_model, '(unknown)')"
-HOUR = "substr(started_at, 1, 13) || ':00'"
 
 
 def _percentiles_sql(group: str, label: str) -> str:
@@ -370,6 +363,7 @@ async def ensure_setup(datasette: Datasette) -> str | None:
             )
         _table_defaults(datasette, name, FLOWS_TABLE_CONFIG)
         done.add(name)
+    await ensure_fleet(datasette, names, {name: q for name, q in QUERIES.items() if q["params"] == ["days"]})
     return names[0] if names else None
 
 

@@ -14,8 +14,10 @@ from datasette.utils.asgi import Forbidden, NotFound, Response
 
 from ccany_addon.flowlog.part_store import with_bodies
 from ccany_addon.flowlog.schema import BODY_MANIFESTS, FLOWS
+from ccany_addon.web import fleet
 from ccany_addon.web.cells import parse_json, pretty_or_none
-from ccany_addon.web.flow_queries import CHARTS, DEFAULT_DAYS, IS_ERROR, QUERIES, WINDOW, ensure_setup
+from ccany_addon.web.flow_queries import CHARTS, QUERIES, ensure_setup
+from ccany_addon.web.query_parts import DEFAULT_DAYS, IS_ERROR, WINDOW
 
 if TYPE_CHECKING:
     from datasette.app import Datasette
@@ -97,35 +99,42 @@ def _days(request: Request) -> float | None:
 
 
 async def dashboard(datasette: Datasette, request: Request) -> Response:
-    database = await ensure_setup(datasette)
-    context: dict[str, Any] = {"flows_database": database, "charts": [], "summary": None, "links": []}
+    """The charts over the flow log; over every instance's when Datasette serves several flow DBs (`fleet.py`)."""
+    first = await ensure_setup(datasette)
+    instances = list(fleet.members(datasette))
+    database = fleet.FLEET if instances else first
+    context: dict[str, Any] = {"flows_database": first, "instances": instances, "charts": [], "summary": None,
+                               "links": []}
     days = _days(request)
-    if database is not None:
-        await _check_can_view_flows(datasette, request, database)
+    if first is not None:
+        for name in instances or [first]:
+            await _check_can_view_flows(datasette, request, name)
         db = datasette.get_database(database)
-        summary = (
-            await db.execute(
-                f"""SELECT count(*) AS flows, coalesce(sum({IS_ERROR}), 0) AS errors,
+        summary_sql = f"""SELECT count(*) AS flows, coalesce(sum({IS_ERROR}), 0) AS errors,
                   coalesce(sum(input_tokens), 0) AS input_tokens, coalesce(sum(output_tokens), 0) AS output_tokens,
                   coalesce(sum(cost_usd), 0) AS cost_usd, min(started_at) AS first, max(started_at) AS last
-                FROM flows WHERE {WINDOW}""",
-                {"days": "" if days is None else str(days)},
-            )
+                FROM flows WHERE {WINDOW}"""
+        summary = (
+            await db.execute(fleet.over_fleet(datasette, summary_sql) if instances else summary_sql,
+                             {"days": "" if days is None else str(days)})
         ).first()
         context["summary"] = dict(summary) if summary else None
+        charts = [*CHARTS, fleet.FLEET_CHART] if instances else CHARTS
+        queries = {**QUERIES, **fleet.FLEET_QUERIES} if instances else QUERIES
         suffix = "?_shape=array" + ("" if days is None else "&" + urlencode({"days": days}))
         context["charts"] = [
             {**chart, "data_url": datasette.urls.query(database, chart["query"], format="json") + suffix,
              "page_url": datasette.urls.query(database, chart["query"])
              + ("" if days is None else "?" + urlencode({"days": days}))}
-            for chart in CHARTS
+            for chart in charts
         ]
         context["links"] = [
             {"name": name, "title": query["title"], "description": query["description"],
-             "href": datasette.urls.query(database, name)}
-            for name, query in QUERIES.items()
+             # the fleet has the queries over a window of days; the others read one flow DB
+             "href": datasette.urls.query(database if query["params"] == ["days"] else first, name)}
+            for name, query in queries.items()
         ]
-        context["flows_url"] = datasette.urls.table(database, FLOWS)
+        context["flows_url"] = datasette.urls.table(first, FLOWS)
         context["database_url"] = datasette.urls.database(database)
     context["days"] = days if days is not None else DEFAULT_DAYS
     context["script_url"] = static_url(datasette, "ccany.js")

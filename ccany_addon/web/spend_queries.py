@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-WINDOW = (
-    "started_at >= (SELECT datetime(max(started_at), "
-    "'-' || CAST(coalesce(nullif(:days, ''), 7) AS REAL) || ' days') FROM flows)"
-)
-MODEL = "coalesce(upstream_model, client_model, '(unknown)')"
-HOUR = "substr(started_at, 1, 13) || ':00'"
+from ccany_addon.web.query_parts import HOUR, MODEL, WINDOW
+
 COST = "round(coalesce(sum(cost_usd), 0), 6) AS cost_usd"
 UNPRICED = ("sum(cost_usd IS NULL AND (coalesce(input_tokens, 0) + coalesce(output_tokens, 0) "
             "+ coalesce(cache_read_input_tokens, 0)) > 0) AS unpriced")

@@ -5,7 +5,8 @@ as a top-level module, so it holds only the hooks: the work is in the ccany_addo
 ccany_addon, which imports no mitmproxy there):
 - flow_queries: the stored queries and charts, registered for every attached database holding `flows`;
 - pages: `/-/dashboard`, `/-/flow/{id}` and `/-/flow/{id}.json` (the flow with its bodies whole);
-- cells: request ids link to their flow page, session ids to their turns, JSON columns are pretty-printed.
+- cells: request ids link to their flow page, session ids to their turns, JSON columns are pretty-printed;
+- fleet: with several flow DBs (one per gateway instance), a `fleet` database whose queries read them all.
 The SQL functions and the bodies in the table's JSON and CSV come with the package itself, through its
 `datasette` entry point (ccany_addon/web/datasette_plugin.py), so that any Datasette has them.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import markupsafe
 from datasette import hookimpl
 
-from ccany_addon.web import cells, flow_queries, pages
+from ccany_addon.web import cells, fleet, flow_queries, pages
 
 
 @hookimpl
@@ -27,6 +28,11 @@ def startup(datasette: Any) -> Callable[[], Awaitable[None]]:
         await flow_queries.ensure_setup(datasette)
 
     return inner
+
+
+@hookimpl
+def prepare_connection(conn: Any, database: str, datasette: Any) -> None:
+    fleet.attach(conn, database, datasette)  # the fleet database reads every instance's flow DB
 
 
 @hookimpl

@@ -145,3 +145,25 @@ def test_empty_log_shows_no_flows_yet_instead_of_charts(tmp_path: Path) -> None:
         assert figure["text"].count("No ") == 1, name
     assert "No flows yet" in dom.figures["chart-requests"]["text"]
 
+
+
+def test_the_fleet_dashboard_draws_two_instances(tmp_path: Path) -> None:
+    """scripts/datasette over two instances' flow DBs (CCANY_FLEET), in a real browser: one dashboard, every chart
+    drawn from both, a bar per instance."""
+    from tests.datasette.test_fleet import two_instances
+
+    one, two = two_instances(tmp_path)
+    running = start_server(one.path, tmp_path, env={"CCANY_FLEET": str(two.path)})
+    try:
+        dom = parse(chromium(running.url + "/-/dashboard?days=365", "--dump-dom"))
+        container = dom.attributes["ccany-dashboard"]
+        assert container.get("data-charts-done") == "true", "the chart script never finished"
+        assert container["data-charts-drawn"] == str(DASHBOARD_CHARTS + 1)
+        assert (container["data-charts-empty"], container["data-charts-failed"]) == ("0", "0")
+        instances = dom.figures["chart-instances"]
+        assert instances["marks"]["rect"] == 2
+        assert "ccany-1" in instances["text"] and "ccany-2" in instances["text"]
+        assert "spend" in " ".join(dom.figures) and dom.figures["chart-spend"]["marks"]["path"] >= 1
+        screenshot(running.url + "/-/dashboard?days=365", "datasette-fleet-dashboard.png")
+    finally:
+        stop_server(running)
