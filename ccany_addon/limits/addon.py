@@ -20,6 +20,7 @@ from ccany_addon.config.snapshot import ClientKey
 from ccany_addon.flowlog.writer import describe_failure
 from ccany_addon.limits.admission import Admission, admit, settle
 from ccany_addon.limits.redis_state import RedisState
+from ccany_addon.limits.seed import seed_spend
 from ccany_addon.limits.shared_state import LocalState, SharedState
 from ccany_addon.proxy import replies
 from ccany_addon.proxy.fail_closed import fail_closed, fail_closed_async
@@ -60,6 +61,14 @@ class Limits:
         logger.info(f"ccany: client key limits and budgets are counted in {self.shared.describe()}")
 
     def running(self) -> None:
+        if isinstance(self.shared, LocalState):
+            try:
+                seeded = seed_spend(self.shared, ctx.options.ccany_db, self.gateway.snapshot, time.time())
+            except Exception as error:  # the gateway still serves; budgets start from nothing
+                logger.error(f"ccany: this month's spend could not be read back: {describe_failure(error)}")
+                seeded = 0
+            if seeded:
+                logger.info(f"ccany: budgets: this month's spend of {seeded} client keys read back from the flow log")
         gauges = self.gateway.metrics.gauges
         gauges["ccany_shared_state_up"] = lambda: float(getattr(self.shared, "up", True))
         gauges["ccany_shared_state_outages_total"] = lambda: float(getattr(self.shared, "outages", 0))

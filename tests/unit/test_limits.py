@@ -257,3 +257,36 @@ def test_a_users_budget_covers_all_their_keys():
                                                                                pytest.approx(0.024)]
     # another user's key is not held to ada's budget
     assert admit_(local, payers(3, "other", KeyLimits(daily_usd=1)), False, "req_o", NOON) is not None
+
+
+def test_a_restarted_gateway_reads_this_months_spend_back_from_its_flow_log(tmp_path):
+    from ccany_addon.config.snapshot import ClientKey, ConfigSnapshot
+    from ccany_addon.flowlog.schema import insert_flows, open_db
+
+    path = str(tmp_path / "flows.db")
+    db = open_db(path)
+    rows = [("a", "2026-12-05 09:00:00.000", "1", 0.004), ("b", "2026-12-04 09:00:00.000", "1", 0.003),
+            ("c", "2026-11-30 23:59:00.000", "1", 5.0),  # last month: not this month's spend
+            ("d", "2026-12-05 10:00:00.000", "2", 0.5), ("e", "2026-12-05 11:00:00.000", None, 9.0)]
+    with db.conn:
+        insert_flows(db, [{"id": id_, "started_at": at, "client_key_id": key, "cost_usd": cost, "conversation": None}
+                          for id_, at, key, cost in rows])
+    db.close()
+    ada = Payer("user:7", "user 'ada'", KeyLimits(monthly_usd=1.0))
+    laptop = ClientKey(1, "laptop", None, (), True, KeyLimits(daily_usd=0.005), "ada", ada)
+    desktop = ClientKey(2, "desktop", None, (), True, KeyLimits(), "ada", ada)
+    free = ClientKey(3, "free", None, (), True, KeyLimits(rpm=10))
+    snapshot = ConfigSnapshot(client_keys={"h1": laptop, "h2": desktop, "h3": free})
+    local = LocalState(Clock())
+    from ccany_addon.limits.seed import seed_spend
+
+    assert seed_spend(local, path, snapshot, NOON) == 2
+    assert local.read_now(["usd:key:1:d:2026-12-05", "usd:user:7:m:2026-12"]) == [pytest.approx(0.004),
+                                                                               pytest.approx(0.507)]
+    # the laptop's day is nearly spent: one more cent refuses it, as before the restart
+    settle_(local, laptop.payers, {"output_tokens": 1}, 0.002, NOON)
+    with pytest.raises(GatewayError) as refused:
+        admit_(local, laptop.payers, False, "req_x", NOON)
+    assert "client key 'laptop' has used its daily budget" in refused.value.message
+    # no flow DB, or not one yet: nothing to read back
+    assert seed_spend(LocalState(Clock()), str(tmp_path / "none.db"), snapshot, NOON) == 0
