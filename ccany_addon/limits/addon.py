@@ -30,6 +30,7 @@ logger = logging.getLogger("ccany")
 
 PASSWORD_ENV = "CCANY_REDIS_PASSWORD"
 REASONS = {402: "budget", 429: "rate"}
+COOLDOWN_POLL = 1.0  # seconds between reads of the provider keys other processes put on cooldown
 
 
 class Limits:
@@ -39,6 +40,7 @@ class Limits:
         self._admitted: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[ClientKey, Admission]] = \
             weakref.WeakKeyDictionary()
         self._counting: set[asyncio.Task] = set()  # what ended flows used, on its way to the shared state
+        self._watching: asyncio.Task | None = None  # other processes' key cooldowns, read every second
 
     def load(self, loader: Any) -> None:
         declare(loader, "limits")
@@ -69,11 +71,25 @@ class Limits:
                 seeded = 0
             if seeded:
                 logger.info(f"ccany: budgets: this month's spend of {seeded} client keys read back from the flow log")
+        self.gateway.keys.on_cooldown = lambda name, until: self._later(self.shared.cool(name, until))
+        if isinstance(self.shared, RedisState):
+            self._watching = asyncio.get_running_loop().create_task(self._watch_cooldowns())
         gauges = self.gateway.metrics.gauges
         gauges["ccany_shared_state_up"] = lambda: float(getattr(self.shared, "up", True))
         gauges["ccany_shared_state_outages_total"] = lambda: float(getattr(self.shared, "outages", 0))
 
+    async def _watch_cooldowns(self) -> None:
+        """Keys that failed in another gateway process cool down here too (within a second)."""
+        while True:
+            await asyncio.sleep(COOLDOWN_POLL)
+            try:
+                self.gateway.pools.shared_cooling = await self.shared.cooling()
+            except Exception as error:  # the next poll tries again; the gateway serves on meanwhile
+                logger.error(f"ccany: shared key cooldowns could not be read: {describe_failure(error)}")
+
     async def done(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
         if self._counting:
             await asyncio.wait(list(self._counting), timeout=5)
         if isinstance(self.shared, RedisState):

@@ -84,6 +84,29 @@ if asked.lease ~= cjson.null then redis.call('ZREM', KEYS[#asked.adds + 1], aske
 return 1
 """
 
+# KEYS[1]: the hash of provider keys cooling down (`provider/key name` → until, epoch seconds). ARGV: the key and
+# until; a later `until` wins. COOLING reads it and forgets the keys whose cooldown is over.
+_COOL = """
+local now = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if tonumber(ARGV[2]) > now then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+_COOLING = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local found = redis.call('HGETALL', KEYS[1])
+local cooling = {}
+for i = 1, #found, 2 do
+  if tonumber(found[i + 1]) > now then
+    table.insert(cooling, found[i]); table.insert(cooling, found[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], found[i])
+  end
+end
+return cooling
+"""
+COOLING_KEY = PREFIX + "cooling"
+
 
 def server_name(url: str) -> str:
     """Where the server is, for log lines: never the password a URL may carry."""
@@ -98,6 +121,8 @@ class RedisState:
                                                    socket_connect_timeout=TIMEOUT, decode_responses=True)
         self._admit = self.client.register_script(_ADMIT)
         self._count = self.client.register_script(_COUNT)
+        self._cool = self.client.register_script(_COOL)
+        self._cooling = self.client.register_script(_COOLING)
         self.local = LocalState()
         self.clock = clock
         self.up = True
@@ -139,6 +164,19 @@ class RedisState:
             return [float(value or 0) for value in await self.client.mget([PREFIX + c for c in counters])]
 
         return await self._call(shared, lambda: self.local.read_now(counters))
+
+    async def cool(self, key: str, until: float) -> None:
+        async def shared() -> None:
+            await self._cool(keys=[COOLING_KEY], args=[key, until])
+
+        await self._call(shared, lambda: self.local.cool_now(key, until))
+
+    async def cooling(self) -> dict[str, float]:
+        async def shared() -> dict[str, float]:
+            found = await self._cooling(keys=[COOLING_KEY])
+            return {found[i]: float(found[i + 1]) for i in range(0, len(found), 2)}
+
+        return await self._call(shared, self.local.cooling_now)
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -1,11 +1,12 @@
 """The state that limits and budgets count in, behind one small interface: in this process (the default) or in
 Redis/Valkey (`redis_state.py`), so that several gateway processes enforce one limit jointly.
 
-Two operations, each one atomic step (one round trip to Redis): `admit` reads the counters a request must be under,
-counts the request and holds a lease for its stream, or does none of it; `count` adds what a finished flow used and
-gives its lease back. Counters are named by the caller with their window in the name (`rpm:key:3:29387712`,
-`usd:user:1:d:2026-12-05`) and expire on their own; leases expire too, so that a process that dies holding one does
-not hold it for ever.
+Two operations a flow, each one atomic step (one round trip to Redis): `admit` reads the counters a request must be
+under, counts the request and holds a lease for its stream, or does none of it; `count` adds what a finished flow
+used and gives its lease back. And the provider keys cooling down (`cool`, `cooling`), so that a key an upstream
+refused in one process is skipped by the others. Counters are named by the caller with their window in the name
+(`rpm:key:3:29387712`, `usd:user:1:d:2026-12-05`) and expire on their own; leases expire too, so that a process
+that dies holding one does not hold it for ever.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ class SharedState(Protocol):
     async def read(self, counters: list[str]) -> list[float]:
         ...
 
+    async def cool(self, key: str, until: float) -> None:
+        """A provider key (`provider/key name`, the same on every machine) is cooling down until `until` (epoch s)."""
+        ...
+
+    async def cooling(self) -> dict[str, float]:
+        """Every provider key still cooling down, and until when."""
+        ...
+
     def describe(self) -> str:
         ...
 
@@ -68,6 +77,7 @@ class LocalState:
         self.clock = clock
         self._counters: dict[str, tuple[float, float]] = {}  # name → (total, expires at)
         self._leases: dict[str, dict[str, float]] = {}  # name → lease → expires at
+        self._cooling: dict[str, float] = {}
         self._next_sweep = 0.0
 
     async def admit(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
@@ -79,6 +89,12 @@ class LocalState:
     async def read(self, counters: list[str]) -> list[float]:
         return self.read_now(counters)
 
+    async def cool(self, key: str, until: float) -> None:
+        self.cool_now(key, until)
+
+    async def cooling(self) -> dict[str, float]:
+        return self.cooling_now()
+
     def describe(self) -> str:
         return "this process"
 
@@ -86,6 +102,14 @@ class LocalState:
 
     def read_now(self, counters: list[str]) -> list[float]:
         return [self._total(counter) for counter in counters]
+
+    def cool_now(self, key: str, until: float) -> None:
+        self._cooling[key] = max(self._cooling.get(key, 0.0), until)
+
+    def cooling_now(self) -> dict[str, float]:
+        now = self.clock()
+        self._cooling = {key: until for key, until in self._cooling.items() if until > now}
+        return dict(self._cooling)
 
     def admit_now(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
         now = self.clock()

@@ -40,16 +40,23 @@ def is_key_failure(status: int) -> bool:
     return status in (401, 403, 429) or status >= 500
 
 
+def shared_name(provider: Provider, key: ProviderKey) -> str:
+    """A key's name in the state gateway processes share: the same on every machine (ids may differ)."""
+    return f"{provider.name}/{key.name}"
+
+
 class KeyPools:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
+        # keys other gateway processes saw fail (the limits addon refreshes it from the shared state): name → until
+        self.shared_cooling: dict[str, float] = {}
         self._cooling_until: dict[int, float] = {}
         self._disabled: dict[int, bool] = {}  # key id → the config DB has since listed it as disabled
         self._turn: dict[str, itertools.count] = {}
 
     def pick(self, provider: Provider) -> ProviderKey | None:
         """A healthy key (round-robin or fill-first), or None when every key is cooling down or disabled."""
-        healthy = [key for key in provider.keys if self._ready_in(key) == 0]
+        healthy = [key for key in provider.keys if self._ready_in(provider, key) == 0]
         if not healthy:
             return None
         if provider.key_strategy == "fill-first":
@@ -59,13 +66,14 @@ class KeyPools:
 
     def ready_in(self, provider: Provider) -> float | None:
         """Seconds until the provider has a healthy key (0: it has one now; None: none will recover alone)."""
-        waits = [wait for key in provider.keys if (wait := self._ready_in(key)) is not None]
+        waits = [wait for key in provider.keys if (wait := self._ready_in(provider, key)) is not None]
         return min(waits) if waits else None
 
-    def _ready_in(self, key: ProviderKey) -> float | None:
+    def _ready_in(self, provider: Provider, key: ProviderKey) -> float | None:
         if key.id in self._disabled:
             return None
-        until = max(self._cooling_until.get(key.id, 0.0), key.cooling_until)
+        until = max(self._cooling_until.get(key.id, 0.0), key.cooling_until,
+                    self.shared_cooling.get(shared_name(provider, key), 0.0) if self.shared_cooling else 0.0)
         return max(0.0, until - self.clock())
 
     def failed(self, key: ProviderKey, status: int, headers: Mapping[str, str], body: bytes,

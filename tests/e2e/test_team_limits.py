@@ -151,3 +151,44 @@ def test_killing_redis_loses_no_flow_and_both_keep_answering(team):
     server = redis.Redis(port=team.redis.port)
     minute, key_id = int(time.time() // 60), team.key_ids["outage"]
     assert sum(float(server.get(f"ccany:rpm:key:{key_id}:{m}") or 0) for m in (minute - 1, minute)) == 6
+
+
+LIMITED = secret("sk-limited-60-team0123456789abcdef01")  # the fake answers 429, retry after 60 s
+HEALTHY = secret("sk-team-healthy-0123456789abcdef0123")
+
+
+def test_a_key_on_cooldown_in_one_gateway_is_on_cooldown_in_the_other(fake_upstream, tmp_path):
+    """Two gateways with a config DB each (as on two machines: nothing shared but Redis) and the same provider:
+    the key one of them saw rate-limited is skipped by the other."""
+    redis_server = start_redis(tmp_path)
+    proxies = []
+    try:
+        for name in ("east", "west"):
+            path = tmp_path / name / "config.db"
+            path.parent.mkdir()
+            db = config_db(path)
+            store.add_provider(db, "test", "pool", fake_upstream.url + "/v1", models={"big": "gpt-4o"},
+                               key_strategy="fill-first")
+            store.set_provider_key(db, "test", "pool", LIMITED, name="first")
+            store.set_provider_key(db, "test", "pool", HEALTHY, name="second")
+            store.add_route(db, "test", "claude-*", "pool", None)
+            db.close()
+            proxies.append(start_proxy(fake_upstream.url, path.parent, f"ccany_config_db={path}",
+                                       f"ccany_redis_url={redis_server.url}"))
+        east, west = proxies
+        fake_upstream.clear()
+        refused = httpx.post(f"{east.url}/v1/messages", timeout=20, json={
+            "model": "claude-opus-4-1", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
+        assert refused.status_code == 429 and refused.headers["x-should-retry"] == "true"
+        time.sleep(1.5)  # each gateway reads the shared cooldowns every second
+        answered = httpx.post(f"{west.url}/v1/messages", timeout=20, json={
+            "model": "claude-opus-4-1", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
+        assert answered.status_code == 200
+        used = [r["headers"].get("authorization", "").removeprefix("Bearer ") for r in fake_upstream.requests()]
+        assert used == [LIMITED, HEALTHY]  # west never tried the key east saw refused
+        until = float(redis.Redis(port=redis_server.port).hget("ccany:cooling", "pool/first"))
+        assert 50 < until - time.time() <= 60
+    finally:
+        for proxy in proxies:
+            stop(proxy.process)
+        stop(redis_server.process)

@@ -5,6 +5,7 @@ with when it comes back; admission refuses with the words and headers the client
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 
@@ -57,7 +58,7 @@ def make_state(request, redis_server):
     """A fresh state of each kind, made inside the test's event loop (a Redis client belongs to one)."""
     async def make():
         if request.param == "local":
-            return LocalState(Clock())
+            return LocalState()  # the real clock, as Redis has
         state = RedisState(redis_server.url)
         await state.client.flushdb()
         return state
@@ -102,6 +103,18 @@ def test_leases_count_what_is_open(make_state):
         # a stream refused its place takes none of the minute's requests
         refused = await shared.admit([], Take("rpm:key:1:1", 1, 9, 120), Lease("streams:key:1", "d", 2, 60))
         assert refused.refused == "lease" and await shared.read(["rpm:key:1:1"]) == [0.0]
+
+    run(body)
+
+
+def test_cooldowns_keep_the_latest_and_end_on_their_own(make_state):
+    async def body():
+        shared = await make_state()
+        soon, later = time.time() + 30, time.time() + 90
+        await shared.cool("pool/first", later)
+        await shared.cool("pool/first", soon)  # an earlier end does not shorten it
+        await shared.cool("pool/second", time.time() - 1)  # over already
+        assert await shared.cooling() == {"pool/first": pytest.approx(later)}
 
     run(body)
 
