@@ -56,6 +56,11 @@ def minute_window(now: float) -> tuple[int, float]:
     return number, (number + 1) * MINUTE
 
 
+def dollars(amount: float) -> str:
+    """$1,234.50, $5, $0.00651: a small budget in cents would read "$0.01 of $0.01"."""
+    return f"${amount:,.2f}" if amount >= 10 else f"${amount:.4g}"
+
+
 def rfc3339(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -88,8 +93,8 @@ async def admit(state: SharedState, payers: tuple[Payer, ...], stream: bool, lea
     if counted.refused == "read" and counted.index < len(in_force):
         payer, budget = in_force[counted.index]
         raise GatewayError(
-            402, f"ccany: {payer.name} has used its {budget.name} budget (${counted.values[counted.index]:.2f} of "
-                 f"${budget.limit:.2f}); it resets at {rfc3339(budget.resets_at)}",
+            402, f"ccany: {payer.name} has used its {budget.name} budget ({dollars(counted.values[counted.index])} "
+                 f"of {dollars(budget.limit)}); it resets at {rfc3339(budget.resets_at)}",
             retry_after=math.ceil(budget.resets_at - now), should_retry=False)
     headers: list[tuple[str, str]] = []
     if limits.tpm is not None:

@@ -103,7 +103,7 @@ def test_a_budget_spent_through_one_gateway_is_spent_on_the_other(team):
     refused = ask(team.proxies[0], team.keys["budgeted"])
     body = refused.json()["error"]
     assert (refused.status_code, body["type"], refused.headers["x-should-retry"]) == (402, "billing_error", "false")
-    assert f"has used its daily budget (${5 * COST:.2f} of $0.01); it resets at " in body["message"]
+    assert f"has used its daily budget (${5 * COST:.4g} of $0.01); it resets at " in body["message"]
     assert team.proxies[0].flow(refused.headers["request-id"])["error_type"] == "billing_error"
     spent = sum(row[0] for proxy in team.proxies for row in sqlite3.connect(proxy.db).execute(
         "SELECT cost_usd FROM flows WHERE client_key_id = ?", [str(team.key_ids["budgeted"])]).fetchall() if row[0])

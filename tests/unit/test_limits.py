@@ -176,6 +176,13 @@ def test_a_redis_that_goes_away_is_counted_around_and_caught_up_with(tmp_path, c
     run(body)
 
 
+def test_dollars_read_as_people_write_them():
+    from ccany_addon.limits.admission import dollars
+
+    assert [dollars(x) for x in (0.00651, 0.005, 0.01085, 5, 4.5, 12.5, 1234.5)] == [
+        "$0.00651", "$0.005", "$0.01085", "$5", "$4.5", "$12.50", "$1,234.50"]
+
+
 def test_budgets_follow_the_utc_calendar():
     limits = KeyLimits(daily_usd=5, monthly_usd=100)
     daily, monthly = budgets("key:3", limits, datetime(2026, 12, 31, 23, 59, tzinfo=UTC).timestamp())
@@ -229,7 +236,7 @@ def test_a_key_over_budget_is_refused_until_the_budget_resets():
         admit_(local, payers(1, "laptop", limits), False, "req_5", NOON + 1)
     error = refused.value
     assert (error.status, error.error_type, error.should_retry) == (402, "billing_error", False)
-    assert error.message == ("ccany: client key 'laptop' has used its daily budget ($0.01 of $0.01); it resets at "
+    assert error.message == ("ccany: client key 'laptop' has used its daily budget ($0.012 of $0.01); it resets at "
                              "2026-12-06T00:00:00Z")
     assert error.retry_after == 43_189
     assert local.read_now([f"rpm:key:1:{int(NOON // 60)}"]) == [4.0]  # the refused request took no request
@@ -264,7 +271,7 @@ def test_a_users_budget_covers_all_their_keys():
         with pytest.raises(GatewayError) as refused:
             admit_(local, both, False, "req_x", NOON)
         assert refused.value.status == 402
-        assert refused.value.message.startswith("ccany: user 'ada' has used its monthly budget ($0.02 of $0.02); "
+        assert refused.value.message.startswith("ccany: user 'ada' has used its monthly budget ($0.024 of $0.022); "
                                                 "it resets at 2027-01-01T00:00:00Z")
     assert local.read_now(["usd:key:2:d:2026-12-05", "usd:user:7:m:2026-12"]) == [pytest.approx(0.012),
                                                                                pytest.approx(0.024)]
