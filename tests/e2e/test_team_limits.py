@@ -51,10 +51,11 @@ def team(fake_upstream, tmp_path_factory) -> Iterator[Team]:
     db.close()
     proxies = tuple(start_proxy(fake_upstream.url, tmp_path_factory.mktemp(f"gateway-{n}"), f"ccany_config_db={path}",
                                 f"ccany_redis_url={redis.url}") for n in (1, 2))
-    yield Team(redis, proxies, keys, key_ids, tmp)  # type: ignore[arg-type]
+    team = Team(redis, proxies, keys, key_ids, tmp)  # type: ignore[arg-type]
+    yield team
     for proxy in proxies:
         stop(proxy.process)
-    stop(redis.process)
+    stop(team.redis.process)  # the server a test restarted, when one did
 
 
 def ask(proxy: Proxy, key: str, text: str = "hi") -> httpx.Response:
