@@ -21,6 +21,7 @@ from ccany_addon.limits.key_limits import KeyLimits, Payer
 from ccany_addon.limits.shared_state import Lease, SharedState, Take
 
 MINUTE = 60
+BUDGET_HEADER = "x-ccany-budget-remaining"  # `key:daily=4.21, user:monthly=95.1`: USD left before the request
 STREAM_LEASE_TTL = 3600.0  # a stream still open after an hour no longer holds its place (a process that died)
 
 
@@ -97,6 +98,10 @@ async def admit(state: SharedState, payers: tuple[Payer, ...], stream: bool, lea
                  f"of {dollars(budget.limit)}); it resets at {rfc3339(budget.resets_at)}",
             retry_after=math.ceil(budget.resets_at - now), should_retry=False)
     headers: list[tuple[str, str]] = []
+    if in_force:  # what the key's owner can read off any answer: each budget's USD left before this flow
+        headers.append((BUDGET_HEADER, ", ".join(
+            f"{payer.scope.split(':')[0]}:{budget.name}={max(0.0, budget.limit - spent):.6g}"
+            for (payer, budget), spent in zip(in_force, counted.values, strict=False))))
     if limits.tpm is not None:
         headers += _rate_headers("tokens", limits.tpm, max(0, limits.tpm - int(counted.values[-1])), reset_at)
     if limits.rpm is not None:

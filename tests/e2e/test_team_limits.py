@@ -93,14 +93,18 @@ def test_a_request_limit_holds_across_both_gateways(team):
 
 
 def test_a_budget_spent_through_one_gateway_is_spent_on_the_other(team):
-    statuses = []
+    statuses, left = [], []
     for n in range(8):
         answer = ask(team.proxies[n % 2], team.keys["budgeted"], f"question {n}")
         statuses.append(answer.status_code)
+        left.append(answer.headers.get("x-ccany-budget-remaining"))
         if answer.status_code == 200:
             team.proxies[n % 2].flow(answer.headers["request-id"])  # priced and counted once its row is written
     # $0.00217 a turn: the fifth takes the day's spend past $0.01, the sixth is refused, on either gateway
     assert statuses == [200] * 5 + [402] * 3
+    # what was left before each answered turn, whichever gateway answered it
+    assert [float(value.removeprefix("key:daily=")) for value in left[:5]] == pytest.approx(
+        [0.01 - n * COST for n in range(5)])
     refused = ask(team.proxies[0], team.keys["budgeted"])
     body = refused.json()["error"]
     assert (refused.status_code, body["type"], refused.headers["x-should-retry"]) == (402, "billing_error", "false")

@@ -229,9 +229,12 @@ def test_tokens_a_minute_count_what_flows_used():
 def test_a_key_over_budget_is_refused_until_the_budget_resets():
     local = LocalState(Clock())
     limits = KeyLimits(rpm=100, daily_usd=0.01)
+    lefts = []
     for n in range(4):
-        admit_(local, payers(1, "laptop", limits), False, f"req_{n}", NOON)
+        admitted = admit_(local, payers(1, "laptop", limits), False, f"req_{n}", NOON)
+        lefts.append(dict(admitted.headers)["x-ccany-budget-remaining"])
         settle_(local, payers(1, "laptop", limits), {"input_tokens": 10}, 0.003, NOON)
+    assert lefts == ["key:daily=0.01", "key:daily=0.007", "key:daily=0.004", "key:daily=0.001"]
     with pytest.raises(GatewayError) as refused:
         admit_(local, payers(1, "laptop", limits), False, "req_5", NOON + 1)
     error = refused.value
