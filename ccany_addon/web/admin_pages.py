@@ -14,6 +14,7 @@ from datasette.utils.asgi import Response
 
 from ccany_addon.config import sessions, store
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES
+from ccany_addon.limits.key_limits import BUDGET_COLUMNS
 from ccany_addon.upstreams.models import TIERS
 from ccany_addon.util.utc import utc_text
 from ccany_addon.web.accounts import require_admin, set_session
@@ -144,6 +145,17 @@ async def client_keys_page(datasette: Datasette, request: Request) -> Response:
                         headers={"cache-control": "no-store"})
 
 
+def _usd_field(form: dict, name: str) -> float | None:
+    """A budget typed into a form: USD, or empty for none."""
+    text = form.get(name, "").strip().lstrip("$")
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise store.ConfigError(f"{name.replace('_', ' ')} must be an amount in USD, or empty for none") from None
+
+
 async def users_page(datasette: Datasette, request: Request) -> Response:
     actor = require_admin(request)
     error = message = own_version = None
@@ -172,6 +184,11 @@ async def users_page(datasette: Datasette, request: Request) -> Response:
                 if username == actor["id"] and "token" not in actor:
                     own_version = version  # but not this browser's
                 message = f"Set a new password for {username}; their sessions are logged out"
+            elif action == "budgets":
+                budgets = {column: _usd_field(form, column) for column in BUDGET_COLUMNS}
+                await write_config(datasette, request, lambda db: store.set_user_budgets(
+                    db, actor["id"], username, **budgets))
+                message = f"Set the budgets of {username}"
             else:
                 raise store.ConfigError("unknown action")
         except (store.ConfigError, sqlite3.IntegrityError) as failure:
@@ -180,7 +197,8 @@ async def users_page(datasette: Datasette, request: Request) -> Response:
                 error = f"there is already a user named {username}"
     db = await config_db(datasette)
     users = [dict(row) for row in (await db.execute(
-        "SELECT username, role, enabled, created_at FROM users ORDER BY username")).rows]
+        "SELECT username, role, enabled, created_at, daily_budget_usd, monthly_budget_usd FROM users "
+        "ORDER BY username")).rows]
     response = await render(datasette, request, "ccany_admin_users.html", {
         "users": users, "roles": ROLES, "error": error, "message": message, "me": actor["id"],
     }, status=400 if error else 200)

@@ -454,3 +454,33 @@ async def test_admin_prices_a_model_in_the_row_editor(flow_log: FlowLog, tmp_pat
     assert at_vllm is not None and at_vllm.usd == 0.8 and at_vllm.source == "override qwen3-* (vllm)"
     local = table.cost(usage, "llama3.3", "ollama", "http://127.0.0.1:11434/v1", 0)
     assert local is not None and local.usd == 0 and local.source == "override llama*"
+
+
+async def test_admin_sets_a_users_budgets(flow_log: FlowLog, tmp_path: Path) -> None:
+    """A user's daily and monthly budgets, set on /-/admin/users, are what the proxy holds that user's keys to;
+    a viewer cannot set them, and an amount that is not one is refused with a message."""
+    from ccany_addon.config.snapshot import read_snapshot
+
+    config = make_config(tmp_path / "config.db")
+    db = open_config_db(config.path, None)
+    store.set_client_key_limits(db, "t", "laptop", "victor")
+    db.close()
+    ds = datasette_for(flow_log.path, config)
+    admin, viewer = await session(ds, *ADMIN), await session(ds, *VIEWER)
+    done = await ds.client.post("/-/admin/users", cookies=admin, data={
+        "action": "budgets", "username": "victor", "daily_budget_usd": "$5", "monthly_budget_usd": ""})
+    assert done.status_code == 200 and "Set the budgets of victor" in done.text
+    assert 'value="5.0" aria-label="daily budget of victor"' in done.text
+    bad = await ds.client.post("/-/admin/users", cookies=admin, data={
+        "action": "budgets", "username": "victor", "daily_budget_usd": "lots", "monthly_budget_usd": ""})
+    assert bad.status_code == 400 and "daily budget usd must be an amount in USD" in error_text(bad.text)
+    denied = await ds.client.post("/-/admin/users", cookies=viewer, data={
+        "action": "budgets", "username": "victor", "daily_budget_usd": "100"})
+    assert denied.status_code == 403
+    db = open_config_db(config.path, None)
+    try:
+        laptop = next(key for key in read_snapshot(db, None).client_keys.values() if key.name == "laptop")
+    finally:
+        db.close()
+    assert laptop.owner == "victor" and laptop.payers[1].limits.daily_usd == 5.0
+    assert laptop.payers[1].limits.monthly_usd is None
