@@ -11,6 +11,7 @@ import getpass
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ccany_addon.config import store
 from ccany_addon.config.schema import (
@@ -65,26 +66,35 @@ def _count(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a whole number or {UNSET}, not {text!r}") from None
 
 
-def _limit(text: str) -> float | None:
-    if text.strip().lower() == UNSET:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0 or {UNSET}, not {text!r}")
-    return int(value) if value == int(value) else value
+def _options_given(args: argparse.Namespace, subject: str, what: str) -> dict[str, Any]:
+    """The options of a command that sets some of a row's values (the others left out, not cleared)."""
+    given = {name: value for name, value in vars(args).items() if name not in ("db", "command", subject)}
+    if not given:
+        raise store.ConfigError(f"name at least one {what} to set (see {args.command} --help)")
+    return given
+
+
+def _shown(values: dict[str, Any]) -> str:
+    return ", ".join(f"{name}={UNSET if value is None else value}" for name, value in values.items())
 
 
 def _usd(text: str) -> float:
+    """An amount of USD (a price per million tokens, a limit)."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected USD per million tokens, a number >= 0, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {text!r}")
     return value
+
+
+def _limit(text: str) -> float | None:
+    """A limit or budget: a number (a whole one stays whole), or 'default' for none."""
+    if text.strip().lower() == UNSET:
+        return None
+    value = _usd(text)
+    return int(value) if value == int(value) else value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -230,30 +240,21 @@ def _run(args: argparse.Namespace, db, cipher: Cipher) -> str:
             store.set_setting(db, ACTOR, args.name, args.value or None)
             return f"{args.name} = {args.value or '(default)'}"
         case "capabilities":
-            facts = {name: value for name, value in vars(args).items() if name not in ("db", "command", "pattern")}
+            facts = _options_given(args, "pattern", "capability")
             if facts.get("max_tokens_field") == UNSET:
                 facts["max_tokens_field"] = None
-            if not facts:
-                raise store.ConfigError("name at least one capability to set (see capabilities --help)")
             capability_id = store.set_capabilities(db, ACTOR, args.pattern, **facts)
-            shown = ", ".join(f"{name}={UNSET if value is None else value}" for name, value in facts.items())
-            return f"capabilities of {args.pattern}: {shown} (id {capability_id})"
+            return f"capabilities of {args.pattern}: {_shown(facts)} (id {capability_id})"
         case "client-key-limits":
-            chosen = {name: value for name, value in vars(args).items() if name not in ("db", "command", "name")}
-            if not chosen:
-                raise store.ConfigError("name at least one limit to set (see client-key-limits --help)")
+            chosen = _options_given(args, "name", "limit")
             if "owner" in chosen and chosen["owner"].strip().lower() == UNSET:
                 chosen["owner"] = None
             key_id = store.set_client_key_limits(db, ACTOR, args.name, **chosen)
-            shown = ", ".join(f"{name}={UNSET if value is None else value}" for name, value in chosen.items())
-            return f"limits of client key {args.name} (id {key_id}): {shown}"
+            return f"limits of client key {args.name} (id {key_id}): {_shown(chosen)}"
         case "user-budget":
-            chosen = {name: value for name, value in vars(args).items() if name not in ("db", "command", "username")}
-            if not chosen:
-                raise store.ConfigError("name a budget to set (see user-budget --help)")
+            chosen = _options_given(args, "username", "budget")
             store.set_user_budgets(db, ACTOR, args.username, **chosen)
-            shown = ", ".join(f"{name}={UNSET if value is None else value}" for name, value in chosen.items())
-            return f"budgets of user {args.username}: {shown}"
+            return f"budgets of user {args.username}: {_shown(chosen)}"
         case "price":
             where = f" at {args.provider}" if args.provider else ""
             if args.remove:
