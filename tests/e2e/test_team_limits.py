@@ -41,10 +41,12 @@ def team(fake_upstream, tmp_path_factory) -> Iterator[Team]:
     store.add_provider(db, "test", "openai", fake_upstream.url + "/v1", models={"big": "gpt-4o", "small": "gpt-4o"})
     store.set_provider_key(db, "test", "openai", KEY)
     store.add_route(db, "test", "claude-*", "openai", None)
+    store.add_route(db, "test", "slow-*", "openai", "scenario:trickle_150")  # 9 chunks 150 ms apart
     store.add_user(db, "test", "ada", "correct horse battery")
     keys, key_ids = {}, {}
     for name, limits in (("paced", {"rpm_limit": 3}), ("budgeted", {"daily_budget_usd": 0.01}),
-                         ("cli", {"daily_budget_usd": 0.001}), ("outage", {"rpm_limit": 1000})):
+                         ("cli", {"daily_budget_usd": 0.001}), ("outage", {"rpm_limit": 1000}),
+                         ("single", {"max_streams": 1})):
         key_ids[name], keys[name] = store.create_client_key(db, "test", name)
         secret(keys[name])
         store.set_client_key_limits(db, "test", name, "ada" if name == "budgeted" else None, **limits)
@@ -116,6 +118,26 @@ def test_a_budget_spent_through_one_gateway_is_spent_on_the_other(team):
     # the key's owner is on its flows, and the spend by user adds them up
     by_user = {row["client_user"]: row for row in rows_of(team.proxies[0].db, "/flows/spend_by_user.json?_shape=array")}
     assert by_user["ada"]["cost_usd"] == pytest.approx(3 * COST)  # gateway 1 served turns 1, 3 and 5
+
+
+def test_one_stream_at_a_time_across_both_gateways(team):
+    """A key allowed one stream at a time: while it streams through one gateway, the other refuses it a second;
+    once the first has ended, the place is free again."""
+    body = {"model": "slow-model", "max_tokens": 20, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"x-api-key": team.keys["single"]}
+    with httpx.Client(timeout=20) as first, first.stream("POST", f"{team.proxies[0].url}/v1/messages", json=body,
+                                                        headers=headers) as streaming:
+        assert streaming.status_code == 200
+        chunks = streaming.iter_raw()  # kept: a dropped iterator closes the stream, and the client hangs up
+        assert b"message_start" in next(chunks)  # the stream is open
+        second = httpx.post(f"{team.proxies[1].url}/v1/messages", json=body, headers=headers, timeout=20)
+        rest = b"".join(chunks)
+        assert second.status_code == 429 and second.headers["x-should-retry"] == "true"
+        assert "'single' already has 1 streams open" in second.json()["error"]["message"]
+        assert b"message_stop" in rest
+    time.sleep(0.3)  # the place is given back just after the answer
+    again = httpx.post(f"{team.proxies[1].url}/v1/messages", json=body, headers=headers, timeout=20)
+    assert again.status_code == 200 and "message_stop" in again.text
 
 
 def test_claude_code_stops_on_a_budget_refusal(team, tmp_path):
@@ -197,3 +219,18 @@ def test_a_key_on_cooldown_in_one_gateway_is_on_cooldown_in_the_other(fake_upstr
         for proxy in proxies:
             stop(proxy.process)
         stop(redis_server.process)
+
+
+def test_a_redis_url_with_a_password_is_refused_at_start(fake_upstream, tmp_path):
+    """Options show in mitmweb and in process lists: the password belongs in CCANY_REDIS_PASSWORD."""
+    import subprocess
+
+    from tests.conftest import VENV_BIN, free_port
+
+    result = subprocess.run(
+        [str(VENV_BIN / "ccany"), "--mode", f"reverse:{fake_upstream.url}", "-p", str(free_port()),
+         "--set", f"ccany_db={tmp_path / 'f.db'}", "--set", "ccany_redis_url=redis://:hunter2-redis@127.0.0.1:1/0"],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert result.returncode != 0
+    shown = result.stdout + result.stderr
+    assert "ccany_redis_url must not carry a password" in shown and "CCANY_REDIS_PASSWORD" in shown

@@ -313,3 +313,34 @@ def test_a_restarted_gateway_reads_this_months_spend_back_from_its_flow_log(tmp_
     assert "client key 'laptop' has used its daily budget" in refused.value.message
     # no flow DB, or not one yet: nothing to read back
     assert seed_spend(LocalState(Clock()), str(tmp_path / "none.db"), snapshot, NOON) == 0
+
+
+def test_redis_with_a_password_from_the_environment(tmp_path):
+    """The password comes apart from the URL (CCANY_REDIS_PASSWORD): a server that asks for one is used with it,
+    and without it the process counts alone rather than failing the request."""
+    import subprocess
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                               "--appendonly", "no", "--requirepass", "s3cret-redis-pass"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.3)
+
+        async def body():
+            with_password = RedisState(f"redis://127.0.0.1:{port}/0", "s3cret-redis-pass")
+            assert (await with_password.admit([], Take("rpm:key:1:1", 1, 5, 120), None)).refused is None
+            assert with_password.up and await with_password.read(["rpm:key:1:1"]) == [1.0]
+            await with_password.close()
+            without = RedisState(f"redis://127.0.0.1:{port}/0")
+            assert (await without.admit([], Take("rpm:key:1:1", 1, 5, 120), None)).refused is None
+            assert not without.up  # refused by the server: counted alone, and said so
+            assert "s3cret" not in without.describe()
+            await without.close()
+
+        run(body)
+    finally:
+        server.terminate()
+        server.wait()
