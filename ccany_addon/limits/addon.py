@@ -18,7 +18,7 @@ from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.config.options import declare
 from ccany_addon.config.snapshot import ClientKey
 from ccany_addon.flowlog.writer import describe_failure
-from ccany_addon.limits.admission import Admission, admit, settle
+from ccany_addon.limits.admission import Admission, admit, used_by
 from ccany_addon.limits.redis_state import RedisState
 from ccany_addon.limits.seed import seed_spend
 from ccany_addon.limits.shared_state import LocalState, SharedState
@@ -126,7 +126,8 @@ class Limits:
 
     @fail_closed
     def response(self, flow: http.HTTPFlow) -> None:
-        self._add_headers(flow)  # a non-streamed answer: the gateway wrote its headers in its own response hook
+        if flow.response is not None and not flow.response.stream:  # a stream's headers went out long ago
+            self._add_headers(flow)  # the gateway wrote a non-streamed answer's headers in its own response hook
         self._end(flow)
 
     @fail_closed
@@ -135,9 +136,12 @@ class Limits:
 
     def _add_headers(self, flow: http.HTTPFlow) -> None:
         admitted = self._admitted.get(flow)
-        if admitted is not None and flow.response is not None:
-            for name, value in admitted[1].headers:
-                flow.response.headers[name] = value
+        if admitted is not None and flow.response is not None and admitted[1].headers:
+            # in one pass (7 headers one by one cost 17 µs); ours replace an upstream's own (the anthropic kind's)
+            ours = tuple((name.encode(), value.encode()) for name, value in admitted[1].headers)
+            names = {name for name, _ in ours}
+            headers = flow.response.headers
+            headers.fields = tuple(field for field in headers.fields if field[0].lower() not in names) + ours
 
     def _end(self, flow: http.HTTPFlow) -> None:
         admitted = self._admitted.pop(flow, None)
@@ -146,9 +150,11 @@ class Limits:
             return
         client, admission = admitted
         record = state.record
-        # after the answer: the client does not wait for this round trip
-        self._later(settle(self.shared, client.payers, record.usage, record.cost_usd, record.ended or time.time(),
-                           admission.lease))
+        adds = used_by(client.payers, record.usage, record.cost_usd, record.ended or time.time())
+        if isinstance(self.shared, LocalState):  # counting in memory: no round trip, no task
+            self.shared.count_now(adds, admission.lease)
+        elif adds or admission.lease is not None:
+            self._later(self.shared.count(adds, admission.lease))  # after the answer: the client does not wait
 
     def _later(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)

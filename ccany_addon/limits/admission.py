@@ -12,6 +12,7 @@ limits addon, over a `SharedState` (this process's memory or Redis), with no mit
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,18 +38,25 @@ class Budget:
 def budgets(scope: str, limits: KeyLimits, now: float) -> list[Budget]:
     """The budgets of a key (`key:3`) or user (`user:1`) in force at `now`, each with its current window's
     counter."""
-    day = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    next_day = day.timestamp() + 86_400
-    month = day.replace(day=1)
-    next_month = (month.replace(year=month.year + 1, month=1) if month.month == 12
-                  else month.replace(month=month.month + 1)).timestamp()
+    if limits.daily_usd is None and limits.monthly_usd is None:
+        return []
+    day, next_day, month, next_month = _calendar(int(now // 86_400))
     found = []
     if limits.daily_usd is not None:
-        found.append(Budget("daily", limits.daily_usd, f"usd:{scope}:d:{day:%Y-%m-%d}", next_day, 2 * 86_400))
+        found.append(Budget("daily", limits.daily_usd, f"usd:{scope}:d:{day}", next_day, 2 * 86_400))
     if limits.monthly_usd is not None:
-        found.append(Budget("monthly", limits.monthly_usd, f"usd:{scope}:m:{month:%Y-%m}", next_month,
-                            32 * 86_400))
+        found.append(Budget("monthly", limits.monthly_usd, f"usd:{scope}:m:{month}", next_month, 32 * 86_400))
     return found
+
+
+@functools.lru_cache(maxsize=8)  # asked twice a flow, the answer changes once a day
+def _calendar(day_number: int) -> tuple[str, float, str, float]:
+    """A UTC day's name and when it ends; its month's name and when that ends."""
+    day = datetime.fromtimestamp(day_number * 86_400, UTC)
+    month = day.replace(day=1)
+    next_month = month.replace(year=month.year + 1, month=1) if month.month == 12 else month.replace(
+        month=month.month + 1)
+    return f"{day:%Y-%m-%d}", (day_number + 1) * 86_400.0, f"{month:%Y-%m}", next_month.timestamp()
 
 
 def minute_window(now: float) -> tuple[int, float]:
@@ -62,6 +70,7 @@ def dollars(amount: float) -> str:
     return f"${amount:,.2f}" if amount >= 10 else f"${amount:.4g}"
 
 
+@functools.lru_cache(maxsize=4)  # the same minute's reset, on every answer of that minute
 def rfc3339(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -116,10 +125,10 @@ async def admit(state: SharedState, payers: tuple[Payer, ...], stream: bool, lea
     return Admission(headers, None if held is None else (held.name, held.lease))
 
 
-async def settle(state: SharedState, payers: tuple[Payer, ...], usage: dict, cost_usd: float | None, ended: float,
-                 lease: tuple[str, str] | None) -> None:
-    """Count what a finished flow used, in one step: its tokens in the minute it ended (the key's), its cost in
-    every budget of the key and its owner; and give its stream's place back."""
+def used_by(payers: tuple[Payer, ...], usage: dict, cost_usd: float | None,
+            ended: float) -> list[tuple[str, float, int]]:
+    """What a finished flow adds to the counters (SharedState.count): its tokens in the minute it ended (the
+    key's), its cost in every budget of the key and its owner."""
     key = payers[0]
     adds: list[tuple[str, float, int]] = []
     if key.limits.tpm is not None:
@@ -130,8 +139,7 @@ async def settle(state: SharedState, payers: tuple[Payer, ...], usage: dict, cos
     if cost_usd:
         adds += [(budget.counter, cost_usd, budget.ttl) for payer in payers
                  for budget in budgets(payer.scope, payer.limits, ended)]
-    if adds or lease is not None:
-        await state.count(adds, lease)
+    return adds
 
 
 def _rate_headers(kind: str, limit: int, remaining: int, reset_at: float) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ccany_addon.anthropic_api.errors import GatewayError
-from ccany_addon.limits.admission import admit, budgets, settle
+from ccany_addon.limits.admission import admit, budgets, used_by
 from ccany_addon.limits.key_limits import KeyLimits, Payer
 from ccany_addon.limits.redis_state import RedisState
 from ccany_addon.limits.shared_state import Lease, LocalState, Take
@@ -31,7 +31,7 @@ def admit_(state, payers_, stream, lease, now):
 
 
 def settle_(state, payers_, usage, cost, ended, lease=None):
-    asyncio.run(settle(state, payers_, usage, cost, ended, lease))
+    state.count_now(used_by(payers_, usage, cost, ended), lease)
 
 
 class Clock:
