@@ -2,7 +2,7 @@
 a key with none, in one proxy counting in its own memory and one counting in Redis; the price lookup each flow
 makes; and time to first byte at 32 concurrent streams with the counts in memory and in Redis.
 
-    .venv/bin/python scripts/bench_limits.py [--requests N] [--rounds R] [--streams N] [--concurrency N]
+    .venv/bin/python scripts/bench_limits.py [--requests N] [--rounds R] [--streams N] [--concurrency N] [--burst]
 
 Every proxy runs without a flow log (`ccany_db=`), so what differs between them is only the limits. Needs
 redis-server (scripts/setup installs it).
@@ -47,7 +47,7 @@ def config(path: Path, upstream: str) -> dict[str, str]:
     return keys
 
 
-def ttfb_ms(url: str, body: bytes, key: str, streams: int, concurrency: int) -> list[float]:
+def ttfb_ms(url: str, body: bytes, key: str, streams: int, concurrency: int, burst: bool = False) -> list[float]:
     """Milliseconds from sending each stream to its first byte, `concurrency` streams at a time, their starts
     spread over a stream's length (clients that all start at once would each wait for the others' CPU)."""
     clients = [httpx.Client(timeout=60, headers={"content-type": "application/json", "x-api-key": key})
@@ -55,7 +55,8 @@ def ttfb_ms(url: str, body: bytes, key: str, streams: int, concurrency: int) -> 
 
     def run(number: int) -> list[float]:
         times = []
-        time.sleep(number * 9 * TRICKLE_MS / 1000 / concurrency)
+        if not burst:
+            time.sleep(number * 9 * TRICKLE_MS / 1000 / concurrency)
         for _ in range(streams // concurrency):
             started = time.perf_counter()
             with clients[number].stream("POST", url, content=body) as response:
@@ -91,6 +92,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--streams", type=int, default=640, help="streams of the time-to-first-byte case")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--burst", action="store_true",
+                        help="start the time-to-first-byte streams all at once, in step (the worst case)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="ccany-bench-limits-"))
@@ -120,7 +123,7 @@ def main() -> None:
             for label, port in (("in memory", local_port), ("in Redis", shared_port)):
                 first_byte.setdefault(label, []).extend(ttfb_ms(
                     f"http://127.0.0.1:{port}/v1/messages", trickle, keys["limited"], args.streams // 4,
-                    args.concurrency))
+                    args.concurrency, args.burst))
     finally:
         for process in (local, shared, upstream.process, redis.process):
             stop(process)
@@ -136,7 +139,8 @@ def main() -> None:
     print(f"pricing a flow (a cached price lookup): {lookup:.1f} µs = "
           f"{lookup / 10 / statistics.median(base):.2f}% of a stream's CPU")
     print(f"\ntime to first byte, ms, {args.streams} streams {args.concurrency} at a time (each 9 chunks "
-          f"{TRICKLE_MS} ms apart, the first after that wait too), a key with every limit:")
+          f"{TRICKLE_MS} ms apart, the first after that wait too; "
+          f"{'started all at once' if args.burst else 'starts spread over a stream'}), a key with every limit:")
     for label, values in first_byte.items():
         p90 = sorted(values)[int(len(values) * 0.9)]
         print(f"  counts {label:<10} p50 {statistics.median(values):7.2f}   p90 {p90:7.2f}")
