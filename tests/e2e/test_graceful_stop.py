@@ -49,9 +49,11 @@ async def _load_and_stop(proxy_url: str, process) -> tuple[list[Outcome], float]
         plan = ([("fast", "claude-sonnet-4-5", False)] * 60 + [("fast_stream", "scenario:text", True)] * 40
                 + [("slow_stream", "scenario:trickle_200", True)] * 50 + [("hanging", "scenario:hang", True)] * 40)
         tasks = [asyncio.create_task(_send(client, proxy_url, kind, model, stream,
-                                           hanging_headers if kind == "hanging" else None))
+                                           hanging_headers if kind in ("hanging", "slow_stream") else None))
                  for kind, model, stream in plan]
-        for _ in range(40):  # every hanging stream has its request-id: now they are mid-flight
+        # every hanging and slow stream has its request-id: now they are mid-flight (on a loaded machine some were
+        # still connecting when the stop came, and a connection the stop refused is not a flow mid-flight)
+        for _ in range(40 + 50):
             await asyncio.wait_for(hanging_headers.get(), 20)
         process.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
