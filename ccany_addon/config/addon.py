@@ -196,6 +196,11 @@ class ConfigWatcher:
                                               status=failure.status, message=failure.message,
                                               cooling_until=cooling_until, disabled_reason=failure.disabled))
 
+    def enable_switched_key(self, name: str, at: float) -> None:
+        """Queues the re-enabling of a key another gateway process saw re-enabled (`store.enable_switched_key`)."""
+        if self._reader is not None:
+            self._reader.submit(functools.partial(store.enable_switched_key, name=name, at=at))
+
     def _publish(self, snapshot: ConfigSnapshot) -> None:
         """On the reader thread: the loop swaps the snapshot in and applies its settings."""
         assert self._loop is not None

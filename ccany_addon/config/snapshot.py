@@ -27,6 +27,7 @@ class ProviderKey:
     name: str
     secret: str
     cooling_until: float = 0.0  # epoch seconds: a cooldown the gateway recorded (survives restarts)
+    created_at: float = 0.0  # epoch seconds: a key disabled in the fleet before it was added is not this one
 
     @property
     def label(self) -> str:
@@ -119,12 +120,13 @@ class ConfigSnapshot:
 def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSnapshot:
     problems: list[str] = []
     keys: dict[int, list[ProviderKey]] = {}
-    query = "SELECT id, provider_id, name, secret, cooling_until FROM provider_keys WHERE enabled ORDER BY id"
-    for key_id, provider_id, name, secret, cooling_until in db.execute(query).fetchall():
+    query = ("SELECT id, provider_id, name, secret, cooling_until, created_at FROM provider_keys WHERE enabled "
+             "ORDER BY id")
+    for key_id, provider_id, name, secret, cooling_until, created_at in db.execute(query).fetchall():
         try:
             if cipher is None:
                 raise SecretError("no master key")
-            key = ProviderKey(key_id, name, cipher.decrypt(secret), utc_seconds(cooling_until))
+            key = ProviderKey(key_id, name, cipher.decrypt(secret), utc_seconds(cooling_until), utc_seconds(created_at))
             keys.setdefault(provider_id, []).append(key)
         except SecretError as error:
             problems.append(f"a key of provider {provider_id} cannot be used: {error}")

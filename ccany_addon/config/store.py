@@ -118,6 +118,20 @@ def record_key_failure(db: sqlite_utils.Database, key_id: int, status: int, mess
         db["provider_keys"].update(key_id, row)
 
 
+def enable_switched_key(db: sqlite_utils.Database, name: str, at: float) -> None:
+    """Another gateway process sharing state saw key `provider/key name` re-enabled at `at`: re-enable it here if
+    a gateway disabled it (not an admin, by hand) no later than that."""
+    with db.atomic():
+        rows = db.execute(
+            "SELECT k.id FROM provider_keys k JOIN providers p ON p.id = k.provider_id "
+            "WHERE p.name || '/' || k.name = ? AND NOT k.enabled AND k.disabled_reason IS NOT NULL "
+            "AND coalesce(k.last_failure_at, '') <= ?", [name, utc_text(at)]).fetchall()
+        for (key_id,) in rows:
+            db["provider_keys"].update(key_id, {"enabled": 1})
+            audit(db, "gateway", "enable provider key", f"provider_keys/{key_id}",
+                  {"reason": "re-enabled in another gateway process sharing state"})
+
+
 def add_route(db: sqlite_utils.Database, actor: str, pattern: str, provider: str, upstream_model: str | None,
               priority: int = 100, scenario: str | None = None) -> int:
     if scenario is not None and scenario not in SCENARIOS:

@@ -16,21 +16,23 @@ from mitmproxy import ctx, exceptions, http
 
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.config.options import declare
-from ccany_addon.config.snapshot import ClientKey
+from ccany_addon.config.snapshot import ClientKey, Provider
 from ccany_addon.flowlog.writer import describe_failure
 from ccany_addon.limits.admission import Admission, admit, used_by
+from ccany_addon.limits.fleet_keys import FleetKeys
 from ccany_addon.limits.redis_state import RedisState
 from ccany_addon.limits.seed import seed_spend
 from ccany_addon.limits.shared_state import LocalState, SharedState
 from ccany_addon.proxy import replies
 from ccany_addon.proxy.fail_closed import fail_closed, fail_closed_async
 from ccany_addon.proxy.gateway import Gateway
+from ccany_addon.upstreams.key_pool import KeyFailure
 
 logger = logging.getLogger("ccany")
 
 PASSWORD_ENV = "CCANY_REDIS_PASSWORD"
 REASONS = {402: "budget", 429: "rate"}
-COOLDOWN_POLL = 1.0  # seconds between reads of the provider keys other processes put on cooldown
+KEYS_POLL = 1.0  # seconds between reads of the provider keys other processes put on cooldown or switched
 
 
 class Limits:
@@ -40,7 +42,8 @@ class Limits:
         self._admitted: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[ClientKey, Admission]] = \
             weakref.WeakKeyDictionary()
         self._counting: set[asyncio.Task] = set()  # what ended flows used, on its way to the shared state
-        self._watching: asyncio.Task | None = None  # other processes' key cooldowns, read every second
+        self.fleet_keys = FleetKeys(lambda: self.shared, gateway.pools, lambda: gateway.snapshot, gateway.config)
+        self._watching: asyncio.Task | None = None  # other processes' provider keys, read every second
 
     def load(self, loader: Any) -> None:
         declare(loader, "limits")
@@ -71,21 +74,25 @@ class Limits:
                 seeded = 0
             if seeded:
                 logger.info(f"ccany: budgets: this month's spend of {seeded} client keys read back from the flow log")
-        self.gateway.keys.on_cooldown = lambda name, until: self._later(self.shared.cool(name, until))
+        self.gateway.keys.on_failure = self._key_failed
         if isinstance(self.shared, RedisState):
-            self._watching = asyncio.get_running_loop().create_task(self._watch_cooldowns())
+            self._watching = asyncio.get_running_loop().create_task(self._watch_keys())
         gauges = self.gateway.metrics.gauges
         gauges["ccany_shared_state_up"] = lambda: float(getattr(self.shared, "up", True))
         gauges["ccany_shared_state_outages_total"] = lambda: float(getattr(self.shared, "outages", 0))
 
-    async def _watch_cooldowns(self) -> None:
-        """Keys that failed in another gateway process cool down here too (within a second)."""
+    def _key_failed(self, provider: Provider, failure: KeyFailure) -> None:
+        if (telling := self.fleet_keys.failed(provider, failure)) is not None:
+            self._later(telling)
+
+    async def _watch_keys(self) -> None:
+        """Keys that failed in another gateway process cool down or are disabled here too (within a second)."""
         while True:
-            await asyncio.sleep(COOLDOWN_POLL)
+            await asyncio.sleep(KEYS_POLL)
             try:
-                self.gateway.pools.shared_cooling = await self.shared.cooling()
+                await self.fleet_keys.refresh()
             except Exception as error:  # the next poll tries again; the gateway serves on meanwhile
-                logger.error(f"ccany: shared key cooldowns could not be read: {describe_failure(error)}")
+                logger.error(f"ccany: shared provider keys could not be read: {describe_failure(error)}")
 
     async def done(self) -> None:
         if self._watching is not None:

@@ -14,14 +14,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio
 
-from ccany_addon.limits.shared_state import Admitted, Lease, LocalState, Take
-from ccany_addon.util.json_codec import dumps
+from ccany_addon.limits.shared_state import Admitted, KeySwitch, Lease, LocalState, Take
+from ccany_addon.util.json_codec import dumps, loads
 
 logger = logging.getLogger("ccany")
 
@@ -106,6 +107,14 @@ end
 return cooling
 """
 COOLING_KEY = PREFIX + "cooling"
+# KEYS[1]: the hash of provider keys switched (`provider/key name` → JSON {enabled, at, status, reason}). ARGV: the
+# key, the switch's JSON and its `at`; a later switch wins.
+_SWITCH = """
+local kept = redis.call('HGET', KEYS[1], ARGV[1])
+if not kept or cjson.decode(kept).at < tonumber(ARGV[3]) then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+"""
+SWITCHES_KEY = PREFIX + "key_switches"
 
 
 def server_name(url: str) -> str:
@@ -123,12 +132,14 @@ class RedisState:
         self._count = self.client.register_script(_COUNT)
         self._cool = self.client.register_script(_COOL)
         self._cooling = self.client.register_script(_COOLING)
+        self._switch = self.client.register_script(_SWITCH)
         self.local = LocalState()
         self.clock = clock
         self.up = True
         self.outages = 0
         self._retry_at = 0.0
         self._missed: dict[str, tuple[float, int]] = {}  # counted alone while away: counter → (amount, ttl)
+        self._missed_switches: dict[str, KeySwitch] = {}  # keys switched while away
 
     def describe(self) -> str:
         return f"Redis at {self.name}" + ("" if self.up else " (away: counting in this process meanwhile)")
@@ -178,6 +189,23 @@ class RedisState:
 
         return await self._call(shared, self.local.cooling_now)
 
+    async def switch(self, key: str, switch: KeySwitch) -> None:
+        async def shared() -> None:
+            await self._switch_on_server({key: switch})
+
+        def alone() -> None:
+            self.local.switch_now(key, switch)
+            self._missed_switches[key] = switch
+
+        await self._call(shared, alone)
+
+    async def switches(self) -> dict[str, KeySwitch]:
+        async def shared() -> dict[str, KeySwitch]:
+            found = await self.client.hgetall(SWITCHES_KEY)
+            return {key: KeySwitch(**loads(value)) for key, value in found.items()}
+
+        return await self._call(shared, self.local.switches_now)
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -185,6 +213,10 @@ class RedisState:
         keys = [PREFIX + counter for counter, _, _ in adds] + ([PREFIX + release[0]] if release else [])
         asked = {"adds": [[amount, ttl] for _, amount, ttl in adds], "lease": release[1] if release else None}
         await self._count(keys=keys, args=[dumps(asked)])
+
+    async def _switch_on_server(self, switches: dict[str, KeySwitch]) -> None:
+        for key, switch in switches.items():
+            await self._switch(keys=[SWITCHES_KEY], args=[key, dumps(asdict(switch)), switch.at])
 
     # -- the server away and back
 
@@ -211,10 +243,13 @@ class RedisState:
     async def _back(self) -> None:
         self.up = True
         missed, self._missed = self._missed, {}
+        switched, self._missed_switches = self._missed_switches, {}
         try:
+            await self._switch_on_server(switched)  # first: sending a switch twice does no harm, a count would
             await self._count_on_server([(counter, amount, ttl) for counter, (amount, ttl) in missed.items()], None)
         except (redis.RedisError, OSError) as error:  # away again: keep what was missed for the next return
             self._missed = missed
+            self._missed_switches = switched | self._missed_switches
             self._away(error)
             return
         logger.warning(f"ccany: shared state: {self.name} answers again; {len(missed)} counters counted meanwhile "

@@ -4,9 +4,11 @@ Redis/Valkey (`redis_state.py`), so that several gateway processes enforce one l
 Two operations a flow, each one atomic step (one round trip to Redis): `admit` reads the counters a request must be
 under, counts the request and holds a lease for its stream, or does none of it; `count` adds what a finished flow
 used and gives its lease back. And the provider keys cooling down (`cool`, `cooling`), so that a key an upstream
-refused in one process is skipped by the others. Counters are named by the caller with their window in the name
-(`rpm:key:3:29387712`, `usd:user:1:d:2026-12-05`) and expire on their own; leases expire too, so that a process
-that dies holding one does not hold it for ever.
+refused in one process is skipped by the others, and the keys disabled or re-enabled (`switch`, `switches`), so
+that a key an upstream refused as unauthorised is out of use in every process until an admin re-enables it in one
+(`fleet_keys.py`). Counters are named by the caller with their window in the name (`rpm:key:3:29387712`,
+`usd:user:1:d:2026-12-05`) and expire on their own; leases expire too, so that a process that dies holding one does
+not hold it for ever.
 """
 
 from __future__ import annotations
@@ -45,6 +47,17 @@ class Admitted:
     total: float = 0.0  # the take's counter after it (or when refused)
 
 
+@dataclass(frozen=True, slots=True)
+class KeySwitch:
+    """A provider key disabled (an upstream's 401/403) or re-enabled (by an admin), at `at` (epoch seconds):
+    the latest switch of a key wins."""
+
+    enabled: bool
+    at: float
+    status: int = 0
+    reason: str = ""
+
+
 class SharedState(Protocol):
     async def admit(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
         """All or nothing: refused when a read counter has reached its limit, the take would pass its own or no
@@ -66,6 +79,14 @@ class SharedState(Protocol):
         """Every provider key still cooling down, and until when."""
         ...
 
+    async def switch(self, key: str, switch: KeySwitch) -> None:
+        """A provider key was disabled or re-enabled; kept unless a later switch of the key is already there."""
+        ...
+
+    async def switches(self) -> dict[str, KeySwitch]:
+        """The latest switch of every provider key that was ever switched."""
+        ...
+
     def describe(self) -> str:
         ...
 
@@ -78,6 +99,7 @@ class LocalState:
         self._counters: dict[str, tuple[float, float]] = {}  # name → (total, expires at)
         self._leases: dict[str, dict[str, float]] = {}  # name → lease → expires at
         self._cooling: dict[str, float] = {}
+        self._switches: dict[str, KeySwitch] = {}
         self._next_sweep = 0.0
 
     async def admit(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
@@ -95,6 +117,12 @@ class LocalState:
     async def cooling(self) -> dict[str, float]:
         return self.cooling_now()
 
+    async def switch(self, key: str, switch: KeySwitch) -> None:
+        self.switch_now(key, switch)
+
+    async def switches(self) -> dict[str, KeySwitch]:
+        return self.switches_now()
+
     def describe(self) -> str:
         return "this process"
 
@@ -110,6 +138,13 @@ class LocalState:
         now = self.clock()
         self._cooling = {key: until for key, until in self._cooling.items() if until > now}
         return dict(self._cooling)
+
+    def switch_now(self, key: str, switch: KeySwitch) -> None:
+        if (kept := self._switches.get(key)) is None or kept.at < switch.at:
+            self._switches[key] = switch
+
+    def switches_now(self) -> dict[str, KeySwitch]:
+        return dict(self._switches)
 
     def admit_now(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
         now = self.clock()

@@ -11,7 +11,7 @@ from mitmproxy import http
 
 from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.config.snapshot import ConfigSnapshot, Provider, ProviderKey
-from ccany_addon.upstreams.key_pool import KeyFailure, KeyPools, shared_name
+from ccany_addon.upstreams.key_pool import KeyFailure, KeyPools
 
 logger = logging.getLogger("ccany")
 
@@ -22,15 +22,15 @@ class KeyFailures:
         self.pools = pools
         self.snapshot = snapshot
         self.record = record  # the config DB keeps failures (disabled keys survive a restart)
-        # tells the other gateway processes (the limits addon's shared state): the key's shared name, until when
-        self.on_cooldown: Callable[[str, float], None] | None = None
+        # tells the other gateway processes (the limits addon's shared state)
+        self.on_failure: Callable[[Provider, KeyFailure], None] | None = None
 
     def failed(self, request_id: str, provider: Provider, key: ProviderKey, response: http.Response, raw: bytes,
                error: GatewayError) -> GatewayError:
         failure = self.pools.failed(key, response.status_code, response.headers, raw, error.message)
         self.record(failure)
-        if failure.cooldown and self.on_cooldown is not None:
-            self.on_cooldown(shared_name(provider, key), self.pools.clock() + failure.cooldown)
+        if self.on_failure is not None:
+            self.on_failure(provider, failure)
         what = f"disabled ({failure.disabled})" if failure.disabled else f"cooling down for {failure.cooldown:.0f} s"
         logger.warning(f"ccany: {request_id}: key {key.label} of provider {provider.name} {what}")
         wait = self.ready_in(provider)

@@ -52,6 +52,7 @@ class KeyPools:
         self.shared_cooling: dict[str, float] = {}
         self._cooling_until: dict[int, float] = {}
         self._disabled: dict[int, bool] = {}  # key id → the config DB has since listed it as disabled
+        self.reenabled: set[int] = set()  # keys an admin re-enabled since the limits addon last looked (to share it)
         self._turn: dict[str, itertools.count] = {}
 
     def pick(self, provider: Provider) -> ProviderKey | None:
@@ -80,13 +81,20 @@ class KeyPools:
                message: str) -> KeyFailure:
         if status in (401, 403):
             reason = f"upstream answered {status}: {message}"[:500]
-            self._disabled[key.id] = False
+            self.disable(key)
             return KeyFailure(key, status, disabled=reason, message=message)
         now = self.clock()
         asked = cooldown_from(headers, body, now)
         cooldown = min(asked if asked is not None else DEFAULT_COOLDOWN[429 if status == 429 else 500], MAX_COOLDOWN)
         self._cooling_until[key.id] = max(self._cooling_until.get(key.id, 0.0), now + cooldown)
         return KeyFailure(key, status, cooldown=cooldown, message=message)
+
+    def disable(self, key: ProviderKey) -> None:
+        """Out of use until the config DB lists the key as disabled and then as enabled again."""
+        self._disabled[key.id] = False
+
+    def is_disabled(self, key: ProviderKey) -> bool:
+        return key.id in self._disabled
 
     def forget_disabled(self, snapshot: ConfigSnapshot) -> None:
         """A disabled key is usable again once the config DB has listed it as disabled and then as enabled
@@ -99,6 +107,7 @@ class KeyPools:
                 self._disabled[key_id] = True
             elif seen_disabled:
                 del self._disabled[key_id]
+                self.reenabled.add(key_id)
 
 
 def cooldown_from(headers: Mapping[str, str], body: bytes, now: float) -> float | None:

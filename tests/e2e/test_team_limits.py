@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def team(fake_upstream, tmp_path_factory) -> Iterator[Team]:
 
 
 def ask(proxy: Proxy, key: str, text: str = "hi") -> httpx.Response:
-    return httpx.post(f"{proxy.url}/v1/messages", headers={"x-api-key": key}, timeout=20, json={
+    """As the key's holder; with no key, as a client on the gateway's own machine (a config without client keys)."""
+    return httpx.post(f"{proxy.url}/v1/messages", headers={"x-api-key": key} if key else {}, timeout=20, json={
         "model": "claude-opus-4-1", "max_tokens": 20, "messages": [{"role": "user", "content": text}]})
 
 
@@ -181,12 +183,14 @@ def test_killing_redis_loses_no_flow_and_both_keep_answering(team):
 
 
 LIMITED = secret("sk-limited-60-team0123456789abcdef01")  # the fake answers 429, retry after 60 s
+REVOKED = secret("sk-revoked-team-0123456789abcdef01234")  # the fake answers 401
 HEALTHY = secret("sk-team-healthy-0123456789abcdef0123")
 
 
-def test_a_key_on_cooldown_in_one_gateway_is_on_cooldown_in_the_other(fake_upstream, tmp_path):
-    """Two gateways with a config DB each (as on two machines: nothing shared but Redis) and the same provider:
-    the key one of them saw rate-limited is skipped by the other."""
+@contextmanager
+def two_machines(fake_upstream, tmp_path: Path, first_key: str) -> Iterator[tuple[Proxy, Proxy, RedisServer]]:
+    """Two gateways with a config DB each (as on two machines: nothing shared but Redis) and the same provider,
+    whose keys are tried in order: `first_key` as "first", then a healthy one as "second"."""
     redis_server = start_redis(tmp_path)
     proxies = []
     try:
@@ -196,29 +200,72 @@ def test_a_key_on_cooldown_in_one_gateway_is_on_cooldown_in_the_other(fake_upstr
             db = config_db(path)
             store.add_provider(db, "test", "pool", fake_upstream.url + "/v1", models={"big": "gpt-4o"},
                                key_strategy="fill-first")
-            store.set_provider_key(db, "test", "pool", LIMITED, name="first")
+            store.set_provider_key(db, "test", "pool", first_key, name="first")
             store.set_provider_key(db, "test", "pool", HEALTHY, name="second")
             store.add_route(db, "test", "claude-*", "pool", None)
             db.close()
             proxies.append(start_proxy(fake_upstream.url, path.parent, f"ccany_config_db={path}",
                                        f"ccany_redis_url={redis_server.url}"))
-        east, west = proxies
         fake_upstream.clear()
-        refused = httpx.post(f"{east.url}/v1/messages", timeout=20, json={
-            "model": "claude-opus-4-1", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
-        assert refused.status_code == 429 and refused.headers["x-should-retry"] == "true"
-        time.sleep(1.5)  # each gateway reads the shared cooldowns every second
-        answered = httpx.post(f"{west.url}/v1/messages", timeout=20, json={
-            "model": "claude-opus-4-1", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
-        assert answered.status_code == 200
-        used = [r["headers"].get("authorization", "").removeprefix("Bearer ") for r in fake_upstream.requests()]
-        assert used == [LIMITED, HEALTHY]  # west never tried the key east saw refused
-        until = float(redis.Redis(port=redis_server.port).hget("ccany:cooling", "pool/first"))
-        assert 50 < until - time.time() <= 60
+        yield proxies[0], proxies[1], redis_server
     finally:
         for proxy in proxies:
             stop(proxy.process)
         stop(redis_server.process)
+
+
+def keys_used(fake_upstream) -> list[str]:
+    return [r["headers"].get("authorization", "").removeprefix("Bearer ") for r in fake_upstream.requests()]
+
+
+def first_key_row(tmp_path: Path, machine: str, enabled: int | None = None) -> dict:
+    """Key "first" in a machine's config DB; with `enabled`, once the gateway has written it so (10 s at most)."""
+    deadline = time.time() + 10
+    while True:
+        with sqlite3.connect(tmp_path / machine / "config.db") as db:
+            db.row_factory = sqlite3.Row
+            row = dict(db.execute("SELECT * FROM provider_keys WHERE name = 'first'").fetchone())
+        if enabled is None or row["enabled"] == enabled or time.time() > deadline:
+            return row
+        time.sleep(0.1)
+
+
+def test_a_key_on_cooldown_in_one_gateway_is_on_cooldown_in_the_other(fake_upstream, tmp_path):
+    """The key one gateway saw rate-limited is skipped by the other."""
+    with two_machines(fake_upstream, tmp_path, LIMITED) as (east, west, redis_server):
+        refused = ask(east, "")
+        assert refused.status_code == 429 and refused.headers["x-should-retry"] == "true"
+        time.sleep(1.5)  # each gateway reads the shared cooldowns every second
+        assert ask(west, "").status_code == 200
+        assert keys_used(fake_upstream) == [LIMITED, HEALTHY]  # west never tried the key east saw refused
+        until = float(redis.Redis(port=redis_server.port).hget("ccany:cooling", "pool/first"))
+        assert 50 < until - time.time() <= 60
+
+
+def test_a_key_refused_in_one_gateway_is_disabled_in_the_other_until_an_admin_re_enables_it(fake_upstream, tmp_path):
+    """An upstream's 401 in east disables the key in west too, in west's own config DB (its admin pages show it);
+    an admin re-enabling it in west's config DB re-enables it in east's."""
+    with two_machines(fake_upstream, tmp_path, REVOKED) as (east, west, _):
+        refused = ask(east, "")
+        assert refused.status_code == 500 and "disabled until an admin re-enables it" in refused.text
+        assert first_key_row(tmp_path, "east", enabled=0)["enabled"] == 0
+        time.sleep(1.5)  # each gateway reads the shared switches every second
+        assert ask(west, "").status_code == 200
+        assert keys_used(fake_upstream) == [REVOKED, HEALTHY]  # west never tried the key east saw refused
+        in_west = first_key_row(tmp_path, "west", enabled=0)
+        assert in_west["enabled"] == 0 and in_west["last_status"] == 401
+        assert in_west["disabled_reason"].endswith("(seen by another gateway process)")
+        assert REVOKED not in in_west["disabled_reason"]  # the fake's message quotes the key; the gateway's never
+        time.sleep(1.5)  # west reads its config DB every second: it now lists the key as disabled
+        db = config_db(tmp_path / "west" / "config.db")
+        store.set_key_enabled(db, "admin", in_west["id"], True)
+        db.close()
+        in_east = first_key_row(tmp_path, "east", enabled=1)
+        assert in_east["enabled"] == 1 and in_east["disabled_reason"] is None
+        time.sleep(1.5)  # east's snapshot lists it again
+        fake_upstream.clear()
+        ask(east, "")
+        assert keys_used(fake_upstream) == [REVOKED]  # in use again (and refused again, as the fake does)
 
 
 def test_a_redis_url_with_a_password_is_refused_at_start(fake_upstream, tmp_path):

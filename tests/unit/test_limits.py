@@ -15,7 +15,7 @@ from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.limits.admission import admit, budgets, used_by
 from ccany_addon.limits.key_limits import KeyLimits, Payer
 from ccany_addon.limits.redis_state import RedisState
-from ccany_addon.limits.shared_state import Lease, LocalState, Take
+from ccany_addon.limits.shared_state import KeySwitch, Lease, LocalState, Take
 from tests.conftest import RedisServer, start_redis, stop
 
 NOON = datetime(2026, 12, 5, 12, 0, 10, tzinfo=UTC).timestamp()
@@ -115,6 +115,41 @@ def test_cooldowns_keep_the_latest_and_end_on_their_own(make_state):
         await shared.cool("pool/first", soon)  # an earlier end does not shorten it
         await shared.cool("pool/second", time.time() - 1)  # over already
         assert await shared.cooling() == {"pool/first": pytest.approx(later)}
+
+    run(body)
+
+
+def test_a_key_switch_keeps_the_latest_and_survives_the_server_going_away(make_state, redis_server):
+    async def body():
+        shared = await make_state()
+        await shared.switch("pool/first", KeySwitch(False, 200.0, 401, "upstream answered 401: bad key"))
+        await shared.switch("pool/first", KeySwitch(True, 100.0))  # older than what is kept: ignored
+        await shared.switch("pool/second", KeySwitch(True, 150.0))
+        assert await shared.switches() == {"pool/first": KeySwitch(False, 200.0, 401, "upstream answered 401: bad key"),
+                                           "pool/second": KeySwitch(True, 150.0)}
+        await shared.switch("pool/first", KeySwitch(True, 300.0))
+        assert (await shared.switches())["pool/first"] == KeySwitch(True, 300.0)
+
+    run(body)
+
+
+def test_a_key_switched_while_redis_is_away_reaches_it_when_it_is_back(tmp_path):
+    async def body():
+        server = start_redis(tmp_path)
+        clock = Clock(0.0)
+        state = RedisState(server.url, clock=clock)
+        stop(server.process)
+        await state.switch("pool/first", KeySwitch(False, 50.0, 403, "forbidden"))
+        assert not state.up and await state.switches() == {"pool/first": KeySwitch(False, 50.0, 403, "forbidden")}
+        server = start_redis(tmp_path, server.port)  # back, empty
+        try:
+            clock.now += 5
+            assert await state.switches() == {}  # asked again: the server answers with what it holds...
+            assert state.up  # ...and is then told what was switched meanwhile
+            assert await state.switches() == {"pool/first": KeySwitch(False, 50.0, 403, "forbidden")}
+        finally:
+            await state.close()
+            stop(server.process)
 
     run(body)
 
