@@ -97,6 +97,17 @@ def _limit(text: str) -> float | None:
     return int(value) if value == int(value) else value
 
 
+def _model_or_unset(text: str) -> str | None:
+    return None if text.strip().lower() == UNSET else text.strip()
+
+
+OVER_BUDGET_OPTION = ("--over-budget-model",)
+OVER_BUDGET_HELP: dict[str, Any] = {
+    "dest": "over_budget_model", "type": _model_or_unset, "default": argparse.SUPPRESS, "metavar": "MODEL",
+    "help": f"over a budget, answer with this Claude model (routed as if asked for) instead of refusing ('{UNSET}': "
+            "refuse)"}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccany-config", description="Edit ccany's config DB without a browser.")
     parser.add_argument("--db", default=os.environ.get("CCANY_CONFIG_DB", "data/config.db"),
@@ -168,12 +179,14 @@ def _parser() -> argparse.ArgumentParser:
                                  ("--daily-usd", "daily_budget_usd", "USD per UTC day"),
                                  ("--monthly-usd", "monthly_budget_usd", "USD per UTC month")):
         limits.add_argument(option, dest=column, type=_limit, default=argparse.SUPPRESS, metavar="N", help=what)
+    limits.add_argument(*OVER_BUDGET_OPTION, **OVER_BUDGET_HELP)
 
     budget = commands.add_parser("user-budget", help="budget what all of a user's client keys spend together")
     budget.add_argument("username")
     for option, column, what in (("--daily-usd", "daily_budget_usd", "USD per UTC day"),
                                  ("--monthly-usd", "monthly_budget_usd", "USD per UTC month")):
         budget.add_argument(option, dest=column, type=_limit, default=argparse.SUPPRESS, metavar="N", help=what)
+    budget.add_argument(*OVER_BUDGET_OPTION, **OVER_BUDGET_HELP)
 
     price = commands.add_parser("price", help="price matching upstream models (USD per million tokens) instead of "
                                 "the maintained price table", description="0 for a model on your own hardware. "

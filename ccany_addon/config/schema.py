@@ -219,8 +219,14 @@ ALTER TABLE client_keys ADD COLUMN monthly_budget_usd REAL
     CHECK (monthly_budget_usd IS NULL OR monthly_budget_usd >= 0);
 """
 
+# Over a budget, a key's (or its owner's) requests may go to a cheaper Claude model instead of being refused.
+_V9 = """
+ALTER TABLE client_keys ADD COLUMN over_budget_model TEXT;
+ALTER TABLE users ADD COLUMN over_budget_model TEXT;
+"""
+
 MIGRATIONS = [sql_script(_V1), sql_script(_V2), sql_script(_V3), sql_script(_V4), sql_script(_V5), sql_script(_V6),
-              sql_script(_V7), sql_script(_V8)]
+              sql_script(_V7), sql_script(_V8), sql_script(_V9)]
 VERSION = len(MIGRATIONS)
 
 

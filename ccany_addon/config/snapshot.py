@@ -154,7 +154,7 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
     )
     client_keys = {}
     owners = {row["id"]: row for row in db.execute_returning_dicts(
-        "SELECT id, username, daily_budget_usd, monthly_budget_usd FROM users")}
+        "SELECT id, username, daily_budget_usd, monthly_budget_usd, over_budget_model FROM users")}
     for row in db["client_keys"].rows:
         owner = owners.get(row["user_id"])
         budgets = KeyLimits.budgets_of(owner) if owner else KeyLimits()

@@ -13,7 +13,7 @@ import sqlite_utils
 from ccany_addon.config import sessions
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES, SCENARIOS, SETTINGS
 from ccany_addon.config.secrets import client_key_hash, hash_password, new_client_key
-from ccany_addon.limits.key_limits import BUDGET_COLUMNS, LIMIT_COLUMNS
+from ccany_addon.limits.key_limits import BUDGET_COLUMNS, LIMIT_COLUMNS, OVER_BUDGET_COLUMN
 from ccany_addon.upstreams.models import TIERS
 from ccany_addon.util.utc import utc_text
 
@@ -228,10 +228,11 @@ _KEEP = object()  # an owner argument left out: the key keeps its owner
 
 
 def set_client_key_limits(db: sqlite_utils.Database, actor: str, name: str, owner: str | None | object = _KEEP,
-                          **limits: float | None) -> int:
+                          **limits: float | str | None) -> int:
     """Limits and budgets of the client key named `name` (None clears one): `rpm_limit`, `tpm_limit`,
-    `max_streams`, `daily_budget_usd`, `monthly_budget_usd`; and its `owner`, a username (None: no owner), whose
-    budgets all their keys spend together. Returns the key's id."""
+    `max_streams`, `daily_budget_usd`, `monthly_budget_usd`, and `over_budget_model` (over a budget, the model its
+    requests get instead of a refusal); and its `owner`, a username (None: no owner), whose budgets all their keys
+    spend together. Returns the key's id."""
     _check_limits(limits, LIMIT_COLUMNS)
     with db.atomic():
         found = db.execute("SELECT id FROM client_keys WHERE name = ?", [name]).fetchall()
@@ -248,8 +249,9 @@ def set_client_key_limits(db: sqlite_utils.Database, actor: str, name: str, owne
     return int(key_id)
 
 
-def set_user_budgets(db: sqlite_utils.Database, actor: str, username: str, **budgets: float | None) -> None:
-    """A user's `daily_budget_usd` and `monthly_budget_usd` (None clears one), spent by all their client keys."""
+def set_user_budgets(db: sqlite_utils.Database, actor: str, username: str, **budgets: float | str | None) -> None:
+    """A user's `daily_budget_usd` and `monthly_budget_usd` (None clears one), spent by all their client keys,
+    and `over_budget_model`: over one of them, the model their requests get instead of a refusal."""
     _check_limits(budgets, BUDGET_COLUMNS)
     with db.atomic():
         found = user_id(db, username)
@@ -264,10 +266,14 @@ def user_id(db: sqlite_utils.Database, username: str) -> int:
     return int(found[0])
 
 
-def _check_limits(limits: dict[str, float | None], known: tuple[str, ...]) -> None:
-    if unknown := set(limits) - set(known):
+def _check_limits(limits: dict[str, Any], known: tuple[str, ...]) -> None:
+    if unknown := set(limits) - {*known, OVER_BUDGET_COLUMN}:
         raise ConfigError(f"unknown limits: {', '.join(sorted(unknown))}")
     for column, value in limits.items():
+        if column == OVER_BUDGET_COLUMN:
+            if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 200):
+                raise ConfigError(f"{OVER_BUDGET_COLUMN} must be a model name, as a client would ask for it")
+            continue
         usd = column.endswith("_usd")
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value < 0
                                   or value != value or (not usd and value != int(value))):

@@ -21,10 +21,12 @@ from ccany_addon.config import store
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES, SCENARIOS, SETTINGS
 from ccany_addon.config.secrets import Cipher
 from ccany_addon.config.snapshot import allowed_models, setting_value
-from ccany_addon.limits.key_limits import BUDGET_COLUMNS, LIMIT_COLUMNS
+from ccany_addon.limits.key_limits import BUDGET_COLUMNS, LIMIT_COLUMNS, OVER_BUDGET_COLUMN
 from ccany_addon.upstreams.models import TIERS
 
 ACTOR = "cli"
+KEY_COLUMNS = (*LIMIT_COLUMNS, OVER_BUDGET_COLUMN)  # what a client key carries beside its name and hash
+USER_COLUMNS = (*BUDGET_COLUMNS, OVER_BUDGET_COLUMN)
 
 
 def export_config(db: sqlite_utils.Database, cipher: Cipher | None, with_secrets: bool) -> dict[str, Any]:
@@ -57,11 +59,11 @@ def export_config(db: sqlite_utils.Database, cipher: Cipher | None, with_secrets
     client_keys = [{"name": row["name"], "prefix": row["prefix"], "expires_at": row["expires_at"],
                     "allowed_models": list(allowed_models(row["allowed_models"])) or None,
                     "enabled": bool(row["enabled"]), **({"key_hash": row["key_hash"]} if with_secrets else {}),
-                    **{column: row[column] for column in LIMIT_COLUMNS if row.get(column) is not None},
+                    **{column: row[column] for column in KEY_COLUMNS if row.get(column) is not None},
                     **({"owner": usernames[row["user_id"]]} if row.get("user_id") in usernames else {})}
                    for row in db["client_keys"].rows_where(order_by="id")]
     users = [{"username": row["username"], "role": row["role"],
-              **{column: row[column] for column in BUDGET_COLUMNS if row.get(column) is not None},
+              **{column: row[column] for column in USER_COLUMNS if row.get(column) is not None},
               **({"password_hash": row["password_hash"]} if with_secrets else {})}
              for row in db["users"].rows_where(order_by="id")]
     settings = {row["name"]: row["value"] for row in db["settings"].rows_where(order_by="name")}
@@ -127,9 +129,11 @@ _SPECS: dict[str, dict[str, _Field]] = {
     "client_keys": {"name": _Field("text", True), "prefix": _Field("text"), "expires_at": _Field("text"),
                     "allowed_models": _Field("texts"), "enabled": _Field("flag"), "key_hash": _Field("text"),
                     "rpm_limit": _Field("number"), "tpm_limit": _Field("number"), "max_streams": _Field("number"),
-                    "daily_budget_usd": _Field("usd"), "monthly_budget_usd": _Field("usd"), "owner": _Field("text")},
+                    "daily_budget_usd": _Field("usd"), "monthly_budget_usd": _Field("usd"), "owner": _Field("text"),
+                    "over_budget_model": _Field("text")},
     "users": {"username": _Field("text", True), "role": _Field("text", choices=ROLES),
-              "password_hash": _Field("text"), "daily_budget_usd": _Field("usd"), "monthly_budget_usd": _Field("usd")},
+              "password_hash": _Field("text"), "daily_budget_usd": _Field("usd"), "monthly_budget_usd": _Field("usd"),
+              "over_budget_model": _Field("text")},
     "model_capabilities": {"pattern": _Field("text", True), "max_output_tokens": _Field("number"),
                            "context_window": _Field("number"), "vision": _Field("flag"), "tools": _Field("flag"),
                            "reasoning": _Field("flag"), "late_system": _Field("flag"),
@@ -319,7 +323,7 @@ def _apply(db: sqlite_utils.Database, plan: dict[str, Any], done: list[str]) -> 
             db["routes"].update(route_id, {"enabled": 0})
         done.append(f"route {route['pattern']} → {route['provider']} added")
     for user in plan["users"]:  # before the client keys, which may name them as owners
-        budgets = {column: user[column] for column in BUDGET_COLUMNS if column in user}
+        budgets = {column: user[column] for column in USER_COLUMNS if column in user}
         exists = db.execute("SELECT 1 FROM users WHERE username = ?", [user["username"]]).fetchone()
         if not exists and user.get("password_hash"):
             db["users"].insert({"username": user["username"], "password_hash": user["password_hash"],
@@ -338,7 +342,7 @@ def _apply(db: sqlite_utils.Database, plan: dict[str, Any], done: list[str]) -> 
                                   "expires_at": key.get("expires_at"), "enabled": int(key.get("enabled", True)),
                                   "allowed_models": json.dumps(key["allowed_models"])
                                   if key.get("allowed_models") else None,
-                                  **{column: key[column] for column in LIMIT_COLUMNS if column in key},
+                                  **{column: key[column] for column in KEY_COLUMNS if column in key},
                                   **({"user_id": store.user_id(db, key["owner"])} if key.get("owner") else {})})
         store.audit(db, ACTOR, "import client key", "client_keys", {"name": key["name"]})
         done.append(f"client key {key['name']} imported")

@@ -18,12 +18,12 @@ from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.config.options import declare
 from ccany_addon.config.snapshot import ClientKey, Provider
 from ccany_addon.flowlog.writer import describe_failure
-from ccany_addon.limits.admission import Admission, admit, used_by
+from ccany_addon.limits.admission import Admission, admit, over_budget_model, used_by
 from ccany_addon.limits.fleet_keys import FleetKeys
 from ccany_addon.limits.redis_state import RedisState
 from ccany_addon.limits.seed import seed_spend
 from ccany_addon.limits.shared_state import LocalState, SharedState
-from ccany_addon.proxy import replies
+from ccany_addon.proxy import endpoints, replies
 from ccany_addon.proxy.fail_closed import fail_closed, fail_closed_async
 from ccany_addon.proxy.gateway import Gateway
 from ccany_addon.upstreams.key_pool import KeyFailure
@@ -106,6 +106,20 @@ class Limits:
         self.gateway.internal_error(flow, hook, error)
 
     # -- hooks
+
+    @fail_closed_async
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Before the gateway routes the request: a key (or owner) over a budget that names an over-budget model
+        has its request routed as that model (the flow log notes it) instead of being refused at admission."""
+        state = self.gateway.state(flow)
+        if state is None or state.error is not None or flow.response is not None or state.client is None:
+            return
+        payers = state.client.payers
+        if not any(payer.limits.over_budget_model for payer in payers):
+            return
+        if flow.request.path.split("?", 1)[0] != endpoints.MESSAGES:
+            return
+        state.model_override = await over_budget_model(self.shared, payers, time.time())
 
     @fail_closed_async
     async def request(self, flow: http.HTTPFlow) -> None:

@@ -5,7 +5,8 @@ limits addon, over a `SharedState` (this process's memory or Redis), with no mit
 - Tokens a minute and spend are added when a flow ends (only then are they known); a request is refused while the
   current window's total has reached the limit.
 - Budgets are USD per UTC day and per UTC month. Over budget, the answer is `402 billing_error` with
-  `x-should-retry: false` (Claude Code then stops instead of retrying), naming the budget and when it resets.
+  `x-should-retry: false` (Claude Code then stops instead of retrying), naming the budget and when it resets;
+  unless the key (or its owner) names an over-budget model, which the request is then routed as instead.
 - Rate limits answer `429 rate_limit_error` with `retry-after` and Anthropic's `anthropic-ratelimit-*` headers,
   which successful answers carry too, so that a client can pace itself.
 """
@@ -24,6 +25,7 @@ from ccany_addon.limits.shared_state import Lease, SharedState, Take
 MINUTE = 60
 BUDGET_HEADER = "x-ccany-budget-remaining"  # `key:daily=4.21, user:monthly=95.1`: USD left before the request
 STREAM_LEASE_TTL = 3600.0  # a stream still open after an hour no longer holds its place (a process that died)
+NEVER = 1e300  # the limit of a budget that does not refuse (JSON has no infinity, for the Lua script)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +93,7 @@ async def admit(state: SharedState, payers: tuple[Payer, ...], stream: bool, lea
     limits = key.limits
     minute, reset_at = minute_window(now)
     in_force = [(payer, budget) for payer in payers for budget in budgets(payer.scope, payer.limits, now)]
-    reads = [(budget.counter, budget.limit) for _, budget in in_force]
+    reads = [(budget.counter, NEVER if payer.limits.over_budget_model else budget.limit) for payer, budget in in_force]
     if limits.tpm is not None:
         reads.append((f"tpm:{key.scope}:{minute}", limits.tpm))
     take = None if limits.rpm is None else Take(f"rpm:{key.scope}:{minute}", 1, limits.rpm, 2 * MINUTE)
@@ -123,6 +125,18 @@ async def admit(state: SharedState, payers: tuple[Payer, ...], stream: bool, lea
     if counted.refused == "lease":
         raise _too_many(f"ccany: {key.name} already has {limits.streams} streams open", 1, headers)
     return Admission(headers, None if held is None else (held.name, held.lease))
+
+
+async def over_budget_model(state: SharedState, payers: tuple[Payer, ...], now: float) -> str | None:
+    """The model a request is routed as when a payer that names one has used up one of its budgets (the key's
+    first, then its owner's); None while every such budget has money left."""
+    in_force = [(payer, budget) for payer in payers if payer.limits.over_budget_model
+                for budget in budgets(payer.scope, payer.limits, now)]
+    if not in_force:
+        return None
+    spent = await state.read([budget.counter for _, budget in in_force])
+    return next((payer.limits.over_budget_model for (payer, budget), value in zip(in_force, spent, strict=True)
+                 if value >= budget.limit), None)
 
 
 def used_by(payers: tuple[Payer, ...], usage: dict, cost_usd: float | None,

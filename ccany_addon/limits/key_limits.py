@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 
 LIMIT_COLUMNS = ("rpm_limit", "tpm_limit", "max_streams", "daily_budget_usd", "monthly_budget_usd")
 BUDGET_COLUMNS = ("daily_budget_usd", "monthly_budget_usd")  # what a user (all their keys together) may have
+OVER_BUDGET_COLUMN = "over_budget_model"  # of a key and of a user: the Claude model to answer with over a budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,16 +17,18 @@ class KeyLimits:
     streams: int | None = None  # streams at once
     daily_usd: float | None = None  # spend per UTC day
     monthly_usd: float | None = None  # spend per UTC month
+    over_budget_model: str | None = None  # over a budget, requests go to this (cheaper) model instead of refused
 
     @classmethod
     def from_row(cls, row: dict) -> KeyLimits:
         """A `client_keys` row's limits; a row from before config DB v8 has none."""
-        return cls(*(row.get(column) for column in LIMIT_COLUMNS))
+        return cls(*(row.get(column) for column in LIMIT_COLUMNS), over_budget_model=row.get(OVER_BUDGET_COLUMN))
 
     @classmethod
     def budgets_of(cls, row: dict) -> KeyLimits:
         """A `users` row's budgets."""
-        return cls(daily_usd=row.get("daily_budget_usd"), monthly_usd=row.get("monthly_budget_usd"))
+        return cls(daily_usd=row.get("daily_budget_usd"), monthly_usd=row.get("monthly_budget_usd"),
+                   over_budget_model=row.get(OVER_BUDGET_COLUMN))
 
     def __bool__(self) -> bool:
         return any(getattr(self, f.name) is not None for f in fields(self))

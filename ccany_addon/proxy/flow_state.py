@@ -40,6 +40,7 @@ class FlowState:
     sent: bool = False  # the upstream request is whole and the gateway's own: only then does it get the key
     late_system: bool = False  # the converted request carries a system message after the first
     prompt_cache_key: str | None = None  # the session's hashed id, for upstreams that take `prompt_cache_key`
+    model_override: str | None = None  # the model routed instead of the client's (the limits addon: over budget)
 
     @classmethod
     def begin(cls, flow: http.HTTPFlow) -> FlowState:

@@ -282,7 +282,7 @@ class Gateway:
         self.pools.forget_disabled(snapshot)
         scenarios = routing.request_scenarios(request, estimated_tokens, ctx.options.ccany_long_context_threshold,
                                               flow.request.headers.get("x-claude-code-request-class", ""))
-        choice = routing.choose(request.model, snapshot, self.upstream, self.tiers, scenarios,
+        choice = routing.choose(state.model_override or request.model, snapshot, self.upstream, self.tiers, scenarios,
                                 lambda provider: self.pools.ready_in(provider) == 0)
         upstream, upstream_model = choice.upstream, choice.model
         state.upstream, state.provider, state.stream = upstream, choice.provider, request.stream
@@ -324,7 +324,8 @@ class Gateway:
         state.late_system = outgoing.late_system
         for note in outgoing.notes:
             logger.info(f"ccany: {state.request_id}: {note}")
-        record.notes = list(outgoing.notes)
+        record.notes = list(outgoing.notes) + ([f"over budget: routed as {state.model_override}"]
+                                               if state.model_override else [])
         upstream_request.rewrite(flow.request, upstream, outgoing, request.stream)
         record.upstream_url = upstream_request.url(upstream, outgoing.path)
         record.upstream_request = outgoing.body

@@ -14,7 +14,7 @@ from datasette.utils.asgi import Response
 
 from ccany_addon.config import sessions, store
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES
-from ccany_addon.limits.key_limits import BUDGET_COLUMNS
+from ccany_addon.limits.key_limits import BUDGET_COLUMNS, OVER_BUDGET_COLUMN
 from ccany_addon.upstreams.models import TIERS
 from ccany_addon.util.utc import utc_text
 from ccany_addon.web.accounts import require_admin, set_session
@@ -185,7 +185,8 @@ async def users_page(datasette: Datasette, request: Request) -> Response:
                     own_version = version  # but not this browser's
                 message = f"Set a new password for {username}; their sessions are logged out"
             elif action == "budgets":
-                budgets = {column: _usd_field(form, column) for column in BUDGET_COLUMNS}
+                budgets: dict[str, float | str | None] = {c: _usd_field(form, c) for c in BUDGET_COLUMNS}
+                budgets[OVER_BUDGET_COLUMN] = form.get(OVER_BUDGET_COLUMN, "").strip() or None
                 await write_config(datasette, request, lambda db: store.set_user_budgets(
                     db, actor["id"], username, **budgets))
                 message = f"Set the budgets of {username}"
@@ -197,8 +198,8 @@ async def users_page(datasette: Datasette, request: Request) -> Response:
                 error = f"there is already a user named {username}"
     db = await config_db(datasette)
     users = [dict(row) for row in (await db.execute(
-        "SELECT username, role, enabled, created_at, daily_budget_usd, monthly_budget_usd FROM users "
-        "ORDER BY username")).rows]
+        "SELECT username, role, enabled, created_at, daily_budget_usd, monthly_budget_usd, over_budget_model "
+        "FROM users ORDER BY username")).rows]
     response = await render(datasette, request, "ccany_admin_users.html", {
         "users": users, "roles": ROLES, "error": error, "message": message, "me": actor["id"],
     }, status=400 if error else 200)

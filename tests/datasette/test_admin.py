@@ -468,9 +468,11 @@ async def test_admin_sets_a_users_budgets(flow_log: FlowLog, tmp_path: Path) -> 
     ds = datasette_for(flow_log.path, config)
     admin, viewer = await session(ds, *ADMIN), await session(ds, *VIEWER)
     done = await ds.client.post("/-/admin/users", cookies=admin, data={
-        "action": "budgets", "username": "victor", "daily_budget_usd": "$5", "monthly_budget_usd": ""})
+        "action": "budgets", "username": "victor", "daily_budget_usd": "$5", "monthly_budget_usd": "",
+        "over_budget_model": " claude-haiku-4-5 "})
     assert done.status_code == 200 and "Set the budgets of victor" in done.text
     assert 'value="5.0" aria-label="daily budget of victor"' in done.text
+    assert 'value="claude-haiku-4-5" aria-label="model for victor over budget"' in done.text
     bad = await ds.client.post("/-/admin/users", cookies=admin, data={
         "action": "budgets", "username": "victor", "daily_budget_usd": "lots", "monthly_budget_usd": ""})
     assert bad.status_code == 400 and "daily budget usd must be an amount in USD" in error_text(bad.text)
@@ -484,3 +486,4 @@ async def test_admin_sets_a_users_budgets(flow_log: FlowLog, tmp_path: Path) -> 
         db.close()
     assert laptop.owner == "victor" and laptop.payers[1].limits.daily_usd == 5.0
     assert laptop.payers[1].limits.monthly_usd is None
+    assert laptop.payers[1].limits.over_budget_model == "claude-haiku-4-5"

@@ -4,6 +4,7 @@ Redis mid-run loses no flow while both keep answering."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import redis
 from ccany_addon.config import store
 from tests.conftest import Proxy, RedisServer, config_db, secret, start_proxy, start_redis, stop
 from tests.datasette.conftest import rows_of
+from tests.e2e.flow_db import flow_rows
 from tests.e2e.test_claude_code import run_claude
 
 KEY = secret("sk-team-upstream-0123456789abcdef012")
@@ -281,3 +283,35 @@ def test_a_redis_url_with_a_password_is_refused_at_start(fake_upstream, tmp_path
     assert result.returncode != 0
     shown = result.stdout + result.stderr
     assert "ccany_redis_url must not carry a password" in shown and "CCANY_REDIS_PASSWORD" in shown
+
+
+def test_a_key_over_budget_with_an_over_budget_model_is_answered_by_that_model(fake_upstream, tmp_path):
+    """Over its daily budget a key that names an over-budget model is not refused: its requests are routed as that
+    model (here to a cheaper upstream model), the client still sees the model it asked for, the flow says why."""
+    path = tmp_path / "config.db"
+    db = config_db(path)
+    store.add_provider(db, "test", "openai", fake_upstream.url + "/v1", models={"big": "gpt-4o", "small": "gpt-4o"})
+    store.set_provider_key(db, "test", "openai", KEY)
+    store.add_route(db, "test", "claude-*", "openai", None)
+    store.add_route(db, "test", "claude-haiku-*", "openai", "gpt-4o-mini", priority=10)
+    key_id, key = store.create_client_key(db, "test", "frugal")
+    secret(key)
+    store.set_client_key_limits(db, "test", "frugal", daily_budget_usd=0.003, over_budget_model="claude-haiku-4-5")
+    db.close()
+    proxy = start_proxy(fake_upstream.url, tmp_path, f"ccany_config_db={path}")
+    try:
+        fake_upstream.clear()
+        answers = [ask(proxy, key, f"turn {n}") for n in range(3)]  # each of the first two costs $0.00217
+        assert [answer.status_code for answer in answers] == [200, 200, 200]
+        assert [r["body"]["model"] for r in fake_upstream.requests()] == ["gpt-4o", "gpt-4o", "gpt-4o-mini"]
+        assert answers[2].json()["model"] == "claude-opus-4-1"
+        assert answers[2].headers["x-ccany-budget-remaining"] == "key:daily=0"
+        deadline = time.time() + 10
+        while len(rows := flow_rows(proxy.db, "client_key_id = ?", [str(key_id)])) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        last = rows[-1]
+        assert (last["client_model"], last["upstream_model"]) == ("claude-opus-4-1", "gpt-4o-mini")
+        assert "over budget: routed as claude-haiku-4-5" in json.loads(last["notes"])
+        assert all("over budget" not in (row["notes"] or "") for row in rows[:2])
+    finally:
+        stop(proxy.process)

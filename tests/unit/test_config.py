@@ -402,7 +402,7 @@ def test_a_v5_config_db_gains_the_new_capability_columns_unset(tmp_path):
     old["model_capabilities"].insert({"pattern": "qwen3-*", "late_system": 0})
     old.close()
     db = open_config_db(path, None)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 8
+    assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION == 9
     row = next(db["model_capabilities"].rows)
     assert row["late_system"] == 0 and all(row[name] is None for name in NEW_CAPABILITY_FLAGS)
     override = read_snapshot(db, None).capabilities[0]

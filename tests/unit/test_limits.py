@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from ccany_addon.anthropic_api.errors import GatewayError
-from ccany_addon.limits.admission import admit, budgets, used_by
+from ccany_addon.limits.admission import admit, budgets, over_budget_model, used_by
 from ccany_addon.limits.key_limits import KeyLimits, Payer
 from ccany_addon.limits.redis_state import RedisState
 from ccany_addon.limits.shared_state import KeySwitch, Lease, LocalState, Take
@@ -207,6 +207,28 @@ def test_a_redis_that_goes_away_is_counted_around_and_caught_up_with(tmp_path, c
         finally:
             await state.close()
             stop(server.process)
+
+    run(body)
+
+
+def test_over_budget_a_payer_naming_a_model_is_routed_as_it_and_never_refused(make_state):
+    async def body():
+        shared = await make_state()
+        now = time.time()
+        frugal = KeyLimits(daily_usd=0.01, over_budget_model="claude-haiku-4-5")
+        owner = Payer("user:1", "user 'ada'", KeyLimits(monthly_usd=1.0))
+        key = payers(1, "laptop", frugal, owner)
+        assert await over_budget_model(shared, key, now) is None  # money left
+        await shared.count(used_by(key, {}, 0.02, now), None)
+        assert await over_budget_model(shared, key, now) == "claude-haiku-4-5"
+        admitted = await admit(shared, key, False, "req_1", now)  # over the key's budget, admitted all the same
+        assert ("x-ccany-budget-remaining", "key:daily=0, user:monthly=0.98") in admitted.headers
+        await shared.count(used_by(key, {}, 1.0, now), None)  # the owner's budget names no model: it refuses
+        with pytest.raises(GatewayError) as refused:
+            await admit(shared, key, False, "req_2", now)
+        assert refused.value.status == 402 and "user 'ada' has used its monthly budget" in refused.value.message
+        plain = payers(2, "desktop", KeyLimits(daily_usd=0.01))
+        assert await over_budget_model(shared, plain, now) is None
 
     run(body)
 

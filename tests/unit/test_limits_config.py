@@ -61,6 +61,8 @@ def test_cli_refuses_what_cannot_be_a_limit(db_path, capsys):
     assert "rpm_limit must be a whole number >= 0" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         config_main(["--db", db_path, "client-key-limits", "laptop", "--rpm", "-1"])
+    assert config_main(["--db", db_path, "client-key-limits", "laptop", "--over-budget-model", " "]) == 1
+    assert "over_budget_model must be a model name" in capsys.readouterr().err
     assert config_main(["--db", db_path, "client-key-limits", "laptop"]) == 1
     assert config_main(["--db", db_path, "user-budget", "ada"]) == 1
     assert payers(db_path)["laptop"] == (Payer("key:1", "client key 'laptop'", KeyLimits()),)
@@ -68,24 +70,41 @@ def test_cli_refuses_what_cannot_be_a_limit(db_path, capsys):
 
 def test_limits_owners_and_budgets_travel_through_export_and_import(db_path, tmp_path):
     db = open_config_db(db_path, None)
-    store.set_client_key_limits(db, "t", "laptop", "ada", rpm_limit=30, daily_budget_usd=2.5)
-    store.set_user_budgets(db, "t", "ada", daily_budget_usd=10.0)
+    store.set_client_key_limits(db, "t", "laptop", "ada", rpm_limit=30, daily_budget_usd=2.5,
+                                over_budget_model="claude-haiku-4-5")
+    store.set_user_budgets(db, "t", "ada", daily_budget_usd=10.0, over_budget_model="claude-3-5-haiku")
     exported = export_config(db, None, with_secrets=True)
     db.close()
     assert exported["client_keys"][0] | {"key_hash": "…", "prefix": "…"} == {
         "name": "laptop", "prefix": "…", "expires_at": None, "allowed_models": None, "enabled": True,
-        "key_hash": "…", "rpm_limit": 30, "daily_budget_usd": 2.5, "owner": "ada"}
+        "key_hash": "…", "rpm_limit": 30, "daily_budget_usd": 2.5, "owner": "ada",
+        "over_budget_model": "claude-haiku-4-5"}
     assert {k: v for k, v in exported["users"][0].items() if k != "password_hash"} == {
-        "username": "ada", "role": "viewer", "daily_budget_usd": 10.0}
+        "username": "ada", "role": "viewer", "daily_budget_usd": 10.0, "over_budget_model": "claude-3-5-haiku"}
     other = open_config_db(tmp_path / "other.db", None)
     done = import_config(other, yaml.safe_load(yaml.safe_dump(exported)))
     assert "user ada imported" in done and "budgets of user ada set" in done
     snapshot = read_snapshot(other, None)
     laptop = next(key for key in snapshot.client_keys.values() if key.name == "laptop")
-    assert laptop.payers == (Payer("key:1", "client key 'laptop'", KeyLimits(rpm=30, daily_usd=2.5)),
-                             Payer("user:1", "user 'ada'", KeyLimits(daily_usd=10.0)))
+    assert laptop.payers == (
+        Payer("key:1", "client key 'laptop'", KeyLimits(rpm=30, daily_usd=2.5, over_budget_model="claude-haiku-4-5")),
+        Payer("user:1", "user 'ada'", KeyLimits(daily_usd=10.0, over_budget_model="claude-3-5-haiku")))
     # a key naming an owner neither side has is refused before anything is written
     bad = {"client_keys": [{"name": "x", "key_hash": "abc", "owner": "zed"}]}
     with pytest.raises(store.ConfigError, match="client_keys\\[0\\] \\(name 'x'\\): no user named 'zed'"):
         import_config(other, bad)
     other.close()
+
+
+def test_cli_sets_and_clears_the_model_a_key_or_user_gets_over_budget(db_path, capsys):
+    assert config_main(["--db", db_path, "client-key-limits", "laptop", "--daily-usd", "1", "--over-budget-model",
+                        "claude-haiku-4-5"]) == 0
+    assert config_main(["--db", db_path, "user-budget", "ada", "--monthly-usd", "20", "--over-budget-model",
+                        "claude-3-5-haiku"]) == 0
+    assert config_main(["--db", db_path, "client-key-limits", "desktop", "--user", "ada"]) == 0
+    assert "over_budget_model=claude-3-5-haiku" in capsys.readouterr().out
+    found = payers(db_path)
+    assert found["laptop"][0].limits == KeyLimits(daily_usd=1, over_budget_model="claude-haiku-4-5")
+    assert found["desktop"][1].limits == KeyLimits(monthly_usd=20, over_budget_model="claude-3-5-haiku")
+    assert config_main(["--db", db_path, "client-key-limits", "laptop", "--over-budget-model", "default"]) == 0
+    assert payers(db_path)["laptop"][0].limits == KeyLimits(daily_usd=1)  # over budget: refused again
