@@ -117,6 +117,7 @@ def menu_links(datasette: Datasette, actor: dict | None) -> list[dict[str, str]]
     if role == "admin":
         links.append({"href": datasette.urls.path("/-/admin"), "label": "Gateway admin"})
     if role is not None and isinstance(actor, dict) and "token" not in actor:
+        links.append({"href": datasette.urls.path("/-/my-keys"), "label": "Your keys and budgets"})
         links.append({"href": datasette.urls.path("/-/password"), "label": "Change password"})
     return links
 

@@ -14,9 +14,10 @@ from datasette.utils.asgi import Response
 
 from ccany_addon.config import sessions, store
 from ccany_addon.config.schema import KEY_STRATEGIES, PROVIDER_KINDS, ROLES
-from ccany_addon.limits.key_limits import BUDGET_COLUMNS, OVER_BUDGET_COLUMN
+from ccany_addon.limits.key_limits import BUDGET_COLUMNS, LIMIT_COLUMNS, OVER_BUDGET_COLUMN
 from ccany_addon.upstreams.models import TIERS
 from ccany_addon.util.utc import utc_text
+from ccany_addon.web import key_usage
 from ccany_addon.web.accounts import require_admin, set_session
 from ccany_addon.web.config_db import CONFIG_TABLES, config_db, write_config
 from ccany_addon.web.forms import render
@@ -112,9 +113,15 @@ async def _set_key(datasette: Datasette, request: Request, actor: dict, form: di
 
 async def client_keys_page(datasette: Datasette, request: Request) -> Response:
     actor = require_admin(request)
-    error = created = None
-    if request.method == "POST":
-        form = await request.post_vars()
+    error = created = message = None
+    if request.method == "POST" and (form := await request.post_vars()).get("action") == "limits":
+        try:
+            await write_config(datasette, request, lambda db: store.set_client_key_limits(
+                db, actor["id"], form.get("name", ""), **_limits_fields(form)))
+            message = f"Set the limits of {form.get('name', '')}"
+        except (store.ConfigError, sqlite3.IntegrityError) as failure:
+            error = str(failure)
+    elif request.method == "POST":
         name = form.get("name", "").strip()
         expires = form.get("expires_at", "").strip() or None
         models = [m for m in re.split(r"[\s,]+", form.get("allowed_models", "")) if m] or None
@@ -135,14 +142,35 @@ async def client_keys_page(datasette: Datasette, request: Request) -> Response:
             error = str(failure)
     db = await config_db(datasette)
     keys = [dict(row) for row in (await db.execute(
-        "SELECT id, name, prefix, expires_at, allowed_models, enabled, created_at FROM client_keys ORDER BY id")).rows]
+        f"SELECT {key_usage.KEY_COLUMNS}, k.expires_at, k.allowed_models, k.created_at FROM client_keys k "
+        "LEFT JOIN users u ON u.id = k.user_id ORDER BY k.id")).rows]
+    key_usage.with_spend(keys, await key_usage.spent_by_key(datasette, [key["id"] for key in keys]))
     for key in keys:
         key["url"] = datasette.urls.row(db.name, "client_keys", str(key["id"]))
-    context = {"keys": keys, "created": created, "error": error,
+    context = {"keys": keys, "created": created, "error": error, "message": message,
                "table_url": datasette.urls.table(db.name, "client_keys")}
     # The new key is in this page only: never cached, never stored.
     return await render(datasette, request, "ccany_admin_client_keys.html", context, status=400 if error else 200,
                         headers={"cache-control": "no-store"})
+
+
+def _limits_fields(form: dict) -> dict[str, float | str | None]:
+    """A key's limits typed into its row's form: each empty field is no limit."""
+    limits: dict[str, float | str | None] = {
+        column: _usd_field(form, column) if column.endswith("_usd") else _count_field(form, column)
+        for column in LIMIT_COLUMNS}
+    limits[OVER_BUDGET_COLUMN] = form.get(OVER_BUDGET_COLUMN, "").strip() or None
+    limits["owner"] = form.get("owner", "").strip() or None
+    return limits
+
+
+def _count_field(form: dict, name: str) -> int | None:
+    text = form.get(name, "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise store.ConfigError(f"{name.replace('_', ' ')} must be a whole number, or empty for none")
+    return int(text)
 
 
 def _usd_field(form: dict, name: str) -> float | None:

@@ -24,7 +24,7 @@ from datasette import hookimpl
 from datasette.permissions import PermissionSQL
 from datasette.utils.asgi import Response
 
-from ccany_addon.web import accounts, admin_pages, audit, cells, config_db, guard
+from ccany_addon.web import accounts, admin_pages, audit, cells, config_db, guard, key_usage
 
 
 @hookimpl
@@ -95,4 +95,5 @@ def register_routes() -> list[tuple[str, Callable]]:
         (r"^/-/admin/providers$", admin_pages.providers_page),
         (r"^/-/admin/client-keys$", admin_pages.client_keys_page),
         (r"^/-/admin/users$", admin_pages.users_page),
+        (r"^/-/my-keys$", key_usage.my_keys_page),
     ]

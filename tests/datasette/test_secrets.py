@@ -34,7 +34,7 @@ def sql(database: str, query: str, suffix: str = ".json") -> str:
 def probe_paths(config: Config) -> list[str]:
     paths = ["/", "/.json", "/config", "/config.json", "/config/-/schema", "/config/-/schema.json", "/-/databases.json",
              "/config.db", "/ccany.db", "/-/dashboard", "/-/admin", "/-/admin/providers", "/-/admin/client-keys",
-             "/-/admin/users", "/-/password", "/-/jump?q=secret", "/-/actor.json"]
+             "/-/admin/users", "/-/password", "/-/my-keys", "/-/jump?q=secret", "/-/actor.json"]
     for table, pk in ROWS.items():
         base = f"/config/{table}"
         paths += [base, base + ".json", base + ".json?_shape=array", base + ".csv", base + ".json?_extra=columns",
