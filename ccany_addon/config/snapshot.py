@@ -15,7 +15,7 @@ import sqlite_utils
 from ccany_addon.config.schema import SETTINGS
 from ccany_addon.config.secrets import Cipher, SecretError
 from ccany_addon.costs.prices import PriceOverride
-from ccany_addon.limits.key_limits import KeyLimits, Payer
+from ccany_addon.limits.key_limits import KeyLimits, Payer, key_scope, user_scope
 from ccany_addon.upstreams.models import TIERS, CapabilityOverride
 
 logger = logging.getLogger("ccany")
@@ -75,11 +75,12 @@ class ClientKey:
     limits: KeyLimits = KeyLimits()
     owner: str | None = None  # the user whose key it is (their budgets cover all their keys)
     owner_limits: Payer | None = None
+    scope: str = ""  # its name in the shared counters (`key_scope`)
 
     @property
     def payers(self) -> tuple[Payer, ...]:
         """Whose limits a request of this key is held to: the key's own, then its owner's budgets."""
-        own = Payer(f"key:{self.id}", f"client key {self.name!r}", self.limits)
+        own = Payer(self.scope or f"key:{self.id}", f"client key {self.name!r}", self.limits)
         return (own,) if self.owner_limits is None else (own, self.owner_limits)
 
     def allows(self, model: str) -> bool:
@@ -161,7 +162,8 @@ def read_snapshot(db: sqlite_utils.Database, cipher: Cipher | None) -> ConfigSna
         client_keys[row["key_hash"]] = ClientKey(
             row["id"], row["name"], row["expires_at"], allowed_models(row["allowed_models"]), bool(row["enabled"]),
             KeyLimits.from_row(row), owner["username"] if owner else None,
-            Payer(f"user:{owner['id']}", f"user {owner['username']!r}", budgets) if owner and budgets else None)
+            Payer(user_scope(owner["username"]), f"user {owner['username']!r}", budgets) if owner and budgets else None,
+            key_scope(row["key_hash"]))
     settings: dict[str, object] = {}
     for row in db["settings"].rows:
         kind = SETTINGS.get(row["name"])

@@ -18,7 +18,7 @@ from ccany_addon.anthropic_api.errors import GatewayError
 from ccany_addon.config.options import declare
 from ccany_addon.config.snapshot import ClientKey, Provider
 from ccany_addon.flowlog.writer import describe_failure
-from ccany_addon.limits.admission import Admission, admit, over_budget_model, used_by
+from ccany_addon.limits.admission import LEASE_RENEWAL, STREAM_LEASE_TTL, Admission, admit, over_budget_model, used_by
 from ccany_addon.limits.fleet_keys import FleetKeys
 from ccany_addon.limits.redis_state import RedisState
 from ccany_addon.limits.seed import seed_spend
@@ -44,6 +44,7 @@ class Limits:
         self._counting: set[asyncio.Task] = set()  # what ended flows used, on its way to the shared state
         self.fleet_keys = FleetKeys(lambda: self.shared, gateway.pools, lambda: gateway.snapshot, gateway.config)
         self._watching: asyncio.Task | None = None  # other processes' provider keys, read every second
+        self._renewing: asyncio.Task | None = None  # the places of the streams open here, held while they run
 
     def load(self, loader: Any) -> None:
         declare(loader, "limits")
@@ -75,8 +76,10 @@ class Limits:
             if seeded:
                 logger.info(f"ccany: budgets: this month's spend of {seeded} client keys read back from the flow log")
         self.gateway.keys.on_failure = self._key_failed
+        loop = asyncio.get_running_loop()
         if isinstance(self.shared, RedisState):
-            self._watching = asyncio.get_running_loop().create_task(self._watch_keys())
+            self._watching = loop.create_task(self._watch_keys())
+        self._renewing = loop.create_task(self._renew_leases())
         gauges = self.gateway.metrics.gauges
         gauges["ccany_shared_state_up"] = lambda: float(getattr(self.shared, "up", True))
         gauges["ccany_shared_state_outages_total"] = lambda: float(getattr(self.shared, "outages", 0))
@@ -94,9 +97,22 @@ class Limits:
             except Exception as error:  # the next poll tries again; the gateway serves on meanwhile
                 logger.error(f"ccany: shared provider keys could not be read: {describe_failure(error)}")
 
+    async def _renew_leases(self) -> None:
+        """A stream's place expires unless renewed, so that a process that dies does not hold its places."""
+        while True:
+            await asyncio.sleep(LEASE_RENEWAL)
+            leases = [admission.lease for _, admission in list(self._admitted.values()) if admission.lease]
+            if not leases:
+                continue
+            try:
+                await self.shared.renew(leases, STREAM_LEASE_TTL)
+            except Exception as error:  # the next round tries again
+                logger.error(f"ccany: stream places could not be renewed: {describe_failure(error)}")
+
     async def done(self) -> None:
-        if self._watching is not None:
-            self._watching.cancel()
+        for task in (self._watching, self._renewing):
+            if task is not None:
+                task.cancel()
         if self._counting:
             await asyncio.wait(list(self._counting), timeout=5)
         if isinstance(self.shared, RedisState):

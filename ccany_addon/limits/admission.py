@@ -24,7 +24,10 @@ from ccany_addon.limits.shared_state import Lease, SharedState, Take
 
 MINUTE = 60
 BUDGET_HEADER = "x-ccany-budget-remaining"  # `key:daily=4.21, user:monthly=95.1`: USD left before the request
-STREAM_LEASE_TTL = 3600.0  # a stream still open after an hour no longer holds its place (a process that died)
+# A stream's place is held for this long and renewed while the stream runs (`LEASE_RENEWAL`): the places held by a
+# gateway process that died are free again within it.
+STREAM_LEASE_TTL = 15.0
+LEASE_RENEWAL = 5.0  # seconds between renewals of the leases of the streams a process has open
 NEVER = 1e300  # the limit of a budget that does not refuse (JSON has no infinity, for the Lua script)
 
 

@@ -3,6 +3,7 @@ it). None: no limit of that kind."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields
 
 LIMIT_COLUMNS = ("rpm_limit", "tpm_limit", "max_streams", "daily_budget_usd", "monthly_budget_usd")
@@ -34,10 +35,20 @@ class KeyLimits:
         return any(getattr(self, f.name) is not None for f in fields(self))
 
 
+def key_scope(key_hash: str) -> str:
+    """A client key's name in the counters gateway processes share: the same on every machine the key was imported
+    to (row ids may differ between config DBs), and nothing that tells the key or its hash."""
+    return "key:" + hashlib.sha256(b"ccany-limits:" + key_hash.encode()).hexdigest()[:16]
+
+
+def user_scope(username: str) -> str:
+    return f"user:{username}"
+
+
 @dataclass(frozen=True, slots=True)
 class Payer:
     """Whose limits a request is held to: a client key (`key:3`), or the user owning it (`user:1`)."""
 
-    scope: str
+    scope: str  # `key_scope`, `user_scope`: counters are named by it
     name: str  # for messages: "client key 'laptop'", "user 'ada'"
     limits: KeyLimits

@@ -85,6 +85,20 @@ if asked.lease ~= cjson.null then redis.call('ZREM', KEYS[#asked.adds + 1], aske
 return 1
 """
 
+# KEYS: the leases' sets; ARGV[1]: the seconds to add, by the server's clock; ARGV[2...]: the lease in each set. A
+# lease no longer held (given back, or expired) is not taken again.
+_RENEW = """
+local clock = redis.call('TIME')
+local expires = tonumber(clock[1]) + tonumber(clock[2]) / 1000000 + tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  if redis.call('ZSCORE', key, ARGV[i + 1]) then
+    redis.call('ZADD', key, expires, ARGV[i + 1])
+    redis.call('EXPIRE', key, math.ceil(tonumber(ARGV[1])) + 1)
+  end
+end
+return 1
+"""
+
 # KEYS[1]: the hash of provider keys cooling down (`provider/key name` → until, epoch seconds). ARGV: the key and
 # until; a later `until` wins. COOLING reads it and forgets the keys whose cooldown is over.
 _COOL = """
@@ -133,6 +147,7 @@ class RedisState:
         self._cool = self.client.register_script(_COOL)
         self._cooling = self.client.register_script(_COOLING)
         self._switch = self.client.register_script(_SWITCH)
+        self._renew = self.client.register_script(_RENEW)
         self.local = LocalState()
         self.clock = clock
         self.up = True
@@ -175,6 +190,12 @@ class RedisState:
             return [float(value or 0) for value in await self.client.mget([PREFIX + c for c in counters])]
 
         return await self._call(shared, lambda: self.local.read_now(counters))
+
+    async def renew(self, leases: list[tuple[str, str]], ttl: float) -> None:
+        async def shared() -> None:
+            await self._renew(keys=[PREFIX + name for name, _ in leases], args=[ttl, *(lease for _, lease in leases)])
+
+        await self._call(shared, lambda: self.local.renew_now(leases, ttl))
 
     async def cool(self, key: str, until: float) -> None:
         async def shared() -> None:

@@ -71,6 +71,10 @@ class SharedState(Protocol):
     async def read(self, counters: list[str]) -> list[float]:
         ...
 
+    async def renew(self, leases: list[tuple[str, str]], ttl: float) -> None:
+        """Hold each (name, lease) still held `ttl` seconds more (a stream still open)."""
+        ...
+
     async def cool(self, key: str, until: float) -> None:
         """A provider key (`provider/key name`, the same on every machine) is cooling down until `until` (epoch s)."""
         ...
@@ -111,6 +115,9 @@ class LocalState:
     async def read(self, counters: list[str]) -> list[float]:
         return self.read_now(counters)
 
+    async def renew(self, leases: list[tuple[str, str]], ttl: float) -> None:
+        self.renew_now(leases, ttl)
+
     async def cool(self, key: str, until: float) -> None:
         self.cool_now(key, until)
 
@@ -142,6 +149,12 @@ class LocalState:
     def switch_now(self, key: str, switch: KeySwitch) -> None:
         if (kept := self._switches.get(key)) is None or kept.at < switch.at:
             self._switches[key] = switch
+
+    def renew_now(self, leases: list[tuple[str, str]], ttl: float) -> None:
+        until = self.clock() + ttl
+        for name, lease in leases:
+            if lease in (held := self._leases.get(name, {})):
+                held[lease] = until
 
     def switches_now(self) -> dict[str, KeySwitch]:
         return dict(self._switches)

@@ -17,6 +17,8 @@ import pytest
 import redis
 
 from ccany_addon.config import store
+from ccany_addon.config.secrets import client_key_hash
+from ccany_addon.limits.key_limits import key_scope
 from tests.conftest import Proxy, RedisServer, config_db, secret, start_proxy, start_redis, stop
 from tests.datasette.conftest import rows_of
 from tests.e2e.flow_db import flow_rows
@@ -144,6 +146,42 @@ def test_one_stream_at_a_time_across_both_gateways(team):
     assert again.status_code == 200 and "message_stop" in again.text
 
 
+def test_the_stream_places_of_a_gateway_that_died_are_free_again_within_15_s(fake_upstream, tmp_path):
+    """A gateway killed mid-stream cannot give its stream's place back: the place expires, because only a
+    running gateway renews the places of its open streams."""
+    redis_server = start_redis(tmp_path)
+    path = tmp_path / "config.db"
+    db = config_db(path)
+    store.add_provider(db, "test", "openai", fake_upstream.url + "/v1", models={"big": "gpt-4o"})
+    store.set_provider_key(db, "test", "openai", KEY)
+    store.add_route(db, "test", "slow-*", "openai", "scenario:trickle_150")
+    _, key = store.create_client_key(db, "test", "single")
+    store.set_client_key_limits(db, "test", "single", max_streams=1)
+    db.close()
+    for name in ("doomed", "survivor"):
+        (tmp_path / name).mkdir()
+    doomed, survivor = (start_proxy(fake_upstream.url, tmp_path / name, f"ccany_config_db={path}",
+                                    f"ccany_redis_url={redis_server.url}") for name in ("doomed", "survivor"))
+    body = {"model": "slow-model", "max_tokens": 20, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        with httpx.Client(timeout=20) as client, client.stream("POST", f"{doomed.url}/v1/messages", json=body,
+                                                               headers={"x-api-key": key}) as streaming:
+            assert b"message_start" in next(streaming.iter_raw())
+            doomed.process.kill()  # no goodbye: its place stays in Redis
+            killed = time.monotonic()
+        refused = httpx.post(f"{survivor.url}/v1/messages", json=body, headers={"x-api-key": key}, timeout=20)
+        assert refused.status_code == 429 and "already has 1 streams open" in refused.text
+        while (answer := httpx.post(f"{survivor.url}/v1/messages", json=body, headers={"x-api-key": key},
+                                    timeout=20)).status_code == 429 and time.monotonic() - killed < 25:
+            time.sleep(1)
+        assert answer.status_code == 200 and "message_stop" in answer.text
+        assert 5 < time.monotonic() - killed < 18  # its last renewal, at most 5 s before, lasted 15 s
+    finally:
+        stop(doomed.process)
+        stop(survivor.process)
+        stop(redis_server.process)
+
+
 def test_claude_code_stops_on_a_budget_refusal(team, tmp_path):
     proxy = team.proxies[1]
     assert ask(proxy, team.keys["cli"]).status_code == 200  # $0.00217 of a $0.001 budget: over it
@@ -180,8 +218,8 @@ def test_killing_redis_loses_no_flow_and_both_keep_answering(team):
     # what each gateway counted alone was added to the shared count when Redis came back: the 4 requests made
     # while it was away, and the 2 since
     server = redis.Redis(port=team.redis.port)
-    minute, key_id = int(time.time() // 60), team.key_ids["outage"]
-    assert sum(float(server.get(f"ccany:rpm:key:{key_id}:{m}") or 0) for m in (minute - 1, minute)) == 6
+    minute, scope = int(time.time() // 60), key_scope(client_key_hash(team.keys["outage"]))
+    assert sum(float(server.get(f"ccany:rpm:{scope}:{m}") or 0) for m in (minute - 1, minute)) == 6
 
 
 LIMITED = secret("sk-limited-60-team0123456789abcdef01")  # the fake answers 429, retry after 60 s

@@ -107,6 +107,25 @@ def test_leases_count_what_is_open(make_state):
     run(body)
 
 
+def test_a_renewed_lease_outlives_its_first_term_and_one_not_renewed_ends(make_state):
+    """A process renews the places of the streams it has open; those of a process that died end on their own."""
+    async def body():
+        shared = await make_state()
+
+        async def lease(name: str) -> str | None:
+            return (await shared.admit([], None, Lease("streams:key:2", name, 2, 1.0))).refused
+
+        assert [await lease("alive"), await lease("dead")] == [None, None]
+        await asyncio.sleep(0.6)
+        await shared.renew([("streams:key:2", "alive"), ("streams:key:2", "gone")], 1.0)  # "gone" was never held
+        await asyncio.sleep(0.6)  # "dead" has expired, "alive" has not
+        assert [await lease("new"), await lease("another")] == [None, "lease"]
+        await shared.count([], ("streams:key:2", "new"))
+        assert await lease("gone") is None  # renewing did not take a place for it
+
+    run(body)
+
+
 def test_cooldowns_keep_the_latest_and_end_on_their_own(make_state):
     async def body():
         shared = await make_state()
