@@ -74,7 +74,8 @@ class Gateway:
         self.tiers = ModelTiers("", "", "")
         self._temperature: float | None = None
         self.pools = KeyPools()
-        self.keys = KeyFailures(self.pools, lambda: self.snapshot, self._record_key_failure)
+        self.keys = KeyFailures(self.pools, lambda: self.snapshot,
+                                config.record_key_failure if config is not None else lambda failure: None)
         self.cache = ResponseCache()
         self.tools = ToolCache()  # a session's tools array, parsed and converted once for all its turns
         self.metrics = Metrics(lambda: (self.tiers, self.snapshot))  # model labels: configured models only
@@ -164,7 +165,8 @@ class Gateway:
             if handler == "messages":
                 self._forward(flow, state)
             elif handler == "count_tokens":
-                local_answers.count_tokens(self, flow, state, self._decoded(flow))
+                raw = request_body.of(flow.request, ctx.options.ccany_max_body_size)
+                local_answers.count_tokens(self, flow, state, raw)
             else:
                 local_answers.answer(self, flow, state, handler, path)
         except GatewayError as error:
@@ -269,7 +271,7 @@ class Gateway:
         state.record.client_key_id = state.client.id if state.client else None
 
     def _forward(self, flow: http.HTTPFlow, state: FlowState) -> None:
-        raw = self._decoded(flow)
+        raw = request_body.of(flow.request, ctx.options.ccany_max_body_size)
         request = parse(MessagesRequest, raw, tools=self.tools)
         record = state.record
         record.last_message = request.messages[-1] if request.messages else None
@@ -372,18 +374,7 @@ class Gateway:
         state.fail(error)
         replies.reply(flow, state.request_id, error.status, error.body(), error=error)
 
-    @staticmethod
-    def _decoded(flow: http.HTTPFlow) -> bytes:
-        """The request body, decompressed within the size limit (mitmproxy's own decoding has no bound)."""
-        raw = flow.request.raw_content or b""
-        encoding = flow.request.headers.get("content-encoding", "")
-        return request_body.decoded(raw, encoding, ctx.options.ccany_max_body_size) if encoding else raw
-
     # -- what the other addons ask
-
-    def _record_key_failure(self, failure: Any) -> None:
-        if self.config is not None:
-            self.config.record_key_failure(failure)
 
     @property
     def snapshot(self) -> ConfigSnapshot:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 
 import brotli
+from mitmproxy import http
 
 from ccany_addon.anthropic_api.errors import GatewayError
 
@@ -26,6 +27,13 @@ def check_encoding(encoding: str) -> None:
     if name and name != "identity" and name.removeprefix("x-") not in ENCODINGS:
         raise GatewayError(415, f"Content-Encoding {encoding.strip()!r} is not supported: send the body "
                                 f"uncompressed or as {', '.join(ENCODINGS)}")
+
+
+def of(request: http.Request, limit: int) -> bytes:
+    """A request's body, decompressed within `limit` (mitmproxy's own decoding has no bound)."""
+    raw = request.raw_content or b""
+    encoding = request.headers.get("content-encoding", "")
+    return decoded(raw, encoding, limit) if encoding else raw
 
 
 def decoded(raw: bytes, encoding: str, limit: int) -> bytes:
