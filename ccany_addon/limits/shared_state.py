@@ -6,9 +6,9 @@ under, counts the request and holds a lease for its stream, or does none of it; 
 used and gives its lease back. And the provider keys cooling down (`cool`, `cooling`), so that a key an upstream
 refused in one process is skipped by the others, and the keys disabled or re-enabled (`switch`, `switches`), so
 that a key an upstream refused as unauthorised is out of use in every process until an admin re-enables it in one
-(`fleet_keys.py`). Counters are named by the caller with their window in the name (`rpm:key:3:29387712`,
-`usd:user:1:d:2026-12-05`) and expire on their own; leases expire too, so that a process that dies holding one does
-not hold it for ever.
+(`fleet_keys.py`). Counters are named by the caller with their window in the name (`rpm:key:<16 hex>:29387712`,
+`usd:user:ada:d:2026-12-05`; `key_limits.key_scope`) and expire on their own; leases expire too, so that a process
+that dies holding one does not hold it for ever.
 """
 
 from __future__ import annotations

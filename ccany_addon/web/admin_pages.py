@@ -142,7 +142,7 @@ async def client_keys_page(datasette: Datasette, request: Request) -> Response:
             error = str(failure)
     db = await config_db(datasette)
     keys = [dict(row) for row in (await db.execute(
-        f"SELECT {key_usage.KEY_COLUMNS}, k.expires_at, k.allowed_models, k.created_at FROM client_keys k "
+        f"SELECT {key_usage.KEY_SELECT}, k.expires_at, k.allowed_models, k.created_at FROM client_keys k "
         "LEFT JOIN users u ON u.id = k.user_id ORDER BY k.id")).rows]
     key_usage.with_spend(keys, await key_usage.spent_by_key(datasette, [key["id"] for key in keys]))
     for key in keys:
@@ -159,9 +159,13 @@ def _limits_fields(form: dict) -> dict[str, float | str | None]:
     limits: dict[str, float | str | None] = {
         column: _usd_field(form, column) if column.endswith("_usd") else _count_field(form, column)
         for column in LIMIT_COLUMNS}
-    limits[OVER_BUDGET_COLUMN] = form.get(OVER_BUDGET_COLUMN, "").strip() or None
-    limits["owner"] = form.get("owner", "").strip() or None
+    limits[OVER_BUDGET_COLUMN] = _text_field(form, OVER_BUDGET_COLUMN)
+    limits["owner"] = _text_field(form, "owner")
     return limits
+
+
+def _text_field(form: dict, name: str) -> str | None:
+    return form.get(name, "").strip() or None
 
 
 def _count_field(form: dict, name: str) -> int | None:
@@ -214,7 +218,7 @@ async def users_page(datasette: Datasette, request: Request) -> Response:
                 message = f"Set a new password for {username}; their sessions are logged out"
             elif action == "budgets":
                 budgets: dict[str, float | str | None] = {c: _usd_field(form, c) for c in BUDGET_COLUMNS}
-                budgets[OVER_BUDGET_COLUMN] = form.get(OVER_BUDGET_COLUMN, "").strip() or None
+                budgets[OVER_BUDGET_COLUMN] = _text_field(form, OVER_BUDGET_COLUMN)
                 await write_config(datasette, request, lambda db: store.set_user_budgets(
                     db, actor["id"], username, **budgets))
                 message = f"Set the budgets of {username}"

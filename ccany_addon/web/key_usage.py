@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from datasette.app import Datasette
     from datasette.utils.asgi import Request, Response
 
-KEY_COLUMNS = ("k.id, k.name, k.prefix, k.enabled, k.rpm_limit, k.tpm_limit, k.max_streams, k.daily_budget_usd, "
+KEY_SELECT = ("k.id, k.name, k.prefix, k.enabled, k.rpm_limit, k.tpm_limit, k.max_streams, k.daily_budget_usd, "
                "k.monthly_budget_usd, k.over_budget_model, u.username AS owner")
 
 
@@ -57,7 +57,7 @@ async def my_keys_page(datasette: Datasette, request: Request) -> Response:
     actor = require_actor(request)
     db = await config_db(datasette)
     keys = [dict(row) for row in (await db.execute(
-        f"SELECT {KEY_COLUMNS} FROM client_keys k JOIN users u ON u.id = k.user_id WHERE u.username = ? "
+        f"SELECT {KEY_SELECT} FROM client_keys k JOIN users u ON u.id = k.user_id WHERE u.username = ? "
         "ORDER BY k.id", [actor["id"]])).rows]
     me = (await db.execute("SELECT id, daily_budget_usd, monthly_budget_usd, over_budget_model FROM users "
                            "WHERE username = ?", [actor["id"]])).first()
