@@ -2,7 +2,8 @@
 the same counters, so a limit of N requests a minute lets N through in all, not N per process.
 
 Each operation is one round trip, atomic on the server (a Lua script), awaited on the event loop so that other
-flows go on meanwhile. When the server does not answer within a quarter of a second (down, restarting, cut off)
+flows go on meanwhile; a busy key's admission is sent right behind the request instead, admitted on Redis's answer
+of a moment ago (`admit_ahead.py`). When the server does not answer within a quarter of a second (down, restarting, cut off)
 the process counts in its own memory, says so once in the log and in `/metrics` (`ccany_shared_state_up 0`), asks
 the server again every few seconds, and when it answers adds what was counted meanwhile to the shared counters
 (leases held meanwhile stay local and end on their own). One server, not a cluster: a script's keys must live
@@ -11,6 +12,7 @@ together.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,7 @@ from urllib.parse import urlsplit
 import redis
 import redis.asyncio
 
+from ccany_addon.limits.admit_ahead import AheadOfRedis
 from ccany_addon.limits.shared_state import Admitted, KeySwitch, Lease, LocalState, Take
 from ccany_addon.util.json_codec import dumps, loads
 
@@ -33,34 +36,37 @@ RETRY_AFTER = 3.0  # seconds between tries while the server is away
 
 # KEYS: the counters read, then the take's counter, then the leases' set (each when given). ARGV[1], JSON (one
 # argument: encoding each in Python cost more than the round trip): {"limits": [...], "take": [amount, limit, ttl]
-# or null, "lease": [lease, limit, ttl] or null}. Leases are scored by the server's clock, so that those of
-# processes on several machines expire alike.
+# or null, "lease": [lease, limit, ttl] or null, "force": counted even past a limit (admitted ahead,
+# `admit_ahead.py`)}. Leases are scored by the server's clock, so that those of processes on several machines
+# expire alike. Answers the refusal, the read counter at its limit, the take's total, the leases held, the reads.
 _ADMIT = """
 local asked = cjson.decode(ARGV[1])
+local force = asked.force
 local n = #asked.limits
 local values, refused, index = {}, nil, 0
 for i = 1, n do
   local value = tonumber(redis.call('GET', KEYS[i]) or '0')
   values[i] = tostring(value)
-  if not refused and value >= asked.limits[i] then refused, index = 'read', i - 1 end
+  if not force and not refused and value >= asked.limits[i] then refused, index = 'read', i - 1 end
 end
 local take, lease = asked.take, asked.lease
 local k = n + 1
 local take_key, lease_key
 if take ~= cjson.null then take_key = KEYS[k]; k = k + 1 end
 if lease ~= cjson.null then lease_key = KEYS[k] end
-local total, now = 0, 0
-if not refused and lease_key then
+local total, now, held = 0, 0, 0
+if lease_key then
   local clock = redis.call('TIME')
   now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
   redis.call('ZREMRANGEBYSCORE', lease_key, '-inf', now)
-  if not redis.call('ZSCORE', lease_key, lease[1]) and redis.call('ZCARD', lease_key) >= lease[2] then
+  held = redis.call('ZCARD', lease_key)
+  if not force and not refused and not redis.call('ZSCORE', lease_key, lease[1]) and held >= lease[2] then
     refused = 'lease'
   end
 end
 if not refused and take_key then
   total = tonumber(redis.call('GET', take_key) or '0')
-  if total + take[1] > take[2] then
+  if not force and total + take[1] > take[2] then
     refused = 'take'
   else
     total = tonumber(redis.call('INCRBYFLOAT', take_key, take[1]))
@@ -70,8 +76,9 @@ end
 if not refused and lease_key then
   redis.call('ZADD', lease_key, now + lease[3], lease[1])
   redis.call('EXPIRE', lease_key, math.ceil(lease[3]) + 1)
+  held = redis.call('ZCARD', lease_key)
 end
-return {refused or '', index, tostring(total), unpack(values)}
+return {refused or '', index, tostring(total), held, unpack(values)}
 """
 # KEYS: the counters added to, then the leases' set. ARGV[1], JSON: {"adds": [[amount, ttl], ...], "lease": the
 # lease to give back, or null}.
@@ -155,20 +162,27 @@ class RedisState:
         self._retry_at = 0.0
         self._missed: dict[str, tuple[float, int]] = {}  # counted alone while away: counter → (amount, ttl)
         self._missed_switches: dict[str, KeySwitch] = {}  # keys switched while away
+        self.ahead = AheadOfRedis(time.monotonic)  # `clock` paces the retries (tests step it)
+        self._confirming: set[asyncio.Task] = set()  # admissions admitted ahead, on their way to Redis
+        self._leases_confirming: dict[str, asyncio.Task] = {}  # their stream leases: lease → its admission's task
 
     def describe(self) -> str:
         return f"Redis at {self.name}" + ("" if self.up else " (away: counting in this process meanwhile)")
 
     async def admit(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
+        if self.up and (admitted := self.ahead.admit(reads, take, lease)) is not None:
+            confirming = asyncio.get_running_loop().create_task(self._confirm(reads, take, lease))
+            self._confirming.add(confirming)
+            confirming.add_done_callback(self._confirming.discard)
+            if lease is not None:  # its end is counted after Redis has it, or the lease would outlive the stream
+                self._leases_confirming[lease.lease] = confirming
+                confirming.add_done_callback(lambda _: self._leases_confirming.pop(lease.lease, None))
+            return admitted
+
         async def shared() -> Admitted:
-            keys = [PREFIX + counter for counter, _ in reads]
-            keys += [PREFIX + take.counter] if take else []
-            keys += [PREFIX + lease.name] if lease else []
-            asked = {"limits": [limit for _, limit in reads],
-                     "take": [take.amount, take.limit, take.ttl] if take else None,
-                     "lease": [lease.lease, lease.limit, lease.ttl] if lease else None}
-            refused, index, total, *values = await self._admit(keys=keys, args=[dumps(asked)])
-            return Admitted(refused or None, [float(value) for value in values], int(index), float(total))
+            admitted, held = await self._admit_on_server(reads, take, lease, force=False)
+            self.ahead.answered(reads, take, lease, admitted, held, ahead=False)
+            return admitted
 
         def alone() -> Admitted:
             admitted = self.local.admit_now(reads, take, lease)
@@ -178,7 +192,39 @@ class RedisState:
 
         return await self._call(shared, alone)
 
+    async def _confirm(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> None:
+        """Counts an admission admitted ahead (`admit_ahead.py`), whatever Redis would now say of it."""
+        async def shared() -> None:
+            admitted, held = await self._admit_on_server(reads, take, lease, force=True)
+            self.ahead.answered(reads, take, lease, admitted, held, ahead=True)
+
+        def alone() -> None:
+            self.ahead.forget(reads, take, lease)
+            if take is not None:
+                self._remember([(take.counter, take.amount, take.ttl)])
+            self.local.count_now([] if take is None else [(take.counter, take.amount, take.ttl)], None)
+
+        try:
+            await self._call(shared, alone)
+        except Exception as error:  # not a Redis error: the admission stays admitted, uncounted; say so
+            self.ahead.forget(reads, take, lease)
+            logger.error(f"ccany: an admission could not be counted in {self.name}: {type(error).__name__}")
+
+    async def _admit_on_server(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None,
+                               force: bool) -> tuple[Admitted, int]:
+        keys = [PREFIX + counter for counter, _ in reads]
+        keys += [PREFIX + take.counter] if take else []
+        keys += [PREFIX + lease.name] if lease else []
+        asked = {"limits": [limit for _, limit in reads], "take": [take.amount, take.limit, take.ttl] if take else None,
+                 "lease": [lease.lease, lease.limit, lease.ttl] if lease else None, "force": force}
+        refused, index, total, held, *values = await self._admit(keys=keys, args=[dumps(asked)])
+        return Admitted(refused or None, [float(value) for value in values], int(index), float(total)), int(held)
+
     async def count(self, adds: list[tuple[str, float, int]], release: tuple[str, str] | None) -> None:
+        self.ahead.counted(adds)
+        if release is not None and (confirming := self._leases_confirming.get(release[1])) is not None:
+            await asyncio.wait([confirming])
+
         def alone() -> None:
             self._remember(adds)
             self.local.count_now(adds, release)
@@ -186,6 +232,9 @@ class RedisState:
         await self._call(lambda: self._count_on_server(adds, release), alone)
 
     async def read(self, counters: list[str]) -> list[float]:
+        if self.up and (values := self.ahead.read(counters)) is not None:
+            return values
+
         async def shared() -> list[float]:
             return [float(value or 0) for value in await self.client.mget([PREFIX + c for c in counters])]
 
@@ -228,6 +277,8 @@ class RedisState:
         return await self._call(shared, self.local.switches_now)
 
     async def close(self) -> None:
+        if self._confirming:
+            await asyncio.wait(list(self._confirming), timeout=TIMEOUT * 2)
         await self.client.aclose()
 
     async def _count_on_server(self, adds: list[tuple[str, float, int]], release: tuple[str, str] | None) -> None:
