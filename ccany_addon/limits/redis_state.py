@@ -3,11 +3,11 @@ the same counters, so a limit of N requests a minute lets N through in all, not 
 
 Each operation is one round trip, atomic on the server (a Lua script), awaited on the event loop so that other
 flows go on meanwhile; a busy key's admission is sent right behind the request instead, admitted on Redis's answer
-of a moment ago (`admit_ahead.py`). When the server does not answer within a quarter of a second (down, restarting, cut off)
-the process counts in its own memory, says so once in the log and in `/metrics` (`ccany_shared_state_up 0`), asks
-the server again every few seconds, and when it answers adds what was counted meanwhile to the shared counters
-(leases held meanwhile stay local and end on their own). One server, not a cluster: a script's keys must live
-together.
+of a moment ago (`admit_ahead.py`). When the server does not answer within a quarter of a second (down,
+restarting, cut off) the process counts in its own memory, says so once in the log and in `/metrics`
+(`ccany_shared_state_up 0`), asks the server again every few seconds, and when it answers adds what was counted
+meanwhile to the shared counters (leases held meanwhile stay local and end on their own). One server, not a
+cluster: a script's keys must live together.
 """
 
 from __future__ import annotations
