@@ -145,10 +145,12 @@ def server_name(url: str) -> str:
 
 
 class RedisState:
-    def __init__(self, url: str, password: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, url: str, password: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 timeout: float = TIMEOUT) -> None:
         self.name = server_name(url)
-        self.client = redis.asyncio.Redis.from_url(url, password=password or None, socket_timeout=TIMEOUT,
-                                                   socket_connect_timeout=TIMEOUT, decode_responses=True)
+        self.timeout = timeout
+        self.client = redis.asyncio.Redis.from_url(url, password=password or None, socket_timeout=timeout,
+                                                   socket_connect_timeout=timeout, decode_responses=True)
         self._admit = self.client.register_script(_ADMIT)
         self._count = self.client.register_script(_COUNT)
         self._cool = self.client.register_script(_COOL)
@@ -278,7 +280,7 @@ class RedisState:
 
     async def close(self) -> None:
         if self._confirming:
-            await asyncio.wait(list(self._confirming), timeout=TIMEOUT * 2)
+            await asyncio.wait(list(self._confirming), timeout=2 * self.timeout)
         await self.client.aclose()
 
     async def _count_on_server(self, adds: list[tuple[str, float, int]], release: tuple[str, str] | None) -> None:
