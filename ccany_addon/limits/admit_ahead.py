@@ -86,7 +86,7 @@ class AheadOfRedis:
                 now = self.clock()
                 self._views = {name: kept for name, kept in self._views.items() if now - kept.at <= FRESH}
             view = self._views[key] = View([], 0.0, 0, 0.0)
-        view.values, view.total, view.held, view.at = answer.values, answer.total, held, self.clock()
+        view.values, view.total, view.held, view.at = list(answer.values), answer.total, held, self.clock()
         if ahead:
             view.ahead = max(0, view.ahead - 1)
 
