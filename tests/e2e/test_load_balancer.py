@@ -18,10 +18,10 @@ import httpx
 import pytest
 
 from ccany_addon.config import store
-from tests.conftest import ROOT, Proxy, config_db, free_port, secret, start_proxy, start_redis, stop, wait_for
+from tests.conftest import ROOT, Proxy, free_port, secret, start_proxy, start_redis, stop, wait_for
+from tests.e2e.test_team_limits import team_config
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-KEY = secret("sk-balanced-upstream-0123456789abcdef")
 
 
 def readme_nginx_block() -> str:
@@ -65,11 +65,7 @@ def balanced(fake_upstream, tmp_path_factory) -> Iterator[Balanced]:
     tmp = tmp_path_factory.mktemp("balanced")
     redis_server = start_redis(tmp)
     path = tmp / "config.db"
-    db = config_db(path)
-    store.add_provider(db, "test", "openai", fake_upstream.url + "/v1", models={"big": "gpt-4o", "small": "gpt-4o"})
-    store.set_provider_key(db, "test", "openai", KEY)
-    store.add_route(db, "test", "claude-*", "openai", None)
-    store.add_route(db, "test", "slow-*", "openai", "scenario:trickle_150")  # 9 chunks 150 ms apart
+    db = team_config(path, fake_upstream.url)
     keys = {}
     for name, limits in (("free", {}), ("paced", {"rpm_limit": 4})):
         keys[name] = secret(store.create_client_key(db, "test", name)[1])

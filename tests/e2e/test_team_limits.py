@@ -37,16 +37,23 @@ class Team:
     tmp: Path
 
 
+def team_config(path: Path, upstream_url: str):
+    """A config DB shared by gateway processes: claude-* to the fake upstream as gpt-4o, slow-* trickling (9
+    chunks 150 ms apart); the caller adds the client keys."""
+    db = config_db(path)
+    store.add_provider(db, "test", "openai", upstream_url + "/v1", models={"big": "gpt-4o", "small": "gpt-4o"})
+    store.set_provider_key(db, "test", "openai", KEY)
+    store.add_route(db, "test", "claude-*", "openai", None)
+    store.add_route(db, "test", "slow-*", "openai", "scenario:trickle_150")
+    return db
+
+
 @pytest.fixture(scope="module")
 def team(fake_upstream, tmp_path_factory) -> Iterator[Team]:
     tmp = tmp_path_factory.mktemp("team")
     redis = start_redis(tmp)
     path = tmp / "config.db"
-    db = config_db(path)
-    store.add_provider(db, "test", "openai", fake_upstream.url + "/v1", models={"big": "gpt-4o", "small": "gpt-4o"})
-    store.set_provider_key(db, "test", "openai", KEY)
-    store.add_route(db, "test", "claude-*", "openai", None)
-    store.add_route(db, "test", "slow-*", "openai", "scenario:trickle_150")  # 9 chunks 150 ms apart
+    db = team_config(path, fake_upstream.url)
     store.add_user(db, "test", "ada", "correct horse battery")
     keys, key_ids = {}, {}
     for name, limits in (("paced", {"rpm_limit": 3}), ("budgeted", {"daily_budget_usd": 0.01}),
