@@ -200,11 +200,12 @@ class RedisState:
             admitted, held = await self._admit_on_server(reads, take, lease, force=True)
             self.ahead.answered(reads, take, lease, admitted, held, ahead=True)
 
-        def alone() -> None:
+        def alone() -> None:  # counted here, and added to Redis when it is back, as an admission alone is
             self.ahead.forget(reads, take, lease)
             if take is not None:
-                self._remember([(take.counter, take.amount, take.ttl)])
-            self.local.count_now([] if take is None else [(take.counter, take.amount, take.ttl)], None)
+                taken = [(take.counter, take.amount, take.ttl)]
+                self._remember(taken)
+                self.local.count_now(taken, None)
 
         try:
             await self._call(shared, alone)
