@@ -83,6 +83,7 @@ class Limits:
         gauges = self.gateway.metrics.gauges
         gauges["ccany_shared_state_up"] = lambda: float(getattr(self.shared, "up", True))
         gauges["ccany_shared_state_outages_total"] = lambda: float(getattr(self.shared, "outages", 0))
+        gauges["ccany_admitted_ahead_total"] = lambda: float(getattr(self.shared, "admitted_ahead", 0))
 
     def _key_failed(self, provider: Provider, failure: KeyFailure) -> None:
         if (telling := self.fleet_keys.failed(provider, failure)) is not None:

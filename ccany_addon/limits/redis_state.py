@@ -165,6 +165,7 @@ class RedisState:
         self._missed: dict[str, tuple[float, int]] = {}  # counted alone while away: counter → (amount, ttl)
         self._missed_switches: dict[str, KeySwitch] = {}  # keys switched while away
         self.ahead = AheadOfRedis(time.monotonic)  # `clock` paces the retries (tests step it)
+        self.admitted_ahead = 0  # `/metrics`: how often a busy key did not wait for Redis
         self._confirming: set[asyncio.Task] = set()  # admissions admitted ahead, on their way to Redis
         self._leases_confirming: dict[str, asyncio.Task] = {}  # their stream leases: lease → its admission's task
 
@@ -173,6 +174,7 @@ class RedisState:
 
     async def admit(self, reads: list[tuple[str, float]], take: Take | None, lease: Lease | None) -> Admitted:
         if self.up and (admitted := self.ahead.admit(reads, take, lease)) is not None:
+            self.admitted_ahead += 1
             confirming = asyncio.get_running_loop().create_task(self._confirm(reads, take, lease))
             self._confirming.add(confirming)
             confirming.add_done_callback(self._confirming.discard)

@@ -61,6 +61,8 @@ _HELP = {
     "ccany_shared_state_up": ("gauge", "0 while Redis does not answer and this process counts limits and budgets "
                               "alone; else 1."),
     "ccany_shared_state_outages_total": ("counter", "Times the shared state (Redis) stopped answering."),
+    "ccany_admitted_ahead_total": ("counter", "Requests of a busy client key admitted on Redis's answer of a moment "
+                                   "ago, without waiting for Redis."),
     "ccany_limited_total": ("counter", "Requests refused by a client key's limit or budget, by reason."),
 }
 

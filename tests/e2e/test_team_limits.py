@@ -105,6 +105,8 @@ def test_a_request_limit_holds_across_both_gateways(team):
     rows = [team.proxies[n % 2].flow(answers[n].headers["request-id"]) for n in (3, 4)]
     assert [row["error_type"] for row in rows] == ["rate_limit_error", "rate_limit_error"]
     assert metric(team.proxies[0], 'ccany_limited_total{reason="rate"}') >= 1
+    # a limit of 3 is exact: no request of it was admitted ahead of Redis's answer (`admit_ahead.py`)
+    assert [metric(proxy, "ccany_admitted_ahead_total") for proxy in team.proxies] == [0, 0]
 
 
 def test_a_budget_spent_through_one_gateway_is_spent_on_the_other(team):

@@ -131,6 +131,7 @@ def test_a_busy_key_does_not_wait_for_redis_and_redis_still_counts_it(redis_serv
         await paused(other, 0.15)
         admitted = without_waiting(state.admit(BUDGET, BUSY, Lease(lease.name, "second", 1000, 15)))
         assert admitted.refused is None  # on the answer of a moment ago, though Redis does not answer now
+        assert state.admitted_ahead == 1  # in /metrics as ccany_admitted_ahead_total
         started = time.monotonic()
         assert (await state.admit([], small, None)).refused is None
         assert time.monotonic() - started > 0.08  # a small limit waited for Redis
