@@ -8,10 +8,9 @@ remove the parts no kept flow names without reading a single manifest (`prune.py
 from __future__ import annotations
 
 import sqlite3
-import zlib
 from collections.abc import Callable, Mapping
 
-from ccany_addon.flowlog.part_compression import compress, decompress
+from ccany_addon.flowlog.part_compression import PartDataError, compress, decompress
 from ccany_addon.flowlog.part_strings import cut_out, put_back, strings_in, text_forms
 from ccany_addon.flowlog.parts import MissingPart, unpack, unpack_bytes
 from ccany_addon.flowlog.schema import BODY_MANIFESTS, FLOWS, PARTS
@@ -97,7 +96,7 @@ class UnreadablePart(ValueError):
 def _decompressed(digest: str, body: bytes) -> bytes:
     try:
         return decompress(body)
-    except zlib.error as error:
+    except PartDataError as error:
         raise UnreadablePart(digest, str(error)) from error
 
 

@@ -14,13 +14,17 @@ import re
 import sqlite3
 import subprocess
 import time
+import zlib
 from datetime import datetime
 from pathlib import Path
+from unittest import mock
 from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
 
+from ccany_addon.flowlog import part_store
+from ccany_addon.flowlog.part_compression import DICTIONARY
 from ccany_addon.flowlog.parts import WHOLE_PART_MIN
 from ccany_addon.flowlog.schema import BODY_MANIFESTS
 from tests.datasette.conftest import (
@@ -29,6 +33,7 @@ from tests.datasette.conftest import (
     FlowLog,
     Server,
     _flow,
+    build_flows,
     fetch,
     fetch_one,
     flow,
@@ -120,6 +125,28 @@ def test_rows_written_inline_by_the_previous_version_read_the_same(flow_log: Flo
             assert section(packed.text, pane_id(name)) == section(inline.text, pane_id(name)), (path, name)
     row = flow(flow_log, status_code=502)  # a body that is not JSON
     assert pane_body(from_inline[ids.index(row["id"])].text, "client_response") == ("text", "Bad Gateway")
+
+
+def _zlib_as_stored_before(data: bytes) -> bytes:
+    """A part as the versions before zstd compressed it: zlib level 6, memLevel 5, primed with the dictionary."""
+    compressor = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS, 5, zdict=DICTIONARY)
+    return compressor.compress(data) + compressor.flush()
+
+
+def test_parts_compressed_with_zlib_by_the_previous_version_read_the_same(flow_log: FlowLog, tmp_path: Path) -> None:
+    """A DB whose parts the previous version wrote (zlib) shows every flow's page, download and SQL body as one
+    written now (zstd) does."""
+    with mock.patch.object(part_store, "compress", _zlib_as_stored_before):
+        old = write_flow_log(tmp_path / "ccany.db", build_flows())
+    with sqlite3.connect(old.path) as conn:
+        assert all(body[:1] == b"\x78" for (body,) in conn.execute("SELECT body FROM parts"))  # zlib, each
+    ids = [row["id"] for row in flow_log.rows]
+    paths = [f"/-/flow/{flow_id}" for flow_id in ids] + [f"/-/flow/{flow_id}.json" for flow_id in ids]
+    for path, now, before in zip(paths, fetch(flow_log.path, paths=paths), fetch(old.path, paths=paths), strict=True):
+        assert now.status_code == before.status_code == 200, path
+        assert now.text == before.text, path
+    sql = "select id, ccany_body(client_request, client_request_parts) as body from flows order by id"
+    assert sql_json(old, sql) == sql_json(flow_log, sql)
 
 
 def test_flow_download_has_the_bodies_whole_and_no_manifests(flow_log: FlowLog) -> None:
